@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import List
 
-import numpy as np
 
 from ..metrics import nrmse
 from ..pipeline import PipelineConfig, run_pipeline

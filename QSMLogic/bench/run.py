@@ -31,7 +31,8 @@ def run_benchmarks(
 
     shp = QUICK_SHAPE if quick else tuple(shape)
     vox = (256.0 / shp[0], 256.0 / shp[1], 160.0 / shp[2]) if quick else (1.0, 1.0, 1.0)
-    print(f"SusceptibilityMRI benchmark — {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+    cpu = platform.processor() or platform.machine()
+    print(f"SusceptibilityMRI benchmark — {time.strftime('%Y-%m-%d %H:%M')}, {cpu}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
     print(f"phantom {shp} at {tuple(round(v, 2) for v in vox)} mm, 5 echoes (TE 4–20 ms, 3 T, SNR 100); "
           f"coil variant: {4 if quick else n_coils} coils")
