@@ -1,22 +1,37 @@
 """The head model: tissue labels, susceptibility, R2* and proton density on any voxel grid.
 
-World coordinates are MNI152 millimetres (RAS, origin at the anterior commissure); the field of view is centred on
-the head (:data:`HEAD_CENTER_MNI_MM`). Objects the atlases do not provide are placed at anatomically plausible MNI
-coordinates as soft-edged ellipsoids and tubes (:mod:`.shapes`).
+The anatomy is the shipped 1 mm label map derived from the MNI152 2009a template and the CIT168 atlas
+(:mod:`.build_data`; the construction follows the QSM Challenge 2.0 head model idea of Marques et al., Magn Reson
+Med 86 (2021) 526–542: segmented tissue classes with literature susceptibility, R2* and proton density). It is
+resampled to the requested grid with anti-aliasing, separately inside and outside the intracranial space so that
+the brain mask edge stays sharp and brain voxels never mix with skull or air. Veins, a calcification and a
+haemorrhage are then painted as soft-edged tubes and ellipsoids (:mod:`.shapes`), so they keep their partial
+volume at any resolution.
+
+World coordinates (RAS mm) are MNI152 coordinates times :data:`HEAD_SCALE` (origin at the anterior commissure);
+the field of view is centred on the intracranial space.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..errors import QSMInputError
 from .shapes import Canvas, Grid, ellipsoid_fraction, tube_fraction
 from .tissues import BY_NAME, LABEL_NAMES, TISSUES
 
-#: World (MNI mm) point at the centre of the field of view: the centre of the brain's bounding box.
-HEAD_CENTER_MNI_MM: Tuple[float, float, float] = (0.0, -16.0, 6.0)
+#: World millimetres per MNI millimetre: the MNI152 template is larger than an average adult head (its intracranial
+#: volume is ≈ 1.95 L); 0.92 brings it to ≈ 1.5 L (typical adult, e.g. Ritchie et al., Cereb Cortex 2018).
+HEAD_SCALE = 0.92
+#: World (MNI mm, before scaling) point at the centre of the field of view: the centre of the intracranial box.
+HEAD_CENTER_MNI_MM: Tuple[float, float, float] = (0.0, -17.0, 10.0)
+#: The shipped anatomy (see :mod:`.build_data`).
+DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "head_labels_1mm.npz"
 
 
 @dataclass
@@ -48,107 +63,112 @@ def _check_grid(shape: Sequence[int], voxel_size_mm: Sequence[float]) -> Tuple[T
 
 
 def grid_for(shape: Sequence[int], voxel_size_mm: Sequence[float]) -> Tuple[Grid, np.ndarray]:
-    """The voxel grid centred on :data:`HEAD_CENTER_MNI_MM` and its 4×4 index-to-RAS affine."""
+    """The voxel grid centred on the head and its 4×4 index-to-RAS affine.
+
+    The origin is rounded to whole millimetres (the head centre is within half a millimetre of the grid centre).
+    """
     shp, v = _check_grid(shape, voxel_size_mm)
-    origin = tuple(c - 0.5 * (n - 1) * d for c, n, d in zip(HEAD_CENTER_MNI_MM, shp, v))
+    origin = tuple(float(np.round(HEAD_SCALE * c - 0.5 * (n - 1) * d)) for c, n, d in zip(HEAD_CENTER_MNI_MM, shp, v))
     aff = np.eye(4)
     aff[:3, :3] = np.diag(v)
     aff[:3, 3] = origin
     return Grid(shp, v, origin), aff  # type: ignore[arg-type]
 
 
-def _both(center: Sequence[float]) -> Tuple[Tuple[float, float, float], ...]:
-    """A structure's left and right copies (mirrored in x)."""
-    return ((-abs(center[0]), center[1], center[2]), (abs(center[0]), center[1], center[2]))
+def _mni(point: Sequence[float]) -> Tuple[float, float, float]:
+    """World position of an MNI point."""
+    return tuple(HEAD_SCALE * float(c) for c in point)  # type: ignore[return-value]
 
 
-#: Geometric head layers (ellipsoid centre and semi-axes, MNI mm), outermost first.
-_HEAD_CENTER = (0.0, -17.0, 4.0)
-_LAYERS: Tuple[Tuple[str, Tuple[float, float, float]], ...] = (
-    ("scalp", (74.0, 95.0, 87.0)),
-    ("skull", (68.0, 89.0, 81.0)),
-    ("CSF", (61.0, 82.0, 74.0)),
-    ("GM", (58.0, 79.0, 71.0)),
-    ("WM", (54.0, 75.0, 67.0)),
+#: Veins as (polyline points in MNI mm, radius mm): superior sagittal sinus (along the midline under the skull,
+#: ⟂ B0 at the vertex and ∥ B0 at the back), straight sinus (oblique), internal cerebral veins (⟂ B0) and three
+#: cortical veins at 0°, 45° and 90° to B0.
+VEINS: Tuple[Tuple[Tuple[Tuple[float, float, float], ...], float], ...] = (
+    (((0.0, 58.0, 24.0), (0.0, 47.0, 44.0), (0.0, 25.0, 57.0), (0.0, 5.0, 67.0), (0.0, -16.0, 72.0),
+      (0.0, -39.0, 70.0), (0.0, -60.0, 60.0), (0.0, -77.0, 43.0), (0.0, -91.0, 21.0), (0.0, -93.0, 0.0)), 3.5),
+    (((0.0, -44.0, 10.0), (0.0, -70.0, 2.0), (0.0, -92.0, -4.0)), 2.5),
+    (((-2.5, -4.0, 16.0), (-2.5, -40.0, 10.0)), 1.2),
+    (((2.5, -4.0, 16.0), (2.5, -40.0, 10.0)), 1.2),
+    (((-52.0, -12.0, 8.0), (-52.0, -12.0, 40.0)), 1.5),
+    (((44.0, 14.0, 12.0), (44.0, 40.0, 38.0)), 1.5),
+    (((18.0, -66.0, 36.0), (48.0, -66.0, 36.0)), 1.5),
 )
-
-#: Deep grey nuclei as ellipsoids (centre of the right copy, semi-axes), MNI mm.
-_NUCLEI: Tuple[Tuple[str, Tuple[float, float, float], Tuple[float, float, float]], ...] = (
-    ("ventricles", (10.0, -5.0, 16.0), (6.0, 24.0, 8.0)),
-    ("caudate", (13.0, 12.0, 10.0), (5.0, 9.0, 7.0)),
-    ("nucleus accumbens", (9.0, 12.0, -8.0), (4.0, 4.0, 4.0)),
-    ("putamen", (25.0, 2.0, 0.0), (5.0, 13.0, 9.0)),
-    ("globus pallidus externa (GPe)", (20.0, -3.0, -1.0), (3.0, 8.0, 5.0)),
-    ("globus pallidus interna (GPi)", (16.0, -5.0, -3.0), (2.5, 6.0, 4.0)),
-    ("thalamus", (11.0, -18.0, 7.0), (8.0, 15.0, 8.0)),
-    ("subthalamic nucleus", (12.0, -13.0, -5.0), (2.5, 4.5, 2.0)),
-    ("substantia nigra", (11.0, -18.0, -12.0), (3.0, 7.0, 3.0)),
-    ("red nucleus", (5.0, -20.0, -8.0), (3.0, 3.5, 3.5)),
-    ("dentate nucleus", (15.0, -57.0, -35.0), (6.0, 8.0, 5.0)),
-)
-
-#: Sinus air (frontal, sphenoid) and ear canals: ellipsoids (centre, semi-axes), MNI mm.
-_AIR: Tuple[Tuple[Tuple[float, float, float], Tuple[float, float, float]], ...] = (
-    ((0.0, 68.0, -14.0), (14.0, 7.0, 10.0)),
-    ((0.0, 18.0, -40.0), (10.0, 10.0, 8.0)),
-    ((-66.0, -20.0, -30.0), (10.0, 4.0, 4.0)),
-    ((66.0, -20.0, -30.0), (10.0, 4.0, 4.0)),
-)
-
-#: Veins as (polyline points, radius mm): superior sagittal sinus (curved, mostly ⟂ B0 at the vertex), straight
-#: sinus (oblique), internal cerebral veins (⟂ B0) and cortical veins at 0°, 45° and 90° to B0.
-_VEINS: Tuple[Tuple[Tuple[Tuple[float, float, float], ...], float], ...] = (
-    (((0.0, 58.0, 38.0), (0.0, 38.0, 62.0), (0.0, 10.0, 74.0), (0.0, -25.0, 76.0), (0.0, -58.0, 64.0),
-      (0.0, -84.0, 38.0), (0.0, -96.0, 8.0)), 3.5),
-    (((0.0, -46.0, 8.0), (0.0, -70.0, 2.0), (0.0, -92.0, -6.0)), 2.5),
-    (((-2.5, -2.0, 16.0), (-2.5, -40.0, 10.0)), 1.2),
-    (((2.5, -2.0, 16.0), (2.5, -40.0, 10.0)), 1.2),
-    (((-48.0, -12.0, 8.0), (-48.0, -12.0, 42.0)), 1.5),
-    (((42.0, 16.0, 12.0), (42.0, 42.0, 38.0)), 1.5),
-    (((18.0, -62.0, 34.0), (50.0, -62.0, 34.0)), 1.5),
-)
-
-_CALCIFICATION = ((28.0, -40.0, 28.0), 3.0)
-_HEMORRHAGE = ((-28.0, 24.0, 20.0), 5.0)
+#: Calcification: centre (MNI mm), radius (mm), in the right parietal white matter.
+CALCIFICATION: Tuple[Tuple[float, float, float], float] = ((26.0, -40.0, 30.0), 3.0)
+#: Haemorrhage: centre (MNI mm), radius (mm) of its main lobe, in the left frontal white matter.
+HEMORRHAGE: Tuple[Tuple[float, float, float], float] = ((-26.0, 24.0, 22.0), 4.5)
 
 
-def _paint_geometric_base(cv: Canvas) -> None:
-    """Scalp, skull, CSF, GM and WM as nested ellipsoids, then sinus air."""
-    for name, semi in _LAYERS:
-        got = ellipsoid_fraction(cv.grid, _HEAD_CENTER, semi)
+@lru_cache(maxsize=1)
+def _labels_1mm() -> Tuple[np.ndarray, np.ndarray]:
+    """The shipped uint8 label map on the MNI 1 mm grid and the MNI position (mm) of its voxel (0, 0, 0)."""
+    if not DATA_FILE.exists():
+        raise FileNotFoundError(f"phantom anatomy {DATA_FILE} is missing; run python -m QSMLogic.phantom.build_data")
+    with np.load(DATA_FILE) as f:
+        return f["labels"], np.asarray(f["origin_mm"], np.float64)
+
+
+def _lut(attr: str) -> np.ndarray:
+    lut = np.zeros(256, np.float32)
+    for t in TISSUES:
+        lut[t.label] = getattr(t, attr)
+    return lut
+
+
+@lru_cache(maxsize=4)
+def _anatomy(shape: Tuple[int, int, int], voxel_size_mm: Tuple[float, float, float]):
+    """Labels, χ, R2*, PD and brain mask of the template anatomy on the grid (cached per grid; read-only arrays)."""
+    grid, _ = grid_for(shape, voxel_size_mm)
+    lab1, origin1 = _labels_1mm()
+    step = np.asarray(grid.voxel_size_mm) / HEAD_SCALE  # template voxels per output voxel
+    offset = (np.asarray(grid.origin_mm) / HEAD_SCALE - origin1)
+    sigma = 0.42 * np.sqrt(np.maximum(step**2 - 1.0, 0.0))  # anti-aliasing for coarser grids
+
+    def resample(vol: np.ndarray, order: int = 1) -> np.ndarray:
+        if order == 1 and np.any(sigma > 0.05):
+            vol = ndi.gaussian_filter(vol, sigma, mode="nearest")
+        return ndi.affine_transform(vol, step, offset=offset, output_shape=grid.shape, order=order, mode="nearest",
+                                    prefilter=False)
+
+    brain_lut = np.zeros(256, np.float32)
+    brain_lut[[t.label for t in TISSUES if t.in_brain]] = 1.0
+    icv1 = brain_lut[lab1]
+    chi1 = _lut("chi_ppm")[lab1]
+    icv = resample(icv1)
+    chi_in = resample(chi1 * icv1)
+    chi_out = resample(chi1 * (1.0 - icv1))
+    brain = icv >= 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi = np.where(brain, chi_in / icv, chi_out / (1.0 - icv)).astype(np.float32)
+    r2 = resample(_lut("r2star_hz")[lab1]).astype(np.float32)
+    pd = resample(_lut("proton_density")[lab1]).astype(np.float32)
+    labels = resample(lab1, order=0).astype(np.int16)
+    in_brain = brain_lut[labels] > 0
+    labels[brain & ~in_brain] = BY_NAME["CSF"].label
+    labels[~brain & in_brain] = BY_NAME["skull"].label
+    for a in (labels, chi, r2, pd, brain):
+        a.setflags(write=False)
+    return labels, chi, r2, pd, brain
+
+
+def _paint_inclusions(cv: Canvas, brain: np.ndarray, seed: int) -> None:
+    """Veins, one calcification and one lobulated haemorrhage, inside the brain mask only."""
+    within = brain.astype(np.float32)
+    for pts, radius in VEINS:
+        got = tube_fraction(cv.grid, [_mni(p) for p in pts], radius)
         if got is not None:
-            cv.paint(got[0], got[1], BY_NAME[name])
-    for c, semi in _AIR:
-        got = ellipsoid_fraction(cv.grid, c, semi)
-        if got is not None:
-            cv.paint(got[0], got[1], BY_NAME["sinus air"])
-
-
-def _paint_inclusions(cv: Canvas, seed: int, nuclei: bool) -> None:
-    """Nuclei (optionally), veins, one calcification and one lobulated haemorrhage, inside the brain only."""
-    brain_labels = np.array([t.label for t in TISSUES if t.in_brain], np.int16)
-    intracranial = np.isin(cv.labels, brain_labels).astype(np.float32)
-    if nuclei:
-        for name, c, semi in _NUCLEI:
-            for cc in _both(c):
-                got = ellipsoid_fraction(cv.grid, cc, semi)
-                if got is not None:
-                    cv.paint(got[0], got[1], BY_NAME[name], intracranial)
-    for pts, radius in _VEINS:
-        got = tube_fraction(cv.grid, pts, radius)
-        if got is not None:
-            cv.paint(got[0], got[1], BY_NAME["veins"], intracranial)
-    got = ellipsoid_fraction(cv.grid, _CALCIFICATION[0], (_CALCIFICATION[1],) * 3)
+            cv.paint(got[0], got[1], BY_NAME["veins"], within)
+    got = ellipsoid_fraction(cv.grid, _mni(CALCIFICATION[0]), (CALCIFICATION[1],) * 3)
     if got is not None:
-        cv.paint(got[0], got[1], BY_NAME["calcification"], intracranial)
+        cv.paint(got[0], got[1], BY_NAME["calcification"], within)
     rng = np.random.default_rng(seed)
-    c0, r0 = np.asarray(_HEMORRHAGE[0]), _HEMORRHAGE[1]
+    c0, r0 = np.asarray(_mni(HEMORRHAGE[0])), HEMORRHAGE[1]
     for k in range(4):
         off = rng.normal(0.0, 0.35 * r0, 3) if k else np.zeros(3)
         semi = r0 * rng.uniform(0.6, 0.9, 3) if k else (r0,) * 3
         got = ellipsoid_fraction(cv.grid, c0 + off, semi)
         if got is not None:
-            cv.paint(got[0], got[1], BY_NAME["hemorrhage"], intracranial)
+            cv.paint(got[0], got[1], BY_NAME["hemorrhage"], within)
 
 
 def make_head_model(
@@ -158,18 +178,21 @@ def make_head_model(
 ) -> HeadModel:
     """Build the head phantom on a grid of ``shape`` voxels of ``voxel_size_mm`` centred on the head.
 
-    ``seed`` makes the random details (the lobulated haemorrhage's shape) reproducible. Tissue values come from
-    :mod:`.tissues`. The brain mask is every intracranial label (CSF, ventricles, brain tissue, veins, lesions).
+    Any shape and voxel size (≤ 10 mm) work; parts of the head outside the field of view are cut off. ``seed``
+    makes the random details (the lobulated haemorrhage's shape) reproducible. Tissue values come from
+    :mod:`.tissues`. The brain mask is the intracranial space (CSF, ventricles, brain tissue, veins, lesions).
     """
-    grid, aff = grid_for(shape, voxel_size_mm)
+    shp, v = _check_grid(shape, voxel_size_mm)
+    grid, aff = grid_for(shp, v)
+    labels, chi, r2, pd, brain = _anatomy(shp, v)  # type: ignore[arg-type]
     cv = Canvas(grid)
-    cv.chi_ppm[:] = BY_NAME["background/air"].chi_ppm
-    _paint_geometric_base(cv)
-    _paint_inclusions(cv, seed, nuclei=True)
-    brain_labels = np.array([t.label for t in TISSUES if t.in_brain], np.int16)
-    brain = np.isin(cv.labels, brain_labels)
+    cv.labels[:] = labels
+    cv.chi_ppm[:] = chi
+    cv.r2star_hz[:] = r2
+    cv.proton_density[:] = pd
+    _paint_inclusions(cv, brain, seed)
     return HeadModel(
-        chi_ppm=cv.chi_ppm, labels=cv.labels, label_names=dict(LABEL_NAMES), brain_mask=brain,
+        chi_ppm=cv.chi_ppm, labels=cv.labels, label_names=dict(LABEL_NAMES), brain_mask=brain.copy(),
         r2star_hz=cv.r2star_hz, proton_density=cv.proton_density, affine=aff,
         voxel_size_mm=grid.voxel_size_mm, shape=grid.shape,
     )
