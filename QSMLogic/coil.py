@@ -123,28 +123,29 @@ def _echo_coils(signal: np.ndarray, echo: int) -> np.ndarray:
 def laplacian_unwrap(phase_rad: np.ndarray) -> np.ndarray:
     """Unwrap a 3D phase with the Laplacian method and return the congruent result (wrapped + 2πk).
 
-    ∇²φ = cos φ·∇²sin φ − sin φ·∇²cos φ is wrap-free; inverting the discrete Laplacian (FFT, periodic) gives a
-    smooth estimate, and rounding its difference to the wrapped input to multiples of 2π gives an unwrapped
-    phase that agrees with the input modulo 2π (Schofield & Zhu, Opt Lett 2003). Adequate for the smooth
-    difference phases used here; the unwrap stage offers better general-purpose unwrappers.
+    ∇²φ = cos φ·∇²sin φ − sin φ·∇²cos φ is wrap-free; inverting the discrete Laplacian (DCT, i.e. mirror
+    boundaries) gives a smooth estimate, and rounding its difference to the wrapped input to multiples of 2π gives
+    an unwrapped phase that agrees with the input modulo 2π (Schofield & Zhu, Opt Lett 2003). Adequate for the
+    smooth difference phases used here; the unwrap stage offers better general-purpose unwrappers.
     """
     ph = np.asarray(phase_rad, dtype=np.float32)
-    shp = ph.shape
-    lap = np.zeros([n if ax < 2 else n // 2 + 1 for ax, n in enumerate(shp)], dtype=np.float64)
-    for ax, n in enumerate(shp):
-        k = np.arange(n if ax < 2 else n // 2 + 1)
+    if ph.ndim != 3:
+        raise QSMInputError(f"laplacian_unwrap needs a 3D phase, got shape {ph.shape}")
+    lap = np.zeros(ph.shape, dtype=np.float64)
+    for ax, n in enumerate(ph.shape):
         sh = [1, 1, 1]
-        sh[ax] = k.size
-        lap = lap + (2.0 * np.cos(2.0 * np.pi * k / n) - 2.0).reshape(sh)
+        sh[ax] = n
+        lap = lap + (2.0 * np.cos(np.pi * np.arange(n) / n) - 2.0).reshape(sh)
+
+    def dct_lap(a: np.ndarray) -> np.ndarray:
+        return sfft.idctn(sfft.dctn(a, type=2, workers=FFT_WORKERS) * lap, type=2, workers=FFT_WORKERS)
+
     s, c = np.sin(ph), np.cos(ph)
-    lap_s = sfft.irfftn(sfft.rfftn(s, workers=FFT_WORKERS) * lap, s=shp, workers=FFT_WORKERS)
-    lap_c = sfft.irfftn(sfft.rfftn(c, workers=FFT_WORKERS) * lap, s=shp, workers=FFT_WORKERS)
-    rhs = sfft.rfftn((c * lap_s - s * lap_c).astype(np.float32), workers=FFT_WORKERS)
-    del lap_s, lap_c
+    rhs = sfft.dctn((c * dct_lap(s) - s * dct_lap(c)).astype(np.float32), type=2, workers=FFT_WORKERS)
     lap.flat[0] = 1.0
     rhs /= lap
     rhs.flat[0] = 0.0
-    est = sfft.irfftn(rhs, s=shp, workers=FFT_WORKERS).astype(np.float32)
+    est = sfft.idctn(rhs, type=2, workers=FFT_WORKERS).astype(np.float32)
     return (ph + 2.0 * np.pi * np.round((est - ph) / (2.0 * np.pi))).astype(np.float32)
 
 
