@@ -467,7 +467,7 @@ def t2star_ms_from_r2star(r2star_hz: np.ndarray, max_t2star_ms: float = 1000.0) 
         raise QSMInputError(f"max_t2star_ms must be positive, got {max_t2star_ms!r}")
     r = np.asarray(r2star_hz, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(r > 0, 1000.0 / r, max_t2star_ms)
+        t = np.where(r > 0, 1000.0 / r, np.where(np.isnan(r), np.nan, max_t2star_ms))
     return np.clip(t, 0.0, max_t2star_ms).astype(np.float32)
 
 
