@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
-from .common import InversionProblem, cg, divergence, dot, edge_mask, gradient, prepare_problem
+from .common import InversionProblem, cg, divergence, dot, edge_mask, gradient, irfft, prepare_problem, rfft
 from .direct import inverse_kernel
 
 #: Regularisation weight λ by field strength (tesla) for fields and χ in ppm and gradients in 1/mm.
@@ -81,8 +81,9 @@ def _solve(
     if prob.magnitude is not None:
         mg = edge_mask(prob.magnitude, m, vox, edge_fraction)
     else:  # no magnitude: the structure of a TKD estimate stands in for the anatomy
-        spec = np.fft.rfftn(prob.field) * inverse_kernel(prob.kernel, 0.19, "tkd")
-        mg = edge_mask(np.fft.irfftn(spec, s=prob.shape).astype(np.float32), m, vox, edge_fraction)
+        spec = rfft(prob.field)
+        spec *= inverse_kernel(prob.kernel, 0.19, "tkd")
+        mg = edge_mask(irfft(spec, prob.shape), m, vox, edge_fraction)
     mg *= mf
     lam = np.float32(lambda_)
     csf_f = None if csf is None else csf.astype(np.float32)
