@@ -224,7 +224,7 @@ def _smv_setup(field_ppm: Any, mask: Any, voxel_size_mm: Sequence[float], radius
     return vox, m, crop, m_c, f_c
 
 
-def sharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float], radius_mm: float = 5.0,
+def sharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float], radius_mm: float = 6.0,
           threshold: float = 0.05) -> BackgroundResult:
     """SHARP (Schweser et al., NeuroImage 2011).
 
@@ -322,7 +322,7 @@ def _cg(apply_a, b: np.ndarray, tol: float, max_iter: int, x0: Optional[np.ndarr
 
 
 def resharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float], radius_mm: float = 4.0,
-            tikhonov: float = 1e-3, tol: float = 1e-3, max_iter: int = 100) -> BackgroundResult:
+            tikhonov: float = 1e-4, tol: float = 1e-3, max_iter: int = 100) -> BackgroundResult:
     """RESHARP (Sun & Wilman, MRM 2014).
 
     ``argmin_x ‖M_e (I − S)(x − δ)‖² + tikhonov·‖x‖²`` with ``M_e`` the mask eroded by ``radius_mm``: the SMV
@@ -390,7 +390,7 @@ def ismv(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float]
 
 def pdf(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float],
         b0_direction: Sequence[float] = (0.0, 0.0, 1.0), weight: Optional[np.ndarray] = None,
-        pad_mm: float = 20.0, tol: float = 0.02, max_iter: int = 30) -> BackgroundResult:
+        pad_mm: float = 10.0, tol: float = 1e-4, max_iter: int = 40) -> BackgroundResult:
     """PDF, projection onto dipole fields (Liu et al., NMR Biomed 2011).
 
     Fits susceptibility sources ``χ_out`` outside the mask so that their dipole field matches the field inside it,
@@ -572,7 +572,7 @@ def edge_loss_mm(mask: np.ndarray, eroded_mask: np.ndarray, voxel_size_mm: Seque
 _THR = Param("threshold", float, 0.05, "TSVD threshold on |1 − S(k)|", minimum=1e-4, maximum=0.5)
 register_method("background", MethodSpec(
     key="sharp", label="SHARP", reference="Schweser et al., NeuroImage 2011", func=sharp,
-    params=(Param("radius_mm", float, 5.0, "SMV kernel radius", unit="mm", minimum=0.5, maximum=20.0), _THR)))
+    params=(Param("radius_mm", float, 6.0, "SMV kernel radius", unit="mm", minimum=0.5, maximum=20.0), _THR)))
 register_method("background", MethodSpec(
     key="vsharp", label="V-SHARP", reference="Li et al., NeuroImage 2011; Wu et al., MRM 2012", func=vsharp,
     params=(Param("max_radius_mm", float, 12.0, "largest SMV radius", unit="mm", minimum=0.5, maximum=30.0),
@@ -583,15 +583,15 @@ register_method("background", MethodSpec(
 register_method("background", MethodSpec(
     key="resharp", label="RESHARP", reference="Sun & Wilman, MRM 2014", func=resharp,
     params=(Param("radius_mm", float, 4.0, "SMV kernel radius", unit="mm", minimum=0.5, maximum=20.0),
-            Param("tikhonov", float, 1e-3, "Tikhonov regularisation weight λ", minimum=0.0, maximum=1.0),
+            Param("tikhonov", float, 1e-4, "Tikhonov regularisation weight λ", minimum=0.0, maximum=1.0),
             Param("tol", float, 1e-3, "CG relative residual", minimum=1e-8, maximum=0.5),
             Param("max_iter", int, 100, "CG iterations at most", minimum=1, maximum=5000))))
 register_method("background", MethodSpec(
     key="pdf", label="PDF", reference="Liu et al., NMR Biomed 2011", func=pdf,
-    params=(Param("pad_mm", float, 20.0, "source region padding around the mask's bounding box", unit="mm",
+    params=(Param("pad_mm", float, 10.0, "source region padding around the mask's bounding box", unit="mm",
                   minimum=0.0, maximum=200.0),
-            Param("tol", float, 0.02, "CG relative residual", minimum=1e-8, maximum=0.5),
-            Param("max_iter", int, 30, "CG iterations at most", minimum=1, maximum=5000))))
+            Param("tol", float, 1e-4, "CG relative residual", minimum=1e-8, maximum=0.5),
+            Param("max_iter", int, 40, "CG iterations at most", minimum=1, maximum=5000))))
 register_method("background", MethodSpec(
     key="lbv", label="LBV", reference="Zhou et al., NMR Biomed 2014", func=lbv,
     params=(Param("peel_mm", float, 0.0, "extra boundary shell removed", unit="mm", minimum=0.0, maximum=20.0),

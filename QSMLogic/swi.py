@@ -1,0 +1,372 @@
+"""Susceptibility-weighted imaging (stage ``swi``) and minimum-intensity projections.
+
+Stage inputs: ``magnitude, phase, mask, voxel_size_mm, te_s, b0_direction`` (``phase`` wrapped, in radians, in the
+internal convention, ``(x, y, z)`` or ``(x, y, z, echo)``), plus, for the variants, ``local_field_ppm``,
+``chi_ppm`` and ``b0_tesla``. Every method returns an :class:`SWIResult`.
+
+Methods
+-------
+``homodyne``   Classic SWI (Haacke et al., MRM 2004; Reichenbach et al., Radiology 1997): the complex image is
+               high-pass filtered by dividing by a low-pass (Hann-windowed k-space) copy of itself, a phase mask is
+               built on the paramagnetic side and ``SWI = |S| · f^n``.
+``unwrapped``  SWI from an unwrapped, background-removed phase, as CLEAR-SWI (Eckstein et al., NeuroImage 2021):
+               the local field (ppm) is turned into phase at an effective echo time instead of the homodyne filter,
+               and the echoes' magnitudes are combined for SNR.
+``swim``       Susceptibility-weighted imaging and mapping (SWIM; Liu, Haacke et al., 2014, e.g. Haacke et al.,
+               JMRI 2015): the mask comes from the susceptibility map — χ above a threshold darkens — so the
+               contrast no longer depends on the vessels' orientation to B0.
+
+Phase-mask convention (DESIGN.md §1): here a paramagnetic source gives *positive* phase, so the mask is
+``f = (π − φ)/π`` for ``0 < φ ≤ π`` (0 beyond π) and 1 for ``φ ≤ 0``. In the convention of Haacke's paper and of
+scanners whose paramagnetic phase is negative (the "seed" table: WM 0, GM −0.25π, small vein −0.5π, large vein −π
+give 1, 0.32, 0.06, 0 for n = 4), the same mask is obtained by negating the phase first
+(``phase_mask(−φ_seed)``); a wrong sign is visible as veins that stay bright while diamagnetic structures darken.
+
+The minimum-intensity projection (mIP) is sliding: each output slice is the minimum over the slab of
+``round(slab_mm / voxel size along the axis)`` slices centred on it, so the result keeps the input's shape and
+geometry. :func:`axis_closest_to` picks the array axis closest to a world direction (superior by default) from an
+affine; inside the stage the B0 direction (superior for a head-first scan) plays that role.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage
+
+from .constants import GAMMA_BAR_HZ_PER_T
+from .dipole import FFT_WORKERS
+from .errors import QSMInputError
+from .geometry import check_voxel_size, direction_matrix_from_affine
+from .params import MethodSpec, Param, register_method
+
+
+@dataclass
+class SWIResult:
+    """SWI output: the SWI volume, the (high-passed or local) phase in radians that built the mask, the phase mask
+    ``f`` (before the power), the sliding mIP of ``swi`` (``None`` when no slab was asked for) and ``info``."""
+
+    swi: np.ndarray
+    filtered_phase: Optional[np.ndarray]
+    phase_mask: np.ndarray
+    mip: Optional[np.ndarray]
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- building blocks
+
+
+def phase_mask(phase_rad: np.ndarray, scale_rad: float = np.pi) -> np.ndarray:
+    """Paramagnetic phase mask (internal convention, paramagnetic = positive phase; Haacke et al., MRM 2004).
+
+    ``f = 1 − φ/scale_rad`` for ``φ > 0`` clipped at 0, and 1 for ``φ ≤ 0``; ``scale_rad = π`` is Haacke's
+    ``(π − φ)/π``. Apply ``f**n`` for the power ``n``.
+    """
+    p = np.asarray(phase_rad, dtype=np.float32)
+    return np.clip(1.0 - np.maximum(p, 0) / np.float32(scale_rad), 0.0, 1.0).astype(np.float32)
+
+
+def hann_lowpass(signal: np.ndarray, window: Sequence[int]) -> np.ndarray:
+    """Low-pass a complex 3D image with a separable Hann window of ``window[a]`` k-space samples along axis ``a``
+    (0 leaves that axis unfiltered, which makes the filter 2D in-plane)."""
+    s = np.asarray(signal, dtype=np.complex64)
+    axes = [a for a in range(3) if window[a] > 0]
+    spec = sfft.fftn(s, axes=axes, workers=FFT_WORKERS)
+    for a in axes:
+        n = s.shape[a]
+        w = int(min(window[a], n))
+        k = np.fft.fftfreq(n) * n  # integer k index, centred on 0
+        h = np.where(np.abs(k) < w / 2.0, 0.5 * (1.0 + np.cos(2.0 * np.pi * k / w)), 0.0).astype(np.float32)
+        sh = [1, 1, 1]
+        sh[a] = n
+        spec *= h.reshape(sh)
+    return sfft.ifftn(spec, axes=axes, workers=FFT_WORKERS, overwrite_x=True).astype(np.complex64, copy=False)
+
+
+def homodyne_phase(signal: np.ndarray, window: Sequence[int]) -> np.ndarray:
+    """High-pass phase ``arg(S · conj(LP(S)))`` of a complex 3D image (homodyne filter, Noll et al., IEEE TMI 1991;
+    Haacke et al., MRM 2004), in radians."""
+    lp = hann_lowpass(signal, window)
+    return np.angle(np.asarray(signal, dtype=np.complex64) * np.conj(lp)).astype(np.float32)
+
+
+def filter_window(shape: Sequence[int], voxel_size_mm: Sequence[float], filter_size: float, filter_unit: str,
+                  filter_dims: str, slice_axis: int) -> tuple:
+    """k-space window widths (samples per axis; 0 = axis not filtered) from the user's filter size.
+
+    ``filter_unit = "voxels"``: ``filter_size`` central k-space samples (Haacke's 32 or 64). ``"mm"``: the low-pass
+    image's resolution in mm, i.e. ``FOV_a / filter_size`` samples along each axis. ``filter_dims = "2d"`` leaves
+    ``slice_axis`` unfiltered.
+    """
+    vox = check_voxel_size(voxel_size_mm)
+    out = []
+    for a, n in enumerate(shape):
+        if filter_dims == "2d" and a == slice_axis:
+            out.append(0)
+            continue
+        w = filter_size if filter_unit == "voxels" else n * vox[a] / filter_size
+        out.append(max(2, int(round(w))))
+    return tuple(out)
+
+
+def axis_closest_to(affine: np.ndarray, world_direction: Sequence[float] = (0.0, 0.0, 1.0)) -> int:
+    """The array axis whose world direction is closest (by |cos|) to ``world_direction`` (superior by default,
+    +z in RAS and LPS alike)."""
+    r = direction_matrix_from_affine(affine)
+    d = np.asarray(world_direction, dtype=np.float64)
+    nrm = float(np.linalg.norm(d))
+    if d.shape != (3,) or not np.isfinite(nrm) or nrm == 0:
+        raise QSMInputError(f"world_direction must be a non-zero 3-vector, got {world_direction!r}")
+    return int(np.argmax(np.abs(r.T @ (d / nrm))))
+
+
+def slab_slices(slab_mm: float, voxel_size_mm: Sequence[float], axis: int) -> int:
+    """Number of slices in a slab of ``slab_mm``: ``round(slab_mm / voxel size along axis)``, at least 1."""
+    vox = check_voxel_size(voxel_size_mm)
+    if not 0 <= axis < 3:
+        raise QSMInputError(f"mIP axis must be 0, 1 or 2, got {axis}")
+    if not np.isfinite(slab_mm) or slab_mm <= 0:
+        raise QSMInputError(f"mIP slab thickness must be positive mm, got {slab_mm!r}")
+    return max(1, int(round(slab_mm / vox[axis])))
+
+
+def minimum_intensity_projection(volume: np.ndarray, slab_mm: float, axis: int,
+                                 voxel_size_mm: Sequence[float]) -> np.ndarray:
+    """Sliding mIP: each slice along ``axis`` becomes the minimum over the slab of
+    :func:`slab_slices` slices centred on it (clipped at the volume ends). Same shape, hence same geometry."""
+    v = np.asarray(volume)
+    if v.ndim != 3:
+        raise QSMInputError(f"mIP needs a 3D volume, got shape {v.shape}")
+    n = slab_slices(slab_mm, voxel_size_mm, axis)
+    if n == 1:
+        return v.copy()
+    # minimum_filter1d centres a window of size n on each slice (for even n, one more slice before than after)
+    return ndimage.minimum_filter1d(v, size=n, axis=axis, mode="nearest")
+
+
+# ----------------------------------------------------------------------------------------------- input handling
+
+
+def _check_3d(name: str, a: Any, shape: Optional[tuple] = None, allow_echo: bool = True) -> np.ndarray:
+    if a is None:
+        raise QSMInputError(f"{name} is missing")
+    arr = np.asarray(a)
+    if arr.ndim not in ((3, 4) if allow_echo else (3,)):
+        raise QSMInputError(f"{name} must be (x, y, z){' or (x, y, z, echo)' if allow_echo else ''}, "
+                            f"got shape {arr.shape}")
+    if shape is not None and arr.shape[:3] != shape:
+        raise QSMInputError(f"{name} shape {arr.shape} does not match {shape}")
+    if not np.all(np.isfinite(arr)):
+        raise QSMInputError(f"{name} contains {int(np.count_nonzero(~np.isfinite(arr)))} NaN/Inf voxel(s)")
+    return arr
+
+
+def _masked_map(name: str, a: Any, shape: tuple, mask: np.ndarray) -> np.ndarray:
+    """A 3D map matching ``shape``; NaN/Inf inside ``mask`` is an error, outside it is set to 0."""
+    if a is None:
+        raise QSMInputError(f"{name} is missing")
+    arr = np.asarray(a)
+    if arr.shape != shape:
+        raise QSMInputError(f"{name} must be 3D with shape {shape}, got {arr.shape}")
+    bad = mask & ~np.isfinite(arr)
+    if bad.any():
+        raise QSMInputError(f"{name} contains {int(bad.sum())} NaN/Inf voxel(s) inside the mask")
+    return np.where(mask, np.nan_to_num(arr), 0).astype(np.float32)
+
+
+def _prepare(magnitude: Any, mask: Any) -> tuple:
+    mag = _check_3d("magnitude", magnitude)
+    if np.iscomplexobj(mag):
+        raise QSMInputError("magnitude is complex; give |S|")
+    if float(mag.min()) < 0:
+        raise QSMInputError("magnitude has negative values: is it a phase image?")
+    shape = mag.shape[:3]
+    m = np.ones(shape, dtype=bool) if mask is None else _check_3d("mask", mask, shape, allow_echo=False).astype(bool)
+    if not m.any():
+        raise QSMInputError("mask is empty")
+    return mag.astype(np.float32), shape, m
+
+
+def _echo_times(te_s: Any, n_echo: int) -> np.ndarray:
+    if te_s is None:
+        raise QSMInputError("te_s (echo times in seconds) is missing")
+    te = np.atleast_1d(np.asarray(te_s, dtype=np.float64))
+    if te.size != n_echo or not np.all(np.isfinite(te)) or np.any(te <= 0) or np.any(te > 1.0):
+        raise QSMInputError(f"te_s must hold {n_echo} positive echo time(s) in seconds, got {te.tolist()}")
+    return te
+
+
+def _mip_axis(mip_axis: int, b0_direction: Optional[Sequence[float]]) -> int:
+    if mip_axis >= 0:
+        return mip_axis
+    if b0_direction is None:
+        return 2
+    return int(np.argmax(np.abs(np.asarray(b0_direction, dtype=np.float64))))
+
+
+def _finish(method: str, mag: np.ndarray, f: np.ndarray, phase: Optional[np.ndarray], power: int,
+            mask: np.ndarray, voxel_size_mm: Sequence[float], mip_slab_mm: float, mip_axis: int,
+            b0_direction: Optional[Sequence[float]], info: Dict[str, Any]) -> SWIResult:
+    f = np.where(mask, f, np.float32(1.0)).astype(np.float32)
+    swi = (mag * f**power).astype(np.float32)
+    mip = None
+    info = dict(info, method=method, power=power)
+    if mip_slab_mm > 0:
+        ax = _mip_axis(mip_axis, b0_direction)
+        mip = minimum_intensity_projection(swi, mip_slab_mm, ax, voxel_size_mm)
+        info.update(mip_axis=ax, mip_slices=slab_slices(mip_slab_mm, voxel_size_mm, ax), mip_slab_mm=mip_slab_mm)
+    return SWIResult(swi=swi, filtered_phase=phase, phase_mask=f, mip=mip, info=info)
+
+
+def combine_magnitude(magnitude: np.ndarray, te_s: Optional[Sequence[float]], how: str) -> np.ndarray:
+    """Combine echo magnitudes ``(x, y, z, echo)``: ``"rss"`` root-sum-of-squares (the SNR-optimal combination for
+    equal noise), ``"snr_weighted"`` ``Σ w·m / sqrt(Σ w²)`` with ``w = m·TE`` (favours the T2*-weighted late
+    echoes whose venous contrast grows with TE, as CLEAR-SWI's weighting; Eckstein et al., NeuroImage 2021),
+    ``"last"`` the last echo. A 3D input is returned as is."""
+    m = np.asarray(magnitude, dtype=np.float32)
+    if m.ndim == 3:
+        return m
+    if how == "last":
+        return m[..., -1].copy()
+    if how == "rss":
+        return np.sqrt(np.einsum("...e,...e->...", m, m, dtype=np.float64)).astype(np.float32)
+    if how == "snr_weighted":
+        te = _echo_times(te_s, m.shape[3]).astype(np.float32)
+        w = m * te
+        num = np.einsum("...e,...e->...", w, m, dtype=np.float64)
+        den = np.sqrt(np.einsum("...e,...e->...", w, w, dtype=np.float64))
+        return (num / np.maximum(den, 1e-30)).astype(np.float32)
+    raise QSMInputError(f"magnitude combination {how!r} is not one of rss, snr_weighted, last")
+
+
+# ----------------------------------------------------------------------------------------------- methods
+
+
+def swi_homodyne(magnitude: np.ndarray, phase: np.ndarray, voxel_size_mm: Sequence[float],
+                 mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
+                 b0_direction: Optional[Sequence[float]] = None, filter_size: float = 24.0,
+                 filter_unit: str = "voxels", filter_dims: str = "2d", slice_axis: int = 2, power: int = 4,
+                 echo_index: int = -1, mip_slab_mm: float = 0.0, mip_axis: int = -1) -> SWIResult:
+    """Classic SWI (Haacke et al., MRM 2004).
+
+    Uses echo ``echo_index`` of multi-echo input (the last by default). The complex image ``|S|·e^{iφ}`` is
+    divided by its Hann low-pass copy (``filter_size`` in k-space samples or as a resolution in mm, 2D in the
+    planes normal to ``slice_axis`` or 3D); the high-passed phase gives the paramagnetic mask ``f`` (positive phase
+    darkens, see the module doc), ``SWI = |S|·f^power`` inside ``mask`` (``|S|`` elsewhere). ``mip_slab_mm > 0``
+    adds a sliding mIP along ``mip_axis`` (−1: the array axis closest to B0, i.e. superior–inferior).
+    """
+    mag, shape, m = _prepare(magnitude, mask)
+    ph = _check_3d("phase", phase, shape)
+    if ph.shape != mag.shape:
+        raise QSMInputError(f"phase shape {ph.shape} does not match magnitude shape {mag.shape}")
+    if float(np.abs(ph).max()) > np.pi + 1e-3:
+        raise QSMInputError("phase is outside [−π, π]: give wrapped phase in radians")
+    info: Dict[str, Any] = {}
+    if ph.ndim == 4:
+        if not -ph.shape[3] <= echo_index < ph.shape[3]:
+            raise QSMInputError(f"echo_index {echo_index} is out of range for {ph.shape[3]} echoes")
+        if te_s is not None:
+            info["te_s"] = float(_echo_times(te_s, ph.shape[3])[echo_index])
+        ph, mag = ph[..., echo_index], mag[..., echo_index]
+    if not 0 <= slice_axis < 3:
+        raise QSMInputError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    win = filter_window(shape, voxel_size_mm, filter_size, filter_unit, filter_dims, slice_axis)
+    sig = mag * np.exp(1j * ph.astype(np.float32))
+    hp = homodyne_phase(sig, win)
+    info.update(filter_window_samples=win, filter_dims=filter_dims)
+    return _finish("homodyne", mag, phase_mask(hp), hp, power, m, voxel_size_mm, mip_slab_mm, mip_axis,
+                   b0_direction, info)
+
+
+def swi_unwrapped(magnitude: np.ndarray, local_field_ppm: np.ndarray, voxel_size_mm: Sequence[float],
+                  mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
+                  b0_tesla: Optional[float] = None, b0_direction: Optional[Sequence[float]] = None,
+                  effective_te_s: float = 0.0, phase_scale_rad: float = np.pi, power: int = 4,
+                  magnitude_combination: str = "snr_weighted", mip_slab_mm: float = 0.0,
+                  mip_axis: int = -1) -> SWIResult:
+    """SWI from the unwrapped local field (as CLEAR-SWI, Eckstein et al., NeuroImage 2021).
+
+    The background-removed local field ``local_field_ppm`` becomes phase at ``effective_te_s`` (0: the last echo
+    time), ``φ = 2π·γ̄·B0·TE·δ``, free of wraps and of the homodyne filter's blurring; the mask is
+    ``1 − φ/phase_scale_rad`` on the paramagnetic side; the echo magnitudes are combined by
+    ``magnitude_combination`` (see :func:`combine_magnitude`). Needs ``b0_tesla``.
+    """
+    mag, shape, m = _prepare(magnitude, mask)
+    loc = _masked_map("local_field_ppm", local_field_ppm, shape, m)
+    if b0_tesla is None or not np.isfinite(b0_tesla) or b0_tesla <= 0:
+        raise QSMInputError(f"unwrapped SWI needs b0_tesla > 0 to turn ppm into phase, got {b0_tesla!r}")
+    n_echo = mag.shape[3] if mag.ndim == 4 else 1
+    if effective_te_s > 0:
+        te_eff = float(effective_te_s)
+    else:
+        te_eff = float(_echo_times(te_s, n_echo)[-1])
+    phase = (loc.astype(np.float64) * 1e-6 * GAMMA_BAR_HZ_PER_T * float(b0_tesla) * 2 * np.pi * te_eff
+             ).astype(np.float32)
+    comb = combine_magnitude(mag, te_s, magnitude_combination)
+    info = {"effective_te_s": te_eff, "magnitude_combination": magnitude_combination}
+    return _finish("unwrapped", comb, phase_mask(phase, phase_scale_rad), phase, power, m, voxel_size_mm,
+                   mip_slab_mm, mip_axis, b0_direction, info)
+
+
+def swim(magnitude: np.ndarray, chi_ppm: np.ndarray, voxel_size_mm: Sequence[float],
+         mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
+         b0_direction: Optional[Sequence[float]] = None, chi_threshold_ppm: float = 0.0,
+         chi_max_ppm: float = 0.4, power: int = 4, magnitude_combination: str = "snr_weighted",
+         mip_slab_mm: float = 0.0, mip_axis: int = -1) -> SWIResult:
+    """SWIM, susceptibility-weighted imaging from the QSM map (Liu, Haacke et al., 2014).
+
+    ``f = 1 − (χ − chi_threshold_ppm)/(chi_max_ppm − chi_threshold_ppm)`` for χ above the threshold, clipped to
+    [0, 1], 1 elsewhere; ``SWI = |S|·f^power``. χ does not depend on the vessel's angle to B0, so neither does
+    the darkening. ``filtered_phase`` is ``None``.
+    """
+    mag, shape, m = _prepare(magnitude, mask)
+    chi = _masked_map("chi_ppm", chi_ppm, shape, m)
+    if chi_max_ppm <= chi_threshold_ppm:
+        raise QSMInputError(f"chi_max_ppm ({chi_max_ppm}) must exceed chi_threshold_ppm ({chi_threshold_ppm})")
+    f = np.clip(1.0 - (chi.astype(np.float32) - np.float32(chi_threshold_ppm))
+                / np.float32(chi_max_ppm - chi_threshold_ppm), 0.0, 1.0).astype(np.float32)
+    comb = combine_magnitude(mag, te_s, magnitude_combination)
+    info = {"chi_threshold_ppm": chi_threshold_ppm, "chi_max_ppm": chi_max_ppm,
+            "magnitude_combination": magnitude_combination}
+    return _finish("swim", comb, f, None, power, m, voxel_size_mm, mip_slab_mm, mip_axis, b0_direction, info)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+_POWER = Param("power", int, 4, "phase-mask power n", minimum=1, maximum=10)
+_MIP = (Param("mip_slab_mm", float, 0.0, "sliding mIP slab thickness (0: no mIP)", unit="mm", minimum=0.0,
+              maximum=200.0),
+        Param("mip_axis", int, -1, "mIP axis (-1: the axis closest to B0 / superior)", choices=(-1, 0, 1, 2)))
+_COMB = Param("magnitude_combination", str, "snr_weighted", "echo magnitude combination",
+              choices=("rss", "snr_weighted", "last"))
+
+register_method("swi", MethodSpec(
+    key="homodyne", label="SWI (homodyne, Haacke)", reference="Haacke et al., MRM 2004", func=swi_homodyne,
+    params=(Param("filter_size", float, 24.0, "homodyne low-pass size (k-space samples, or resolution in mm)",
+                  minimum=2.0, maximum=512.0),
+            Param("filter_unit", str, "voxels", "unit of filter_size", choices=("voxels", "mm")),
+            Param("filter_dims", str, "2d", "2D in-plane or 3D Hann window", choices=("2d", "3d")),
+            Param("slice_axis", int, 2, "array axis normal to the 2D filter planes", choices=(0, 1, 2)),
+            _POWER,
+            Param("echo_index", int, -1, "echo used from multi-echo data (-1: last)", minimum=-64, maximum=63),
+            ) + _MIP))
+register_method("swi", MethodSpec(
+    key="unwrapped", label="SWI from the local field (CLEAR-SWI-like)", reference="Eckstein et al., NeuroImage 2021",
+    func=swi_unwrapped,
+    params=(Param("effective_te_s", float, 0.0, "echo time for ppm → phase (0: last echo)", unit="s",
+                  minimum=0.0, maximum=1.0),
+            Param("phase_scale_rad", float, float(np.pi), "phase giving f = 0", unit="rad", minimum=0.01,
+                  maximum=100.0),
+            _POWER, _COMB) + _MIP))
+register_method("swi", MethodSpec(
+    key="swim", label="SWIM (QSM-weighted)", reference="Liu, Haacke et al., 2014 (SWIM)", func=swim,
+    params=(Param("chi_threshold_ppm", float, 0.0, "χ above which voxels darken", unit="ppm", minimum=-2.0,
+                  maximum=2.0),
+            Param("chi_max_ppm", float, 0.4, "χ giving f = 0", unit="ppm", minimum=-2.0, maximum=5.0),
+            _POWER, _COMB) + _MIP))
+
+__all__ = ["SWIResult", "phase_mask", "hann_lowpass", "homodyne_phase", "filter_window", "axis_closest_to",
+           "slab_slices", "minimum_intensity_projection", "combine_magnitude", "swi_homodyne", "swi_unwrapped",
+           "swim"]
