@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+import scipy.fft as sfft
+from numba import njit, prange
 
 from ..constants import ppm_to_hz
-from ..dipole import forward_field
+from ..dipole import FFT_WORKERS, dipole_kernel, padded_shape
 from ..errors import QSMInputError
 from ..geometry import check_b0_direction
 from ..gre import GREData, check_echo_times
@@ -110,6 +112,39 @@ def coil_sensitivities(model: HeadModel, n_coils: int, rng: np.random.Generator,
     return out
 
 
+def _fields(sources: Sequence[np.ndarray], voxel_size_mm, b0_direction, pad_factor: float = 2.0) -> list:
+    """Forward fields (ppm) of several χ volumes with one dipole kernel (as :func:`QSMLogic.dipole.forward_field`)."""
+    shp = padded_shape(sources[0].shape, pad_factor)
+    lo = [(p - n) // 2 for p, n in zip(shp, sources[0].shape)]
+    sl = tuple(slice(a, a + n) for a, n in zip(lo, sources[0].shape))
+    kernel = dipole_kernel(shp, voxel_size_mm, b0_direction, real=True)
+    out = []
+    for chi in sources:
+        buf = np.zeros(shp, np.float32)
+        buf[sl] = chi
+        spec = sfft.rfftn(buf, workers=FFT_WORKERS)
+        del buf
+        spec *= kernel
+        out.append(np.ascontiguousarray(sfft.irfftn(spec, s=shp, workers=FFT_WORKERS)[sl], dtype=np.float32))
+        del spec
+    return out
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _sample(pd, r2, true_phase, c_mag, c_phase, te, noise_re, noise_im, out_phase, out_mag):
+    """One channel and echo: ρ·|C|·exp(−R2*·TE)·exp(i(φ + arg C)) + noise → phase and magnitude."""
+    nx, ny, nz = pd.shape
+    for i in prange(nx):
+        for j in range(ny):
+            for k in range(nz):
+                a = pd[i, j, k] * c_mag[i, j, k] * np.exp(-r2[i, j, k] * te)
+                ph = true_phase[i, j, k] + c_phase[i, j, k]
+                re = a * np.cos(ph) + noise_re[i, j, k]
+                im = a * np.sin(ph) + noise_im[i, j, k]
+                out_phase[i, j, k] = np.arctan2(im, re)
+                out_mag[i, j, k] = np.sqrt(re * re + im * im)
+
+
 def _check_acq_inputs(model: HeadModel, te_s: Sequence[float], b0_tesla: float, n_coils: int, snr: Optional[float]):
     if not isinstance(model, HeadModel):
         raise QSMInputError(f"model must be a HeadModel from make_head_model, got {type(model).__name__}")
@@ -155,8 +190,8 @@ def simulate_acquisition(
 
     chi_air = np.float32(BY_NAME["background/air"].chi_ppm)
     brain = model.brain_mask
-    local = forward_field(np.where(brain, model.chi_ppm, np.float32(0.0)), model.voxel_size_mm, bdir)
-    total = forward_field(model.chi_ppm - chi_air, model.voxel_size_mm, bdir)
+    local, total = _fields([np.where(brain, model.chi_ppm, np.float32(0.0)), model.chi_ppm - chi_air],
+                           model.voxel_size_mm, bdir)
     background = total - local
     field_hz = ppm_to_hz(total, b0).astype(np.float32)
 
@@ -164,34 +199,37 @@ def simulate_acquisition(
     phase0 = transceiver_phase(model, rng_phase) if phase_offset else np.zeros(model.shape, np.float32)
     n_e = te.size
     true_phase = np.empty(model.shape + (n_e,), np.float32)
-    combined = np.empty(model.shape + (n_e,), np.complex64)
     for n in range(n_e):
         true_phase[..., n] = phase0 + np.float32(2 * np.pi * te[n]) * field_hz
-        amp = model.proton_density * np.exp(-r2 * np.float32(te[n]))
-        combined[..., n] = amp * (np.cos(true_phase[..., n]) + 1j * np.sin(true_phase[..., n]))
 
     sens = coil_sensitivities(model, n_coils, rng_coil, with_phase=phase_offset) if n_coils else None
+    amp1 = model.proton_density * np.exp(-r2 * np.float32(te[0]))
     if sens is not None:
-        rss = np.sqrt(np.einsum("...c,...c->...", sens.real, sens.real) + np.einsum("...c,...c->...", sens.imag,
-                                                                                     sens.imag))
-        ref_mag = float(np.mean(np.abs(combined[..., 0])[brain] * rss[brain], dtype=np.float64))
+        rss = np.sqrt(np.sum(sens.real**2 + sens.imag**2, axis=-1))
+        ref_mag = float(np.mean(amp1[brain] * rss[brain], dtype=np.float64))
+        del rss
     else:
-        ref_mag = float(np.mean(np.abs(combined[..., 0])[brain], dtype=np.float64))
+        ref_mag = float(np.mean(amp1[brain], dtype=np.float64))
     noise_sd = 0.0 if np.isinf(snr_v) else ref_mag / snr_v
 
-    out_shape = model.shape + (n_e,) + ((n_coils,) if n_coils else ())
+    out_shape = model.shape + (n_e, max(n_coils, 1))
     phase = np.empty(out_shape, np.float32)
     mag = np.empty(out_shape, np.float32)
+    zeros = np.zeros(model.shape, np.float32)
+    ones = np.ones(model.shape, np.float32)
     for c in range(max(n_coils, 1)):
-        sig = combined * sens[..., c, None] if sens is not None else combined.copy()
-        if noise_sd > 0:
-            sig.real += rng_noise.standard_normal(sig.shape, dtype=np.float32) * np.float32(noise_sd)
-            sig.imag += rng_noise.standard_normal(sig.shape, dtype=np.float32) * np.float32(noise_sd)
-        dst = (Ellipsis, c) if n_coils else (Ellipsis,)
-        phase[dst] = np.angle(sig)
-        mag[dst] = np.abs(sig)
-        del sig
-    del combined
+        c_mag = np.abs(sens[..., c]) if sens is not None else ones
+        c_phase = np.angle(sens[..., c]).astype(np.float32) if sens is not None else zeros
+        for n in range(n_e):
+            if noise_sd > 0:
+                nre = rng_noise.standard_normal(model.shape, dtype=np.float32) * np.float32(noise_sd)
+                nim = rng_noise.standard_normal(model.shape, dtype=np.float32) * np.float32(noise_sd)
+            else:
+                nre = nim = zeros
+            _sample(model.proton_density, r2, true_phase[..., n], c_mag, c_phase, np.float32(te[n]), nre, nim,
+                    phase[..., n, c], mag[..., n, c])
+    if not n_coils:
+        phase, mag = phase[..., 0], mag[..., 0]
 
     gre = GREData(phase_rad=phase, magnitude=mag, te_s=te, b0_tesla=b0, affine=model.affine,
                   b0_direction=tuple(float(v) for v in bdir),
