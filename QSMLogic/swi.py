@@ -246,8 +246,8 @@ def combine_magnitude(magnitude: np.ndarray, te_s: Optional[Sequence[float]], ho
 
 def swi_homodyne(magnitude: np.ndarray, phase: np.ndarray, voxel_size_mm: Sequence[float],
                  mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
-                 b0_direction: Optional[Sequence[float]] = None, filter_size: float = 24.0,
-                 filter_unit: str = "voxels", filter_dims: str = "2d", slice_axis: int = 2, power: int = 4,
+                 b0_direction: Optional[Sequence[float]] = None, filter_size: float = 4.0,
+                 filter_unit: str = "mm", filter_dims: str = "2d", slice_axis: int = 2, power: int = 4,
                  echo_index: int = -1, mip_slab_mm: float = 0.0, mip_axis: int = -1) -> SWIResult:
     """Classic SWI (Haacke et al., MRM 2004).
 
@@ -344,9 +344,9 @@ _COMB = Param("magnitude_combination", str, "snr_weighted", "echo magnitude comb
 
 register_method("swi", MethodSpec(
     key="homodyne", label="SWI (homodyne, Haacke)", reference="Haacke et al., MRM 2004", func=swi_homodyne,
-    params=(Param("filter_size", float, 24.0, "homodyne low-pass size (k-space samples, or resolution in mm)",
+    params=(Param("filter_size", float, 4.0, "homodyne low-pass size (k-space samples, or resolution in mm)",
                   minimum=2.0, maximum=512.0),
-            Param("filter_unit", str, "voxels", "unit of filter_size", choices=("voxels", "mm")),
+            Param("filter_unit", str, "mm", "unit of filter_size", choices=("voxels", "mm")),
             Param("filter_dims", str, "2d", "2D in-plane or 3D Hann window", choices=("2d", "3d")),
             Param("slice_axis", int, 2, "array axis normal to the 2D filter planes", choices=(0, 1, 2)),
             _POWER,
