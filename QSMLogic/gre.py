@@ -41,15 +41,29 @@ def check_echo_times(te_s: Optional[Sequence[float]], n_echo: int) -> np.ndarray
     return te
 
 
+def _chunks(a: np.ndarray):
+    """Views of ``a`` split along its first axis, ~64 MB each, so checks on 5D data need no full-size temporary."""
+    step = max(1, int(64e6 // max(1, a[:1].nbytes)))
+    for i in range(0, a.shape[0], step):
+        yield a[i:i + step]
+
+
 def check_finite(name: str, a: np.ndarray) -> None:
     """Raise a QSMInputError naming ``name`` and the count of bad voxels if ``a`` holds NaN or Inf."""
-    bad = ~np.isfinite(a)
-    n = int(np.count_nonzero(bad))
+    n = sum(int(np.count_nonzero(~np.isfinite(c))) for c in _chunks(a))
     if n:
+        first = np.argwhere(~np.isfinite(a))[0]
         raise QSMInputError(
-            f"{name} contains {n} NaN/Inf voxel(s) (first at index {tuple(int(i) for i in np.argwhere(bad)[0])});"
+            f"{name} contains {n} NaN/Inf voxel(s) (first at index {tuple(int(i) for i in first)});"
             " mask or replace them before processing"
         )
+
+
+def _min_max(a: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.inf, -np.inf
+    for c in _chunks(a):
+        lo, hi = min(lo, float(c.min())), max(hi, float(c.max()))
+    return lo, hi
 
 
 @dataclass
@@ -75,6 +89,9 @@ class GREData:
         Unit B0 direction in the array's axes; derived from ``affine`` (world +z) when ``None``.
     metadata
         Free-form provenance of the input (file names, scaling rule applied, vendor, ...).
+
+    Arrays that are already float32 are kept by reference, not copied (a 32-coil, 5-echo scan is several GB); a
+    phase that must be flipped or converted gets a new array. GREData and the pipeline never write into them.
     """
 
     phase_rad: np.ndarray
@@ -98,7 +115,7 @@ class GREData:
             )
         check_finite("phase", ph)
         lim = np.pi + PHASE_RANGE_TOLERANCE_RAD
-        lo, hi = float(ph.min()), float(ph.max())
+        lo, hi = _min_max(ph)
         if lo < -lim or hi > lim:
             raise QSMInputError(
                 f"phase spans [{lo:.4g}, {hi:.4g}], outside [-π, π]: it is not in radians; convert it with "
@@ -106,7 +123,8 @@ class GREData:
             )
         if self.phase_sign not in (1, -1):
             raise QSMInputError(f"phase_sign must be +1 or -1, got {self.phase_sign!r}")
-        self.phase_rad = (ph if self.phase_sign == 1 else -ph).astype(np.float32, copy=self.phase_sign == 1)
+        flip = self.phase_sign == -1
+        self.phase_rad = np.negative(ph, dtype=np.float32) if flip else ph.astype(np.float32, copy=False)
         if self.magnitude is not None:
             mag = np.asarray(self.magnitude)
             if mag.ndim == 3:
@@ -116,9 +134,9 @@ class GREData:
                     f"magnitude shape {mag.shape} does not match phase shape {self.phase_rad.shape}"
                 )
             check_finite("magnitude", mag)
-            if float(mag.min()) < 0:
+            if _min_max(mag)[0] < 0:
                 raise QSMInputError("magnitude has negative values: is it a phase image?")
-            self.magnitude = mag.astype(np.float32, copy=True)
+            self.magnitude = mag.astype(np.float32, copy=False)
         self.te_s = check_echo_times(self.te_s, self.phase_rad.shape[3])
         b0 = float(self.b0_tesla) if self.b0_tesla is not None else float("nan")
         if not np.isfinite(b0) or b0 <= 0:
