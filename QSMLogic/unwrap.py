@@ -1,0 +1,529 @@
+"""Spatial phase unwrapping (stage ``unwrap``): ROMEO region growing, best-path, Laplacian.
+
+Every method takes phase ``(x, y, z[, echo])`` in radians (wrapped into [−π, π]) and returns an
+:class:`UnwrapResult`: the unwrapped phase ``(x, y, z, echo)`` float32, a voxel quality map in [0, 1], the voxels
+it could not trust and per-echo flags and notes. Hard data never raise: noisy late echoes, an echo of pure noise
+(flagged as failed), separate regions (each unwrapped from its own seed), NaN voxels (excluded and flagged). Bad
+inputs (phase not in radians, shapes that disagree, an empty mask) raise :class:`QSMInputError`.
+
+Methods
+-------
+- ``romeo``: quality-guided region growing (Dymerska et al., MRM 85 (2021) 2294–2308): edge weights from phase
+  coherence, phase-gradient coherence with a second echo, magnitude coherence and magnitude weight, quantised into
+  bins; a bucket priority queue grows from the best voxel and adds 2π·k to each new voxel to match its neighbour.
+- ``best_path``: reliability-sorted edges merged by union–find with 2π offsets (Abdul-Rahman et al., Appl Opt 46
+  (2007) 6623–6635).
+- ``laplacian``: Schofield & Zhu, Opt Lett 28 (2003) 1194–1196: ``∇²φ = cos φ ∇² sin φ − sin φ ∇² cos φ`` solved
+  by a DCT (Neumann) Poisson solver on the physical voxel grid. Caveat: the result is *not* the wrapped phase plus
+  multiples of 2π; it differs from the true phase by a harmonic function (plus the sine approximation's error where
+  neighbour differences are large), so it suits background-field removal pipelines that discard harmonic fields,
+  not echo fitting that needs exact phase.
+
+Multi-echo (``romeo`` and ``best_path``): ``mode="template"`` unwraps a template echo spatially and the others
+temporally (below); ``mode="individual"`` unwraps each echo spatially and then aligns each echo's global 2π
+constant with the temporal prediction. Temporal prediction: the spatially unwrapped template ``Φt`` and phase
+evolution ``ΔΦ`` (the spatially unwrapped wrapped difference between the template and a partner echo ``p``) give
+``Φn ≈ Φt + ΔΦ·(TEn − TEt)/(TEp − TEt)``, i.e. TE scaling of the phase evolution, which unlike plain
+``Φt·TEn/TEt`` is not thrown off by the transceiver phase offset. Each echo then takes the 2π multiple that brings
+its wrapped phase nearest to the prediction; with three or more echoes a per-voxel magnitude-weighted linear fit
+over TE corrects any remaining single-echo 2π error. Spatial results fix each region's arbitrary 2π constant so
+that its mean phase lies in (−π, π] (brain fields are shimmed near zero mean); with equally spaced echoes any
+remaining global ambiguity is a constant multiple of 2π per echo.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.fft as sfft
+
+from . import _unwrap_kernels as K
+from .dipole import FFT_WORKERS
+from .errors import QSMInputError
+from .geometry import check_voxel_size
+from .gre import PHASE_RANGE_TOLERANCE_RAD, check_echo_times
+from .params import MethodSpec, Param, register_method
+
+TWO_PI = 2.0 * np.pi
+#: Number of weight bins of the ROMEO priority queue (≤ 255; bin 255 marks a missing edge).
+N_BINS = 255
+
+
+@dataclass
+class UnwrapResult:
+    """Output of the unwrap stage.
+
+    ``unwrapped``: (x, y, z, echo) float32 radians; outside the mask the wrapped input is returned unchanged.
+    ``quality``: (x, y, z) float32 in [0, 1], the mean ROMEO edge weight of each voxel at the template echo
+    (0 outside the mask). ``unreliable``: (x, y, z) bool, mask voxels whose result is not to be trusted (quality
+    below the threshold, inconsistent across echoes, NaN input). ``echo_ok``/``echo_quality``: per echo, whether
+    it held usable phase and its mean neighbour phase coherence (≈ 0.5 for pure noise, → 1 for smooth phase).
+    ``notes``: human-readable remarks (failed echoes, regions, caveats). ``info``: numbers for provenance.
+    """
+
+    unwrapped: np.ndarray
+    quality: np.ndarray
+    unreliable: np.ndarray
+    echo_ok: Tuple[bool, ...]
+    echo_quality: Tuple[float, ...]
+    notes: List[str] = field(default_factory=list)
+    method: str = ""
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _prepare(
+    phase: np.ndarray,
+    magnitude: Optional[np.ndarray],
+    mask: Optional[np.ndarray],
+    te_s: Optional[Sequence[float]],
+    notes: List[str],
+) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Validate and normalise inputs: (phase (x,y,z,e) float32, magnitude or None, mask bool, te or None)."""
+    ph = np.asarray(phase)
+    if np.iscomplexobj(ph):
+        raise QSMInputError("phase is complex: give the phase angle in radians (np.angle of the signal)")
+    if ph.ndim == 3:
+        ph = ph[..., None]
+    if ph.ndim != 4:
+        raise QSMInputError(f"phase must have shape (x, y, z[, echo]), got shape {ph.shape}")
+    if min(ph.shape) < 1:
+        raise QSMInputError(f"phase has an empty axis: shape {ph.shape}")
+    ph = np.array(ph, dtype=np.float32, order="C")
+    bad = ~np.isfinite(ph)
+    if magnitude is not None:
+        mag = np.asarray(magnitude)
+        if mag.ndim == 3:
+            mag = mag[..., None]
+        if mag.shape != ph.shape:
+            raise QSMInputError(f"magnitude shape {mag.shape} does not match phase shape {ph.shape}")
+        mag = np.array(mag, dtype=np.float32, order="C")
+        bad |= ~np.isfinite(mag)
+    else:
+        mag = None
+    if mask is None:
+        m = np.ones(ph.shape[:3], dtype=bool)
+    else:
+        m = np.asarray(mask)
+        if m.shape != ph.shape[:3]:
+            raise QSMInputError(f"mask shape {m.shape} does not match the phase's spatial shape {ph.shape[:3]}")
+        m = m.astype(bool)
+        if not m.any():
+            raise QSMInputError("the mask is empty: nothing to unwrap")
+    n_bad = int(np.count_nonzero(bad.any(axis=3) & m))
+    if bad.any():
+        ph[bad] = 0.0
+        if mag is not None:
+            mag[bad] = 0.0
+        if n_bad:
+            m = m & ~bad.any(axis=3)
+            notes.append(f"{n_bad} mask voxel(s) with NaN/Inf input were excluded and flagged unreliable")
+            if not m.any():
+                raise QSMInputError("every mask voxel has NaN/Inf phase or magnitude")
+    lim = np.pi + PHASE_RANGE_TOLERANCE_RAD
+    lo, hi = float(ph.min()), float(ph.max())
+    if lo < -lim or hi > lim:
+        raise QSMInputError(
+            f"phase spans [{lo:.4g}, {hi:.4g}], outside [-π, π]: it is not wrapped radians (convert it first)"
+        )
+    if mag is not None and float(mag.min()) < 0:
+        raise QSMInputError("magnitude has negative values: is it a phase image?")
+    te = None
+    if te_s is not None:
+        te = check_echo_times(te_s, ph.shape[3])
+    elif ph.shape[3] > 1:
+        raise QSMInputError(f"{ph.shape[3]} echoes need their echo times te_s (seconds)")
+    return ph, mag, m, te
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _mag_reference(mag_e: Optional[np.ndarray], mask: np.ndarray) -> float:
+    """Magnitude at which the ROMEO magnitude weight saturates: the median magnitude in the mask."""
+    if mag_e is None:
+        return 0.0
+    vals = mag_e[mask]
+    return float(np.median(vals)) if vals.size else 0.0
+
+
+def edge_bins(
+    phase_e: np.ndarray,
+    mask: np.ndarray,
+    magnitude_e: Optional[np.ndarray] = None,
+    phase2_e: Optional[np.ndarray] = None,
+    te_ratio: float = 1.0,
+) -> np.ndarray:
+    """Quantised ROMEO edge weights ``(x, y, z, 3)`` uint8 of one echo (bin 0 best, 255 no edge).
+
+    ``phase2_e`` is a second echo for the phase-gradient coherence and ``te_ratio`` = TE(this echo)/TE(second).
+    """
+    p2 = phase2_e if phase2_e is not None else phase_e
+    mg = magnitude_e if magnitude_e is not None else phase_e
+    return K.romeo_edge_bins(
+        np.ascontiguousarray(phase_e, dtype=np.float32), np.ascontiguousarray(p2, dtype=np.float32),
+        float(te_ratio), np.ascontiguousarray(mg, dtype=np.float32), _mag_reference(magnitude_e, mask),
+        np.ascontiguousarray(mask, dtype=np.bool_), N_BINS, phase2_e is not None, magnitude_e is not None,
+    )
+
+
+def romeo_quality(
+    phase_e: np.ndarray,
+    mask: Optional[np.ndarray] = None,
+    magnitude_e: Optional[np.ndarray] = None,
+    phase2_e: Optional[np.ndarray] = None,
+    te_ratio: float = 1.0,
+) -> np.ndarray:
+    """ROMEO voxel quality in [0, 1]: the mean weight of each voxel's edges (Dymerska et al., MRM 2021)."""
+    m = np.ones(phase_e.shape, bool) if mask is None else np.asarray(mask, bool)
+    return K.voxel_quality(edge_bins(phase_e, m, magnitude_e, phase2_e, te_ratio), N_BINS)
+
+
+def _strides(shape: Tuple[int, int, int]) -> np.ndarray:
+    return np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+
+
+def _center_regions(u: np.ndarray, region: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift each region of ``u`` by 2π·k so that its mean phase lies in (−π, π] (in place; returns ``u``)."""
+    lab = region[mask]
+    if lab.size == 0:
+        return u
+    n = int(lab.max()) + 1
+    sums = np.bincount(lab, weights=u[mask].astype(np.float64), minlength=n)
+    counts = np.bincount(lab, minlength=n)
+    shift = np.zeros(n, np.float32)
+    nz = counts > 0
+    shift[nz] = -TWO_PI * np.round(sums[nz] / counts[nz] / TWO_PI)
+    u[mask] += shift[lab]
+    return u
+
+
+def _romeo_spatial(
+    phase_e: np.ndarray, mask: np.ndarray, mag_e: Optional[np.ndarray], phase2_e: Optional[np.ndarray],
+    te_ratio: float,
+) -> Tuple[np.ndarray, int, np.ndarray]:
+    """ROMEO-unwrap one 3D phase inside ``mask``: (unwrapped, number of regions, voxel quality)."""
+    bins = edge_bins(phase_e, mask, mag_e, phase2_e, te_ratio)
+    q = K.voxel_quality(bins, N_BINS)
+    idx = np.flatnonzero(mask)
+    seeds = idx[np.argsort(-q.ravel()[idx], kind="stable")]
+    flat = phase_e.astype(np.float32).ravel().copy()
+    region = K.grow_regions(flat, bins.ravel(), _strides(phase_e.shape), seeds, N_BINS)
+    region = region.reshape(phase_e.shape)
+    u = flat.reshape(phase_e.shape)
+    return _center_regions(u, region, mask), int(region.max()), q
+
+
+def _best_path_spatial(
+    phase_e: np.ndarray, mask: np.ndarray, mag_e: Optional[np.ndarray], phase2_e: Optional[np.ndarray],
+    te_ratio: float,
+) -> Tuple[np.ndarray, int, Optional[np.ndarray]]:
+    """Best-path-unwrap one 3D phase inside ``mask``: (unwrapped, number of groups, None)."""
+    ph = np.ascontiguousarray(phase_e, dtype=np.float32)
+    rel = K.second_difference_reliability(ph, mask)
+    ids, val = K.best_path_edges(rel, mask)
+    order = ids[np.argsort(-val, kind="stable")]
+    k, root = K.best_path_merge(ph.ravel(), order, _strides(ph.shape), mask.ravel())
+    u = ph + np.float32(TWO_PI) * k.reshape(ph.shape).astype(np.float32)
+    _, region = np.unique(root, return_inverse=True)  # root −1 (outside the mask) becomes 0
+    region = region.reshape(ph.shape)
+    n_groups = int(np.unique(root[mask.ravel()]).size)
+    return _center_regions(u, region, mask), n_groups, None
+
+
+def _echo_qualities(ph: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.array([K.mean_phase_coherence(ph[..., n], mask) for n in range(ph.shape[3])])
+
+
+def _choose_template(template_echo: int, eq: np.ndarray, ok: np.ndarray, notes: List[str]) -> int:
+    n_e = eq.size
+    if not 1 <= template_echo <= n_e:
+        raise QSMInputError(f"template_echo={template_echo} but the data have {n_e} echo(es) (1-based)")
+    t = template_echo - 1
+    if not ok[t] and ok.any():
+        best = int(np.argmax(eq))
+        notes.append(f"template echo {t + 1} failed the quality check; echo {best + 1} is the template instead")
+        t = best
+    return t
+
+
+def _partner(t: int, ok: np.ndarray) -> int:
+    """The echo nearest the template (later one first) that passed the check, else simply the nearest."""
+    n_e = ok.size
+    cands = sorted((i for i in range(n_e) if i != t), key=lambda i: (abs(i - t), i < t))
+    good = [i for i in cands if ok[i]]
+    return (good or cands)[0]
+
+
+def _fit_correction(
+    out: np.ndarray, wrapped: np.ndarray, mag: Optional[np.ndarray], mask: np.ndarray, te: np.ndarray,
+    use: np.ndarray, t: int, n_iter: int = 2,
+) -> np.ndarray:
+    """Per-voxel magnitude²-weighted linear fit of phase over TE (intercept + slope) on the echoes in ``use``;
+    re-round every echo but the template to the fit. Returns the largest |residual| over the used echoes."""
+    idx = np.flatnonzero(mask)
+    u = out.reshape(-1, out.shape[3])[idx].astype(np.float64)
+    w_ = wrapped.reshape(-1, out.shape[3])[idx].astype(np.float64)
+    wts = (mag.reshape(-1, out.shape[3])[idx].astype(np.float64) ** 2 + 1e-30) if mag is not None else \
+        np.ones_like(u)
+    wts = wts * use[None, :]
+    sw = wts.sum(1)
+    st = (wts * te).sum(1)
+    stt = (wts * te**2).sum(1)
+    det = sw * stt - st**2
+    det = np.where(np.abs(det) > 0, det, np.inf)
+    others = np.array([n != t for n in range(out.shape[3])])
+    for _ in range(n_iter):
+        sy = (wts * u).sum(1)
+        sty = (wts * te * u).sum(1)
+        b = (sw * sty - st * sy) / det
+        a = (sy - b * st) / np.where(sw > 0, sw, 1.0)
+        pred = a[:, None] + b[:, None] * te[None, :]
+        re = w_ + TWO_PI * np.round((pred - w_) / TWO_PI)
+        u[:, others] = re[:, others]
+    sy = (wts * u).sum(1)
+    sty = (wts * te * u).sum(1)
+    b = (sw * sty - st * sy) / det
+    a = (sy - b * st) / np.where(sw > 0, sw, 1.0)
+    resid = np.abs(u - (a[:, None] + b[:, None] * te[None, :])) * use[None, :]
+    flat = out.reshape(-1, out.shape[3])
+    flat[idx] = u.astype(np.float32)
+    worst = np.zeros(mask.size, np.float32)
+    worst[idx] = resid.max(1)
+    return worst.reshape(mask.shape)
+
+
+SpatialFn = Callable[..., Tuple[np.ndarray, int, Optional[np.ndarray]]]
+
+
+def _multi_echo(
+    spatial: SpatialFn, method: str, phase: np.ndarray, magnitude: Optional[np.ndarray], mask: Optional[np.ndarray],
+    te_s: Optional[Sequence[float]], mode: str, template_echo: int, quality_threshold: float,
+    min_echo_quality: float, correct_residual: bool,
+) -> UnwrapResult:
+    notes: List[str] = []
+    ph, mag, m, te = _prepare(phase, magnitude, mask, te_s, notes)
+    if mode not in ("template", "individual"):
+        raise QSMInputError(f"mode must be 'template' or 'individual', got {mode!r}")
+    n_e = ph.shape[3]
+    eq = _echo_qualities(ph, m)
+    ok = eq >= min_echo_quality
+    for n in np.flatnonzero(~ok):
+        te_txt = f" (TE {1e3 * te[n]:.1f} ms)" if te is not None else ""
+        notes.append(f"echo {n + 1}{te_txt} failed: mean neighbour phase coherence {eq[n]:.2f} < "
+                     f"{min_echo_quality:.2f} (noise-like phase); its result is not to be trusted")
+    t = _choose_template(template_echo, eq, ok, notes)
+    p = _partner(t, ok) if n_e > 1 else t
+    mag_of = (lambda n: mag[..., n]) if mag is not None else (lambda n: None)
+
+    def spatial_echo(n: int, partner: Optional[int]):
+        p2 = ph[..., partner] if partner is not None and partner != n else None
+        ratio = float(te[n] / te[partner]) if p2 is not None else 1.0
+        return spatial(ph[..., n], m, mag_of(n), p2, ratio)
+
+    out = ph.copy()
+    info: Dict[str, Any] = {"template_echo": t + 1, "mode": mode if n_e > 1 else "single echo"}
+    u_t, n_reg, q = spatial_echo(t, p if n_e > 1 else None)
+    out[..., t] = np.where(m, u_t, ph[..., t])
+    info["regions"] = n_reg
+    if n_reg > 1:
+        notes.append(f"the mask holds {n_reg} separately unwrapped regions/groups; each has its own 2π constant")
+    if q is None:
+        q = K.voxel_quality(edge_bins(ph[..., t], m, mag_of(t), ph[..., p] if p != t else None,
+                                      float(te[t] / te[p]) if p != t else 1.0), N_BINS)
+    unreliable = m & (q < quality_threshold)
+    if n_e > 1:
+        info["partner_echo"] = p + 1
+        scale = (te - te[t]) / (te[p] - te[t])
+        if mode == "template":
+            d = ph[..., p] - ph[..., t]
+            d -= np.float32(TWO_PI) * np.round(d / np.float32(TWO_PI))
+            dmag = np.sqrt(mag[..., t] * mag[..., p]) if mag is not None else None
+            u_d = spatial(d, m, dmag, None, 1.0)[0]
+            for n in range(n_e):
+                if n == t:
+                    continue
+                pred = u_t + u_d * np.float32(scale[n])
+                un = ph[..., n] + np.float32(TWO_PI) * np.round((pred - ph[..., n]) / np.float32(TWO_PI))
+                out[..., n] = np.where(m, un, ph[..., n])
+            if correct_residual and int(ok.sum()) >= 3:
+                worst = _fit_correction(out, ph, mag, m, te, ok.astype(np.float64), t)
+                inconsistent = m & (worst > np.pi / 2)
+                info["inconsistent_voxels"] = int(inconsistent.sum())
+                unreliable |= inconsistent
+        else:
+            u_p = spatial_echo(p, t)[0]
+            u_p -= np.float32(TWO_PI * np.round(np.mean((u_p - u_t)[m], dtype=np.float64) / TWO_PI))
+            for n in range(n_e):
+                if n == t:
+                    continue
+                u_n = u_p if n == p else spatial_echo(n, p)[0]
+                pred = u_t + (u_p - u_t) * np.float32(scale[n])
+                k = np.round(np.median((pred - u_n)[m & ~unreliable] if (m & ~unreliable).any() else
+                                       (pred - u_n)[m]) / TWO_PI)
+                out[..., n] = np.where(m, u_n + np.float32(TWO_PI * k), ph[..., n])
+    if not ok.any():
+        unreliable = m.copy()
+    if mask is not None:
+        nan_vox = np.asarray(mask, bool) & ~m
+        unreliable |= nan_vox
+    info["unreliable_fraction"] = float(unreliable.sum() / max(int(m.sum()), 1))
+    return UnwrapResult(
+        unwrapped=out.astype(np.float32, copy=False), quality=np.where(m, q, 0).astype(np.float32),
+        unreliable=unreliable, echo_ok=tuple(bool(v) for v in ok), echo_quality=tuple(float(v) for v in eq),
+        notes=notes, method=method, info=info,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public methods
+
+
+def unwrap_romeo(
+    phase: np.ndarray,
+    magnitude: Optional[np.ndarray] = None,
+    mask: Optional[np.ndarray] = None,
+    te_s: Optional[Sequence[float]] = None,
+    mode: str = "template",
+    template_echo: int = 1,
+    quality_threshold: float = 0.3,
+    min_echo_quality: float = 0.65,
+    correct_residual: bool = True,
+) -> UnwrapResult:
+    """ROMEO quality-guided region growing (Dymerska et al., MRM 85 (2021) 2294–2308).
+
+    Edge weight = phase coherence × phase-gradient coherence with a second echo (when there is one) × magnitude
+    coherence × magnitude weight (when magnitude is given), quantised into 255 bins; growth from the best voxel of
+    each region by a bucket priority queue (numba). ``mode`` "template": spatial unwrapping of echo
+    ``template_echo`` (1-based), temporal unwrapping of the others (module docstring), then, if
+    ``correct_residual``, a per-voxel fit over TE fixes residual 2π errors; "individual": every echo spatially,
+    then aligned. ``quality_threshold``: voxels whose quality is below it are flagged unreliable.
+    ``min_echo_quality``: an echo whose mean neighbour phase coherence is below it is flagged as failed.
+    """
+    return _multi_echo(_romeo_spatial, "romeo", phase, magnitude, mask, te_s, mode, template_echo,
+                       quality_threshold, min_echo_quality, correct_residual)
+
+
+def unwrap_best_path(
+    phase: np.ndarray,
+    magnitude: Optional[np.ndarray] = None,
+    mask: Optional[np.ndarray] = None,
+    te_s: Optional[Sequence[float]] = None,
+    mode: str = "template",
+    template_echo: int = 1,
+    quality_threshold: float = 0.3,
+    min_echo_quality: float = 0.65,
+    correct_residual: bool = True,
+) -> UnwrapResult:
+    """Best-path unwrapping (Abdul-Rahman et al., Appl Opt 46 (2007) 6623–6635), 3D, numba.
+
+    Reliability of a voxel = 1/sqrt(sum of squared wrapped second differences over its 13 neighbourhood
+    directions); an edge's reliability = the sum of its voxels'; edges are processed most reliable first and the
+    two voxel groups they join are merged by union–find, the smaller shifted by 2π·k. The magnitude enters only the
+    quality map. Multi-echo handling and flags as :func:`unwrap_romeo`.
+    """
+    return _multi_echo(_best_path_spatial, "best_path", phase, magnitude, mask, te_s, mode, template_echo,
+                       quality_threshold, min_echo_quality, correct_residual)
+
+
+def laplacian_unwrap_3d(phase_e: np.ndarray, voxel_size_mm: Sequence[float],
+                        mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Laplacian unwrapping of one 3D phase (Schofield & Zhu, Opt Lett 2003) on the physical voxel grid.
+
+    The source ``cos φ ∇² sin φ − sin φ ∇² cos φ`` (zero outside ``mask``) is inverted with the DCT-II, which
+    diagonalises the 7-point Laplacian with mirrored (Neumann) borders: eigenvalues ``Σ_d (2 cos(π k_d/N_d) −
+    2)/h_d²``. The free constant is set so that the result agrees on average with the wrapped phase in the mask.
+    Result = true phase + a harmonic function inside the mask (not a 2π multiple of the wrapped input).
+    """
+    h = check_voxel_size(voxel_size_mm)
+    ph = np.ascontiguousarray(phase_e, dtype=np.float32)
+    m = np.ones(ph.shape, bool) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
+    src = K.sine_laplacian(ph, m, (1.0 / h**2).astype(np.float64))
+    spec = sfft.dctn(src, type=2, norm="ortho", workers=FFT_WORKERS)
+    lam = np.zeros(ph.shape, np.float64)
+    for ax, (n, hd) in enumerate(zip(ph.shape, h)):
+        sh = [1, 1, 1]
+        sh[ax] = n
+        lam = lam + ((2.0 * np.cos(np.pi * np.arange(n) / n) - 2.0) / hd**2).reshape(sh)
+    lam.flat[0] = 1.0
+    spec /= lam.astype(np.float32)
+    spec.flat[0] = 0.0
+    u = sfft.idctn(spec, type=2, norm="ortho", workers=FFT_WORKERS).astype(np.float32)
+    c = np.angle(np.sum(np.exp(1j * (ph[m] - u[m]).astype(np.float64))))
+    return u + np.float32(c)
+
+
+def unwrap_laplacian(
+    phase: np.ndarray,
+    voxel_size_mm: Sequence[float],
+    magnitude: Optional[np.ndarray] = None,
+    mask: Optional[np.ndarray] = None,
+    te_s: Optional[Sequence[float]] = None,
+    quality_threshold: float = 0.3,
+    min_echo_quality: float = 0.65,
+) -> UnwrapResult:
+    """Laplacian unwrapping of every echo (Schofield & Zhu, Opt Lett 28 (2003) 1194–1196); see
+    :func:`laplacian_unwrap_3d` and the caveat in the module docstring (harmonic background, no exact 2π)."""
+    notes: List[str] = []
+    ph, mag, m, te = _prepare(phase, magnitude, mask, te_s, notes)
+    n_e = ph.shape[3]
+    eq = _echo_qualities(ph, m)
+    ok = eq >= min_echo_quality
+    for n in np.flatnonzero(~ok):
+        notes.append(f"echo {n + 1} failed: mean neighbour phase coherence {eq[n]:.2f} < {min_echo_quality:.2f}")
+    out = ph.copy()
+    for n in range(n_e):
+        out[..., n] = np.where(m, laplacian_unwrap_3d(ph[..., n], voxel_size_mm, m), ph[..., n])
+    t = int(np.argmax(eq)) if not ok[0] else 0
+    p = _partner(t, ok) if n_e > 1 else t
+    q = K.voxel_quality(edge_bins(ph[..., t], m, mag[..., t] if mag is not None else None,
+                                  ph[..., p] if p != t else None, float(te[t] / te[p]) if p != t else 1.0), N_BINS)
+    unreliable = m & (q < quality_threshold)
+    if mask is not None:
+        unreliable |= np.asarray(mask, bool) & ~m
+    notes.append("Laplacian unwrapping: the result differs from the true phase by a harmonic function inside the "
+                 "mask and is not the wrapped phase plus 2π multiples; use it before background field removal")
+    return UnwrapResult(
+        unwrapped=out, quality=np.where(m, q, 0).astype(np.float32), unreliable=unreliable,
+        echo_ok=tuple(bool(v) for v in ok), echo_quality=tuple(float(v) for v in eq), notes=notes,
+        method="laplacian", info={"quality_echo": t + 1},
+    )
+
+
+_COMMON = (
+    Param("quality_threshold", float, 0.3, "voxels with ROMEO quality below this are flagged unreliable",
+          minimum=0.0, maximum=1.0),
+    Param("min_echo_quality", float, 0.65,
+          "an echo whose mean neighbour phase coherence is below this is flagged as failed (noise gives 0.5)",
+          minimum=0.0, maximum=1.0),
+)
+_MULTI = (
+    Param("mode", str, "template", "multi-echo: spatial template echo + temporal unwrapping, or every echo "
+          "spatially", choices=("template", "individual")),
+    Param("template_echo", int, 1, "echo unwrapped spatially in template mode (1-based)", minimum=1, maximum=64),
+    Param("correct_residual", bool, True, "template mode: fix residual per-voxel 2π errors by a fit over TE"),
+)
+
+register_method("unwrap", MethodSpec(
+    key="romeo", label="ROMEO (quality-guided region growing)",
+    reference="Dymerska et al., Magn Reson Med 2021",
+    params=_MULTI + _COMMON, func=unwrap_romeo,
+    help="Fast, robust multi-echo unwrapping; the default."))
+register_method("unwrap", MethodSpec(
+    key="best_path", label="Best-path (reliability-sorted merging)",
+    reference="Abdul-Rahman et al., Appl Opt 2007",
+    params=_MULTI + _COMMON, func=unwrap_best_path,
+    help="Path-following unwrapping with second-difference reliability."))
+register_method("unwrap", MethodSpec(
+    key="laplacian", label="Laplacian (Schofield & Zhu)",
+    reference="Schofield & Zhu, Opt Lett 2003",
+    params=_COMMON, func=unwrap_laplacian,
+    help="Exact up to a harmonic background; not 2π-consistent with the data."))
+
+__all__ = ["UnwrapResult", "unwrap_romeo", "unwrap_best_path", "unwrap_laplacian", "laplacian_unwrap_3d",
+           "romeo_quality", "edge_bins"]
