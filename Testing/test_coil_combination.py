@@ -44,6 +44,15 @@ def _offset_phase(acq, combined: np.ndarray, n: int) -> np.ndarray:
     return np.angle(combined[..., n] * np.exp(-2j * np.pi * acq.field_hz * acq.gre.te_s[n]))
 
 
+def _snr_mask(acq, combined: np.ndarray, n: int) -> np.ndarray:
+    """Brain voxels where echo n's combined SNR is ≥ 10 (phase noise ≤ 0.1 rad). Noise alone makes residues where
+    the SNR is a few (the phantom's bottom slices, far from the helmet's coils); coil-offset leakage does not need
+    low SNR, so it shows up inside this mask."""
+    m = acq.brain_mask & (np.abs(combined[..., n]) >= 10.0 * acq.noise_sd)
+    assert m.sum() > 0.95 * acq.brain_mask.sum()
+    return m
+
+
 def test_all_methods_registered():
     st = params.stage("coil_combination")
     assert set(PHASE_METHODS) <= set(st.method_keys)
@@ -56,12 +65,13 @@ def test_no_residues_after_offset_removal(coil_data, method):
     out = results[method]
     assert out.shape == acq.field_hz.shape + (len(TE_S),) and out.dtype == np.complex64
     for n in range(len(TE_S)):
-        assert coil.count_residues(_offset_phase(acq, out, n), acq.brain_mask) == 0, (method, n)
+        assert coil.count_residues(_offset_phase(acq, out, n), _snr_mask(acq, out, n)) == 0, (method, n)
 
 
 def test_adaptive_residues_reported(coil_data, capsys):
     acq, _, results = coil_data
-    counts = [coil.count_residues(_offset_phase(acq, results["adaptive"], n), acq.brain_mask) for n in range(5)]
+    out = results["adaptive"]
+    counts = [coil.count_residues(_offset_phase(acq, out, n), _snr_mask(acq, out, n)) for n in range(5)]
     with capsys.disabled():
         print(f"\nadaptive combination, {acq.gre.n_coils} coils: residues per echo in the brain {counts}")
     assert max(counts) <= 0.001 * int(acq.brain_mask.sum())
@@ -133,7 +143,7 @@ def test_general_echo_times_mcpc3ds_and_aspire(model):
         out = fn(signal, te, model.voxel_size_mm)
         for n in range(3):
             off = _offset_phase(acq, out, n)
-            assert coil.count_residues(off, acq.brain_mask) == 0
+            assert coil.count_residues(off, _snr_mask(acq, out, n)) == 0
         off = np.abs(_offset_phase(acq, out, 0)[acq.brain_mask])
         assert np.median(off) < 0.03 and np.mean(off > 1.0) < 0.01
 
