@@ -34,7 +34,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage
+from numba import njit, prange
 
 from .constants import GAMMA_BAR_HZ_PER_T
 from .dipole import FFT_WORKERS
@@ -55,6 +55,81 @@ class SWIResult:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
+# ----------------------------------------------------------------------------------------------- compiled kernels
+
+
+@njit(cache=True)
+def _stats(flat):  # pragma: no cover - compiled
+    """(number of NaN/Inf, min, max of the finite values) in one pass."""
+    nbad = 0
+    lo = np.inf
+    hi = -np.inf
+    for x in flat:
+        if not np.isfinite(x):
+            nbad += 1
+        else:
+            lo = min(lo, x)
+            hi = max(hi, x)
+    return nbad, lo, hi
+
+
+@njit(cache=True, parallel=True)
+def _phase_mask_kernel(fp, scale, fo):  # pragma: no cover - compiled
+    for i in prange(fo.size):
+        x = fp[i]
+        fo[i] = 1.0 if x <= 0 else max(0.0, 1.0 - x / scale)
+
+
+@njit(cache=True, parallel=True)
+def _to_complex(fm, fp, fo):  # pragma: no cover - compiled
+    for i in prange(fo.size):
+        fo[i] = fm[i] * np.complex64(complex(np.cos(fp[i]), np.sin(fp[i])))
+
+
+@njit(cache=True, parallel=True)
+def _homodyne_angle(fs, fl, fo):  # pragma: no cover - compiled
+    for i in prange(fo.size):
+        z = fs[i] * np.conj(fl[i])
+        fo[i] = np.arctan2(z.imag, z.real)
+
+
+@njit(cache=True, parallel=True)
+def _apply_mask(fm, ff, fk, power, fw):  # pragma: no cover - compiled
+    for i in prange(fw.size):
+        if not fk[i]:
+            ff[i] = 1.0
+        fw[i] = fm[i] * ff[i] ** power
+
+
+@njit(cache=True, parallel=True)
+def _combine(flat, w, fo):  # pragma: no cover - compiled
+    """fo = Σ w_e·m_e² / sqrt(Σ (w_e·m_e)²) per voxel (w = 1: root-sum-of-squares); flat is (voxels, echo)."""
+    n_e = flat.shape[1]
+    for i in prange(fo.size):
+        num = 0.0
+        den = 0.0
+        for e in range(n_e):
+            m = np.float64(flat[i, e])
+            num += w[e] * m * m
+            den += (w[e] * m) ** 2
+        fo[i] = num / np.sqrt(den) if den > 0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def _sliding_min_last(v, lo, hi, out):  # pragma: no cover - compiled
+    """Minimum over the window [k − lo, k + hi] (clipped) along the last axis of a 2D (lines × n) array."""
+    n_lines, n = v.shape
+    for j in prange(n_lines):
+        for k in range(n):
+            a = max(0, k - lo)
+            b = min(n - 1, k + hi)
+            m = v[j, a]
+            for q in range(a + 1, b + 1):
+                if v[j, q] < m:
+                    m = v[j, q]
+            out[j, k] = m
+
+
 # ----------------------------------------------------------------------------------------------- building blocks
 
 
@@ -64,8 +139,10 @@ def phase_mask(phase_rad: np.ndarray, scale_rad: float = np.pi) -> np.ndarray:
     ``f = 1 − φ/scale_rad`` for ``φ > 0`` clipped at 0, and 1 for ``φ ≤ 0``; ``scale_rad = π`` is Haacke's
     ``(π − φ)/π``. Apply ``f**n`` for the power ``n``.
     """
-    p = np.asarray(phase_rad, dtype=np.float32)
-    return np.clip(1.0 - np.maximum(p, 0) / np.float32(scale_rad), 0.0, 1.0).astype(np.float32)
+    p = np.ascontiguousarray(phase_rad, dtype=np.float32)
+    out = np.empty(p.shape, np.float32)
+    _phase_mask_kernel(p.reshape(-1), np.float32(scale_rad), out.reshape(-1))
+    return out
 
 
 def hann_lowpass(signal: np.ndarray, window: Sequence[int]) -> np.ndarray:
@@ -88,8 +165,11 @@ def hann_lowpass(signal: np.ndarray, window: Sequence[int]) -> np.ndarray:
 def homodyne_phase(signal: np.ndarray, window: Sequence[int]) -> np.ndarray:
     """High-pass phase ``arg(S · conj(LP(S)))`` of a complex 3D image (homodyne filter, Noll et al., IEEE TMI 1991;
     Haacke et al., MRM 2004), in radians."""
-    lp = hann_lowpass(signal, window)
-    return np.angle(np.asarray(signal, dtype=np.complex64) * np.conj(lp)).astype(np.float32)
+    sig = np.ascontiguousarray(signal, dtype=np.complex64)
+    lp = hann_lowpass(sig, window)
+    out = np.empty(sig.shape, np.float32)
+    _homodyne_angle(sig.reshape(-1), np.ascontiguousarray(lp).reshape(-1), out.reshape(-1))
+    return out
 
 
 def filter_window(shape: Sequence[int], voxel_size_mm: Sequence[float], filter_size: float, filter_unit: str,
@@ -142,14 +222,21 @@ def minimum_intensity_projection(volume: np.ndarray, slab_mm: float, axis: int,
     n = slab_slices(slab_mm, voxel_size_mm, axis)
     if n == 1:
         return v.copy()
-    # minimum_filter1d centres a window of size n on each slice (for even n, one more slice before than after)
-    return ndimage.minimum_filter1d(v, size=n, axis=axis, mode="nearest")
+    # window of n slices centred on each slice (for even n, one more slice before than after)
+    lines = np.ascontiguousarray(np.moveaxis(v, axis, -1))
+    shp = lines.shape
+    lines = lines.reshape(-1, shp[-1])
+    out = np.empty_like(lines)
+    _sliding_min_last(lines, n // 2, n - 1 - n // 2, out)
+    return np.ascontiguousarray(np.moveaxis(out.reshape(shp), -1, axis))
 
 
 # ----------------------------------------------------------------------------------------------- input handling
 
 
-def _check_3d(name: str, a: Any, shape: Optional[tuple] = None, allow_echo: bool = True) -> np.ndarray:
+def _check_3d(name: str, a: Any, shape: Optional[tuple] = None, allow_echo: bool = True,
+              lower: Optional[float] = None, upper: Optional[float] = None) -> np.ndarray:
+    """Shape check, then one pass for NaN/Inf and the range [lower, upper] (each optional); returns float32."""
     if a is None:
         raise QSMInputError(f"{name} is missing")
     arr = np.asarray(a)
@@ -158,8 +245,17 @@ def _check_3d(name: str, a: Any, shape: Optional[tuple] = None, allow_echo: bool
                             f"got shape {arr.shape}")
     if shape is not None and arr.shape[:3] != shape:
         raise QSMInputError(f"{name} shape {arr.shape} does not match {shape}")
-    if not np.all(np.isfinite(arr)):
-        raise QSMInputError(f"{name} contains {int(np.count_nonzero(~np.isfinite(arr)))} NaN/Inf voxel(s)")
+    if np.iscomplexobj(arr):
+        raise QSMInputError(f"{name} is complex; give a real array")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    nbad, lo, hi = _stats(arr.ravel())
+    if nbad:
+        raise QSMInputError(f"{name} contains {nbad} NaN/Inf voxel(s)")
+    if lower is not None and lo < lower:
+        raise QSMInputError(f"{name} has values down to {lo:.4g}, below {lower:.4g}"
+                            + (": is it a phase image?" if lower == 0 else ""))
+    if upper is not None and hi > upper:
+        raise QSMInputError(f"{name} has values up to {hi:.4g}, above {upper:.4g}")
     return arr
 
 
@@ -177,16 +273,18 @@ def _masked_map(name: str, a: Any, shape: tuple, mask: np.ndarray) -> np.ndarray
 
 
 def _prepare(magnitude: Any, mask: Any) -> tuple:
-    mag = _check_3d("magnitude", magnitude)
-    if np.iscomplexobj(mag):
-        raise QSMInputError("magnitude is complex; give |S|")
-    if float(mag.min()) < 0:
-        raise QSMInputError("magnitude has negative values: is it a phase image?")
+    mag = _check_3d("magnitude (|S|, not negative)", magnitude, lower=0.0)
     shape = mag.shape[:3]
-    m = np.ones(shape, dtype=bool) if mask is None else _check_3d("mask", mask, shape, allow_echo=False).astype(bool)
+    if mask is None:
+        m = np.ones(shape, dtype=bool)
+    else:
+        m = np.asarray(mask)
+        if m.shape != shape:
+            raise QSMInputError(f"mask shape {m.shape} does not match {shape}")
+        m = np.ascontiguousarray(m, dtype=bool)
     if not m.any():
         raise QSMInputError("mask is empty")
-    return mag.astype(np.float32), shape, m
+    return mag, shape, m
 
 
 def _echo_times(te_s: Any, n_echo: int) -> np.ndarray:
@@ -209,8 +307,10 @@ def _mip_axis(mip_axis: int, b0_direction: Optional[Sequence[float]]) -> int:
 def _finish(method: str, mag: np.ndarray, f: np.ndarray, phase: Optional[np.ndarray], power: int,
             mask: np.ndarray, voxel_size_mm: Sequence[float], mip_slab_mm: float, mip_axis: int,
             b0_direction: Optional[Sequence[float]], info: Dict[str, Any]) -> SWIResult:
-    f = np.where(mask, f, np.float32(1.0)).astype(np.float32)
-    swi = (mag * f**power).astype(np.float32)
+    f = np.ascontiguousarray(f, dtype=np.float32)
+    swi = np.empty(f.shape, np.float32)
+    _apply_mask(np.ascontiguousarray(mag, dtype=np.float32).reshape(-1), f.reshape(-1),
+                np.ascontiguousarray(mask).reshape(-1), power, swi.reshape(-1))
     mip = None
     info = dict(info, method=method, power=power)
     if mip_slab_mm > 0:
@@ -230,14 +330,11 @@ def combine_magnitude(magnitude: np.ndarray, te_s: Optional[Sequence[float]], ho
         return m
     if how == "last":
         return m[..., -1].copy()
-    if how == "rss":
-        return np.sqrt(np.einsum("...e,...e->...", m, m, dtype=np.float64)).astype(np.float32)
-    if how == "snr_weighted":
-        te = _echo_times(te_s, m.shape[3]).astype(np.float32)
-        w = m * te
-        num = np.einsum("...e,...e->...", w, m, dtype=np.float64)
-        den = np.sqrt(np.einsum("...e,...e->...", w, w, dtype=np.float64))
-        return (num / np.maximum(den, 1e-30)).astype(np.float32)
+    if how in ("rss", "snr_weighted"):
+        w = np.ones(m.shape[3]) if how == "rss" else _echo_times(te_s, m.shape[3])
+        out = np.empty(m.shape[:3], np.float32)
+        _combine(np.ascontiguousarray(m).reshape(-1, m.shape[3]), w.astype(np.float64), out.reshape(-1))
+        return out
     raise QSMInputError(f"magnitude combination {how!r} is not one of rss, snr_weighted, last")
 
 
@@ -257,23 +354,24 @@ def swi_homodyne(magnitude: np.ndarray, phase: np.ndarray, voxel_size_mm: Sequen
     darkens, see the module doc), ``SWI = |S|·f^power`` inside ``mask`` (``|S|`` elsewhere). ``mip_slab_mm > 0``
     adds a sliding mIP along ``mip_axis`` (−1: the array axis closest to B0, i.e. superior–inferior).
     """
-    mag, shape, m = _prepare(magnitude, mask)
-    ph = _check_3d("phase", phase, shape)
-    if ph.shape != mag.shape:
-        raise QSMInputError(f"phase shape {ph.shape} does not match magnitude shape {mag.shape}")
-    if float(np.abs(ph).max()) > np.pi + 1e-3:
-        raise QSMInputError("phase is outside [−π, π]: give wrapped phase in radians")
+    ph_in, mag_in = np.asarray(phase), np.asarray(magnitude)
+    if ph_in.shape != mag_in.shape:
+        raise QSMInputError(f"phase shape {ph_in.shape} does not match magnitude shape {mag_in.shape}")
     info: Dict[str, Any] = {}
-    if ph.ndim == 4:
-        if not -ph.shape[3] <= echo_index < ph.shape[3]:
-            raise QSMInputError(f"echo_index {echo_index} is out of range for {ph.shape[3]} echoes")
+    if ph_in.ndim == 4:  # only the chosen echo is checked and used
+        if not -ph_in.shape[3] <= echo_index < ph_in.shape[3]:
+            raise QSMInputError(f"echo_index {echo_index} is out of range for {ph_in.shape[3]} echoes")
         if te_s is not None:
-            info["te_s"] = float(_echo_times(te_s, ph.shape[3])[echo_index])
-        ph, mag = ph[..., echo_index], mag[..., echo_index]
+            info["te_s"] = float(_echo_times(te_s, ph_in.shape[3])[echo_index])
+        ph_in, mag_in = ph_in[..., echo_index], mag_in[..., echo_index]
+    mag, shape, m = _prepare(mag_in, mask)
+    ph = _check_3d("phase (wrapped, radians)", ph_in, shape, lower=-np.pi - 1e-3, upper=np.pi + 1e-3)
     if not 0 <= slice_axis < 3:
         raise QSMInputError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
     win = filter_window(shape, voxel_size_mm, filter_size, filter_unit, filter_dims, slice_axis)
-    sig = mag * np.exp(1j * ph.astype(np.float32))
+    sig = np.empty(shape, np.complex64)
+    _to_complex(np.ascontiguousarray(mag, dtype=np.float32).reshape(-1),
+                np.ascontiguousarray(ph, dtype=np.float32).reshape(-1), sig.reshape(-1))
     hp = homodyne_phase(sig, win)
     info.update(filter_window_samples=win, filter_dims=filter_dims)
     return _finish("homodyne", mag, phase_mask(hp), hp, power, m, voxel_size_mm, mip_slab_mm, mip_axis,
