@@ -294,25 +294,31 @@ def vsharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[floa
                    {"radii_mm": used, "threshold": threshold})
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product of two float32 arrays (BLAS; its blocked summation keeps float32 rounding small)."""
+    return float(np.dot(a.reshape(-1), b.reshape(-1)))
+
+
 def _cg(apply_a, b: np.ndarray, tol: float, max_iter: int, x0: Optional[np.ndarray] = None
         ) -> Tuple[np.ndarray, int, float]:
-    """Conjugate gradients for a symmetric positive (semi-)definite operator; float32 vectors, float64 dots."""
+    """Conjugate gradients for a symmetric positive (semi-)definite operator on float32 arrays."""
     x = np.zeros_like(b) if x0 is None else x0.astype(b.dtype, copy=True)
     r = b - apply_a(x) if x0 is not None else b.copy()
     p = r.copy()
-    rr = float(np.vdot(r.ravel().astype(np.float64), r.ravel().astype(np.float64)).real)
-    bn = float(np.sqrt(np.vdot(b.ravel().astype(np.float64), b.ravel().astype(np.float64)).real)) or 1.0
+    rr = _dot(r, r)
+    bn = np.sqrt(_dot(b, b)) or 1.0
     rel = np.sqrt(rr) / bn
     it = 0
     while it < max_iter and rel > tol:
         ap = apply_a(p)
-        pap = float(np.dot(p.ravel().astype(np.float64), ap.ravel().astype(np.float64)))
+        pap = _dot(p, ap)
         if pap <= 0:
             break
-        alpha = rr / pap
-        x += np.float32(alpha) * p
-        r -= np.float32(alpha) * ap
-        rr_new = float(np.dot(r.ravel().astype(np.float64), r.ravel().astype(np.float64)))
+        alpha = np.float32(rr / pap)
+        x += alpha * p
+        ap *= alpha
+        r -= ap
+        rr_new = _dot(r, r)
         it += 1
         rel = np.sqrt(rr_new) / bn
         p *= np.float32(rr_new / rr)
