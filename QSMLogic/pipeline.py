@@ -199,6 +199,11 @@ def run_pipeline(
     outputs["unwrap_quality"] = np.asarray(unwrap.quality, dtype=np.float32)
     details["unwrap"] = unwrap
 
+    # Voxels the unwrapping could not trust (low ROMEO quality: mostly the brain edge next to air, where the field
+    # is steepest) leave the mask before background removal, whose error they would otherwise dominate.
+    m = reliable_mask(m, unwrap.unreliable)
+    outputs["field_mask"] = m.astype(np.uint8)
+
     # 4. Field mapping
     fmap = run_stage("field_mapping", {"phase": unwrap.unwrapped, "magnitude": magnitude, "mask": m})
     outputs["field_hz"] = np.asarray(fmap.field_hz, dtype=np.float32)
@@ -258,6 +263,25 @@ def run_pipeline(
         "total_seconds": round(time.perf_counter() - t_start, 3),
     }
     return PipelineResult(outputs=outputs, provenance=provenance, affine=gre.affine.copy(), details=details)
+
+
+def reliable_mask(mask: np.ndarray, unreliable: np.ndarray) -> np.ndarray:
+    """``mask`` without ``unreliable`` voxels, as one connected region with its interior holes filled.
+
+    Dropping only the untrusted voxels would leave isolated holes inside the brain, which SMV-based background
+    removal treats as boundaries; filling interior holes puts the (few) interior ones back.
+    """
+    from scipy import ndimage as ndi
+
+    keep = np.asarray(mask, dtype=bool) & ~np.asarray(unreliable, dtype=bool)
+    lab, n = ndi.label(keep)
+    if n == 0:
+        raise QSMInputError("no voxel of the mask has a trustworthy unwrapped phase (unwrapping quality too low)")
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        keep = lab == int(np.argmax(sizes))
+    return ndi.binary_fill_holes(keep)
 
 
 def _weight_from_noise(noise_sd_hz: np.ndarray, mask: np.ndarray) -> np.ndarray:
