@@ -106,7 +106,7 @@ _REGISTRY: Dict[str, StageSpec] = {
     s.key: s
     for s in (
         StageSpec("coil_combination", "Coil combination",
-                  "signal (x,y,z,echo,coil complex64), te_s, voxel_size_mm -> complex64 (x,y,z,echo)",
+                  "signal (x,y,z,echo,coil complex64), te_s, voxel_size_mm, reference_signal -> complex64",
                   "aspire", "Combine receive channels into one complex image per echo (Robinson, NMR Biomed 2017)."),
         StageSpec("mask", "Brain mask",
                   "magnitude (x,y,z,echo), phase (x,y,z,echo), te_s, voxel_size_mm -> bool (x,y,z)",
@@ -122,7 +122,7 @@ _REGISTRY: Dict[str, StageSpec] = {
                   "arlo", "Transverse relaxation rate maps."),
         StageSpec("background", "Background field removal",
                   "field_ppm, mask, voxel_size_mm, b0_direction, weight -> BackgroundResult",
-                  "vsharp", "Separate the local field from the background field (Schweser et al. NMR Biomed 2017)."),
+                  "pdf", "Separate the local field from the background field (Schweser et al. NMR Biomed 2017)."),
         StageSpec("inversion", "Dipole inversion",
                   "local_field_ppm, mask, voxel_size_mm, b0_direction, weight, magnitude -> chi_ppm",
                   "fansi_nltv", "Susceptibility from the local field."),
@@ -130,7 +130,7 @@ _REGISTRY: Dict[str, StageSpec] = {
                   "chi_ppm, mask, labels -> ReferencedMap", "whole_brain",
                   "Susceptibility is relative: choose and record the reference region."),
         StageSpec("swi", "Susceptibility-weighted imaging",
-                  "magnitude, phase, mask, voxel_size_mm, te_s, b0_direction -> SWIResult",
+                  "magnitude, phase, mask, voxel_size_mm, te_s, b0_tesla, b0_direction -> SWIResult",
                   "homodyne", "SWI (Haacke et al. MRM 2004) and variants."),
     )
 }

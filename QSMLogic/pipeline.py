@@ -224,7 +224,7 @@ def run_pipeline(
         qsm_mask = m
     else:
         bg = run_stage("background", {"field_ppm": outputs["total_field_ppm"], "mask": m, "weight": weight,
-                                      "phase": phase})
+                                      "phase_rad": phase})
         outputs["local_field_ppm"] = np.asarray(bg.local_field_ppm, dtype=np.float32)
         qsm_mask = np.asarray(bg.mask, dtype=bool)
         if not qsm_mask.any():
