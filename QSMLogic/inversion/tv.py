@@ -16,7 +16,8 @@ ADMM splitting (Milovic et al., Magn Reson Med 80 (2018) 814–821, "FANSI"; Bil
 
 1. χ  ← F⁻¹[(μ₁ F{∇ᵀ(z − s)} + μ₂ K F{y − t}) / (μ₁|E|² + μ₂K²)]   (closed form; |E|² the eigenvalues of ∇ᵀ∇),
 2. z  ← shrink(∇χ + s, α/μ₁) (isotropic soft threshold),  s ← s + ∇χ − z,
-3. y  ← prox of Φ/μ₂ at Kχ + t, pointwise (weighted average for l2, soft threshold for l1, Newton steps for nl),
+3. y  ← prox of Φ/μ₂ at Kχ + t, pointwise (weighted average for l2, soft threshold for l1, Newton steps for nl
+   started in the 2π-period of the data nearest to Kχ + t, so phase wraps in the data cost nothing),
    t ← t + Kχ − y,
 
 costing four real FFTs per iteration; the pointwise steps are fused numba kernels. Iterations stop when the relative
@@ -126,7 +127,9 @@ def _data_step(kf, tf, yf, bf, wf, mu, mode, scale, newton, rf):  # pragma: no c
                 yi = bf[i]
         else:
             w2 = wi * wi
-            yi = yf[i]
+            # start in the 2π-equivalent well of the data nearest to v: the global minimiser lies there
+            period = 2.0 * math.pi / scale
+            yi = bf[i] + period * math.floor((v - bf[i]) / period + 0.5)
             for _ in range(newton):
                 a = scale * (yi - bf[i])
                 g = w2 * math.sin(a) / scale + mu * (yi - v)
