@@ -30,8 +30,10 @@ gradients in ppm/mm, weights of mean 1) are tuned on the project's head phantom 
 ≈ 0.5 ppb); for noisier data raise α in proportion to the noise. FANSI sets ``μ₁ = 100·α``; on the phantom
 ``μ₁ = 300·α`` and ``μ₂ = 0.3`` reach the converged error in 30 iterations rather than ~150, so those are the
 defaults here (``mu_grad_factor``, ``mu_data``).
-Part A's :mod:`QSMLogic.inversion.selection` L-curve helper can search α automatically; FANSI's authors recommend
-the L-curve's zero-curvature (inflection) point (Milovic et al., Magn Reson Med 85 (2021) 2924–2938).
+Automatic α: ``QSMLogic.inversion.selection.select_parameter("fansi_nltv", "alpha", candidates, ...)`` sweeps α and
+picks it by the L-curve (maximum curvature) or the discrepancy principle (needs the noise σ); FANSI's authors find
+the maximum-curvature point over-regularises TV and recommend the zero-curvature (inflection) point of the log-log
+L-curve (Milovic et al., Magn Reson Med 85 (2021) 2924–2938).
 
 STAR-QSM (Wei et al., NMR Biomed 28 (2015) 1294–1303): a two-level inversion for maps with a large dynamic range.
 A first solve with a strong sparsity (TV) weight recovers the large susceptibility sources (haemorrhage, veins,
