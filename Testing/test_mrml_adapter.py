@@ -1,0 +1,386 @@
+"""MRML adapter and node-level runs on real MRML nodes (slicer-core): geometry, B0 direction, new result nodes,
+storage round trips, echo handling and the QSM/SWI runs on the head phantom."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI", "QSM"))
+
+from QSMLib import mrml_adapter as ad  # noqa: E402
+from QSMLib import runner  # noqa: E402
+from QSMLib.worker_protocol import parse_worker_line  # noqa: E402
+
+from QSMLogic.errors import QSMInputError  # noqa: E402
+from QSMLogic.geometry import b0_direction_from_affine, reverse_axes_affine, rotation_matrix  # noqa: E402
+
+SPACING = (0.8, 1.1, 2.5)
+ORIGIN = (12.0, -30.5, 45.25)
+
+
+@pytest.fixture()
+def scene():
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    colors = slicer.vtkMRMLColorLogic()  # default colour tables (Grey, Labels) as in Slicer
+    colors.SetMRMLScene(s)
+    yield s
+    colors.SetMRMLScene(None)
+    s.Clear(1)
+
+
+def oblique_affine() -> np.ndarray:
+    """IJK-to-RAS rotated about two axes (x by 20°, then z by -35°), anisotropic spacing, non-zero origin."""
+    r = rotation_matrix((0, 0, 1), -35.0) @ rotation_matrix((1, 0, 0), 20.0)
+    a = np.eye(4)
+    a[:3, :3] = r * np.asarray(SPACING)[None, :]
+    a[:3, 3] = ORIGIN
+    return a
+
+
+def add_volume(scene, array_ijk: np.ndarray, affine: np.ndarray, name: str, cls: str = "vtkMRMLScalarVolumeNode"):
+    node = scene.AddNewNodeByClass(cls, name)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.asarray(array_ijk).transpose(2, 1, 0)))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(affine))
+    return node
+
+
+def test_oblique_volume_arrays_voxel_size_and_b0(scene):
+    rng = np.random.default_rng(1)
+    arr = rng.standard_normal((7, 6, 5)).astype(np.float32)  # (i, j, k)
+    aff = oblique_affine()
+    node = add_volume(scene, arr, aff, "oblique")
+    va = ad.volume_arrays(node)
+    assert va.array.shape == (7, 6, 5)
+    np.testing.assert_array_equal(va.array, arr)
+    np.testing.assert_allclose(va.affine, aff, atol=1e-12)
+    np.testing.assert_allclose(va.voxel_size_mm, SPACING, rtol=1e-12)
+    # direct computation: unit direction matrix R, b0 = R^T (0, 0, 1), in (i, j, k) order
+    r = aff[:3, :3] / np.asarray(SPACING)[None, :]
+    direct = r.T @ np.array([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(va.b0_direction, direct, atol=1e-12)
+    np.testing.assert_allclose(va.b0_direction, b0_direction_from_affine(aff), atol=1e-12)
+    assert abs(va.b0_direction[2]) < 0.95 and abs(va.b0_direction[1]) > 0.3  # really oblique
+    # back in world space the direction is the scanner's z axis
+    np.testing.assert_allclose(r @ np.asarray(va.b0_direction), [0, 0, 1], atol=1e-12)
+    # the same volume in Slicer's (k, j, i) order has the reversed B0 direction and voxel size
+    np.testing.assert_allclose(b0_direction_from_affine(reverse_axes_affine(aff)), direct[::-1], atol=1e-12)
+    # the view is read-only: the library cannot write into the node's memory
+    with pytest.raises(ValueError):
+        va.array[0, 0, 0] = 1.0
+
+
+def test_result_node_has_input_geometry_and_input_is_untouched(scene):
+    rng = np.random.default_rng(2)
+    arr = rng.random((9, 8, 6)).astype(np.float32)
+    aff = oblique_affine()
+    src = add_volume(scene, arr, aff, "input")
+    before_arr = slicer.util.arrayFromVolume(src).copy()
+    before_mat = ad.ijk_to_ras(src).copy()
+    n_volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+
+    chi = (arr - 0.5).astype(np.float32)
+    out = ad.outputs_to_nodes(scene, {"chi_ppm": chi, "mask": arr > 0.5}, src, "run A", {"stages": ["x"]})
+    node, mask = out["chi_ppm"], out["mask"]
+    assert node is not src and node.GetID() != src.GetID()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == n_volumes + 2  # label maps are scalar too
+    np.testing.assert_array_equal(ad.ijk_to_ras(node), before_mat)  # bit-exact copy of IJK-to-RAS
+    assert node.GetSpacing() == src.GetSpacing() and node.GetOrigin() == src.GetOrigin()
+    d_src, d_out = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    src.GetIJKToRASDirectionMatrix(d_src)
+    node.GetIJKToRASDirectionMatrix(d_out)
+    assert all(d_src.GetElement(i, j) == d_out.GetElement(i, j) for i in range(4) for j in range(4))
+    np.testing.assert_array_equal(ad.array_ijk(node), chi)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(src), before_arr)
+    np.testing.assert_array_equal(ad.ijk_to_ras(src), before_mat)
+    # display: QSM grey, window -0.15..+0.25 ppm; mask as label map
+    disp = node.GetDisplayNode()
+    assert disp.GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
+    assert disp.GetWindow() == pytest.approx(0.40) and disp.GetLevel() == pytest.approx(0.05)
+    assert disp.GetLevel() - disp.GetWindow() / 2 == pytest.approx(-0.15)
+    assert mask.IsA("vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_array_equal(ad.array_ijk(mask), (arr > 0.5).astype(np.int16))
+    # provenance and subject hierarchy folder
+    assert ad.read_provenance(node) == {"stages": ["x"], "output": "chi_ppm"}
+    assert json.loads(mask.GetAttribute(ad.PROVENANCE_ATTRIBUTE))["output"] == "mask"
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = sh.GetItemParent(sh.GetItemByDataNode(node))
+    assert sh.GetItemName(folder) == "run A" and sh.GetItemParent(sh.GetItemByDataNode(mask)) == folder
+
+
+def test_result_shape_mismatch_is_an_error(scene):
+    src = add_volume(scene, np.zeros((4, 5, 6), np.float32), np.eye(4), "ref")
+    with pytest.raises(QSMInputError, match="shape"):
+        ad.add_result_volume(scene, np.zeros((6, 5, 4), np.float32), src, "bad", "chi_ppm")
+
+
+def test_mismatched_echo_geometry_names_the_nodes(scene):
+    aff = oblique_affine()
+    a = add_volume(scene, np.zeros((6, 5, 4), np.float32), aff, "echo1")
+    shifted = aff.copy()
+    shifted[:3, 3] += (0.0, 0.5, 0.0)
+    b = add_volume(scene, np.zeros((6, 5, 4), np.float32), shifted, "echo2")
+    c = add_volume(scene, np.zeros((6, 5, 3), np.float32), aff, "echo3")
+    with pytest.raises(QSMInputError, match="'echo2' and 'echo1' have different geometry"):
+        ad.check_same_geometry([a, b])
+    with pytest.raises(QSMInputError, match=r"'echo3' has dimensions \(6, 5, 3\)"):
+        ad.stack_echoes([a, c], "phase volumes")
+    with pytest.raises(QSMInputError, match="no echo volumes"):
+        ad.check_same_geometry([])
+    model = scene.AddNewNodeByClass("vtkMRMLModelNode", "surface")
+    with pytest.raises(QSMInputError, match="'surface' is a vtkMRMLModelNode"):
+        ad.check_same_geometry([a, model])
+
+
+@pytest.mark.parametrize("ext", ["nrrd", "nii.gz"])
+def test_storage_round_trip_keeps_geometry_and_values(scene, tmp_path, ext):
+    rng = np.random.default_rng(3)
+    arr = rng.standard_normal((8, 7, 5)).astype(np.float32)
+    aff = oblique_affine()
+    src = add_volume(scene, arr, aff, "map")
+    path = str(tmp_path / f"map.{ext}")
+    ad.save_volume(src, path)
+    back = ad.load_volume(scene, path, "map back")
+    np.testing.assert_array_equal(ad.array_ijk(back), arr)
+    np.testing.assert_allclose(ad.ijk_to_ras(back), aff, atol=1e-5)
+    # a label map too
+    lab = add_volume(scene, (arr > 0).astype(np.int16), aff, "lab", "vtkMRMLLabelMapVolumeNode")
+    lpath = str(tmp_path / f"lab.{ext}")
+    ad.save_volume(lab, lpath)
+    lback = ad.load_volume(scene, lpath, "lab back", label=True)
+    assert lback.IsA("vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_array_equal(ad.array_ijk(lback), (arr > 0).astype(np.int16))
+    np.testing.assert_allclose(ad.ijk_to_ras(lback), aff, atol=1e-5)
+    with pytest.raises(OSError, match="could not read"):
+        ad.load_volume(scene, str(tmp_path / "missing.nrrd"))
+
+
+def _echo_nodes(scene, n=3, shape=(10, 9, 8), te_ms=(5.0, 10.0, 15.0), with_attributes=True):
+    rng = np.random.default_rng(4)
+    aff = oblique_affine()
+    field_hz = rng.uniform(-20, 20, shape)
+    mags, phs = [], []
+    for e in range(n):
+        ph = np.angle(np.exp(2j * np.pi * field_hz * te_ms[e] * 1e-3)).astype(np.float32)
+        m = add_volume(scene, rng.uniform(50, 100, shape).astype(np.float32), aff, f"mag{e}")
+        p = add_volume(scene, ph, aff, f"phase{e}")
+        if with_attributes:
+            for node in (m, p):
+                node.SetAttribute("DICOM.EchoTime", str(te_ms[e]))
+                node.SetAttribute("DICOM.MagneticFieldStrength", "2.89")
+        mags.append(m)
+        phs.append(p)
+    return mags, phs
+
+
+def test_gre_from_nodes_reads_echo_times_b0_and_phase_scaling(scene):
+    mags, phs = _echo_nodes(scene)
+    gre = ad.gre_from_nodes(mags, phs)
+    assert gre.phase_rad.shape == (10, 9, 8, 3)
+    np.testing.assert_allclose(gre.te_s, [0.005, 0.010, 0.015])
+    assert gre.b0_tesla == pytest.approx(2.89)
+    assert gre.metadata["te_source"] == "DICOM.EchoTime attributes"
+    np.testing.assert_allclose(gre.b0_direction, b0_direction_from_affine(oblique_affine()), atol=1e-12)
+    np.testing.assert_array_equal(gre.phase_rad[..., 1], ad.array_ijk(phs[1]))
+    # user values win over attributes; phase sign flips
+    gre2 = ad.gre_from_nodes(mags, phs, echo_times_s=[0.004, 0.008, 0.012], b0_tesla=7.0, phase_sign=-1)
+    np.testing.assert_allclose(gre2.te_s, [0.004, 0.008, 0.012])
+    assert gre2.b0_tesla == 7.0
+    np.testing.assert_array_equal(gre2.phase_rad, -gre.phase_rad)
+
+
+def test_gre_from_nodes_dicom_integer_phase(scene):
+    mags, phs = _echo_nodes(scene)
+    ref = ad.gre_from_nodes(mags, phs)
+    ints = []
+    for e, p in enumerate(phs):
+        raw = np.round((np.asarray(ad.array_ijk(p)) + np.pi) * 4096 / (2 * np.pi)).clip(0, 4095).astype(np.float32)
+        raw[0, 0, 0], raw[1, 0, 0] = 0.0, 4095.0  # full range, as real data
+        ints.append(add_volume(scene, raw, oblique_affine(), f"int{e}"))
+        ints[-1].SetAttribute("DICOM.EchoTime", str(5.0 * (e + 1)))
+    gre = ad.gre_from_nodes(mags, ints, b0_tesla=3.0, phase_rule="dicom_uint12")
+    assert gre.metadata["phase_scaling"]["rule"] == "dicom_uint12"
+    d = np.angle(np.exp(1j * (gre.phase_rad - ref.phase_rad)))
+    d[:2, 0, 0, :] = 0.0  # the two voxels forced to the range ends
+    assert np.abs(d).max() < 2 * np.pi / 4096 + 1e-6
+
+
+def test_gre_from_sequence_node_with_echo_time_index(scene):
+    mags, phs = _echo_nodes(scene, with_attributes=False)
+    seqs = []
+    for nodes, name in ((mags, "magnitude"), (phs, "phase")):
+        seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+        seq.SetIndexName("EchoTime")
+        seq.SetIndexUnit("ms")
+        for e, n in enumerate(nodes):
+            seq.SetDataNodeAtValue(n, str(5.0 * (e + 1)))
+        seqs.append(seq)
+    gre = ad.gre_from_nodes(seqs[0], seqs[1], b0_tesla=3.0)
+    np.testing.assert_allclose(gre.te_s, [0.005, 0.010, 0.015])
+    assert gre.metadata["te_source"] == "sequence index"
+    ref = ad.gre_from_nodes(mags, phs, echo_times_s=[0.005, 0.010, 0.015], b0_tesla=3.0)
+    np.testing.assert_array_equal(gre.phase_rad, ref.phase_rad)
+    np.testing.assert_array_equal(gre.magnitude, ref.magnitude)
+    empty = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "empty")
+    with pytest.raises(QSMInputError, match="sequence 'empty' is empty"):
+        ad.gre_from_nodes(None, empty, [0.005], 3.0)
+
+
+def test_gre_from_nodes_bad_inputs(scene):
+    mags, phs = _echo_nodes(scene, with_attributes=False)
+    with pytest.raises(QSMInputError, match="echo times are missing"):
+        ad.gre_from_nodes(mags, phs, b0_tesla=3.0)
+    with pytest.raises(QSMInputError, match="B0 is missing"):
+        ad.gre_from_nodes(mags, phs, echo_times_s=[0.005, 0.01, 0.015])
+    with pytest.raises(QSMInputError, match="2 magnitude volumes but 3 phase volumes"):
+        ad.gre_from_nodes(mags[:2], phs, [0.005, 0.01, 0.015], 3.0)
+    with pytest.raises(QSMInputError, match="no phase volumes"):
+        ad.gre_from_nodes(mags, [], [0.005], 3.0)
+    with pytest.raises(QSMInputError, match="look like milliseconds"):
+        ad.gre_from_nodes(mags, phs, [5.0, 10.0, 15.0], 3.0)
+    phs[2].SetAttribute("DICOM.EchoTime", "abc")
+    assert ad.echo_times_from_nodes_s(phs[:2]) is None
+    with pytest.raises(QSMInputError, match="DICOM.EchoTime='abc' is not a number"):
+        ad.echo_times_from_nodes_s(phs)
+
+
+def test_parse_echo_times_ms():
+    assert ad.parse_echo_times_ms("4, 8;12  16") == pytest.approx([0.004, 0.008, 0.012, 0.016])
+    with pytest.raises(QSMInputError, match="cannot read echo times"):
+        ad.parse_echo_times_ms("4, eight")
+    with pytest.raises(QSMInputError, match="echo times are empty"):
+        ad.parse_echo_times_ms("  ")
+
+
+def test_mask_from_node(scene):
+    aff = oblique_affine()
+    ref = add_volume(scene, np.zeros((6, 5, 4), np.float32), aff, "ref")
+    m = np.zeros((6, 5, 4), np.int16)
+    m[2:4, 1:3, 1:3] = 1
+    mask = add_volume(scene, m, aff, "mask", "vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_array_equal(ad.mask_from_node(mask, ref), m > 0)
+    empty = add_volume(scene, np.zeros((6, 5, 4), np.int16), aff, "empty mask", "vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(QSMInputError, match="mask 'empty mask' is empty"):
+        ad.mask_from_node(empty, ref)
+    other = add_volume(scene, m, np.eye(4), "moved mask", "vtkMRMLLabelMapVolumeNode")
+    with pytest.raises(QSMInputError, match="'moved mask' and 'ref' have different geometry"):
+        ad.mask_from_node(other, ref)
+
+
+def test_parse_worker_line():
+    e = parse_worker_line("PROGRESS 0.2500 Dipole inversion: fansi_nltv\n")
+    assert (e.kind, e.fraction, e.text) == ("progress", 0.25, "Dipole inversion: fansi_nltv")
+    assert parse_worker_line("PROGRESS 1.7 x").fraction == 1.0
+    assert parse_worker_line("PROGRESS abc x").kind == "text"
+    assert parse_worker_line("LOG [mask] done").text == "[mask] done"
+    assert parse_worker_line("DONE").kind == "done"
+    assert parse_worker_line("numba warning").kind == "text"
+
+
+# ------------------------------------------------------------------------------------------ phantom, whole runs
+
+@pytest.fixture(scope="module")
+def phantom():
+    phantom_mod = pytest.importorskip("QSMLogic.phantom")
+    model = phantom_mod.make_head_model(shape=(64, 64, 48), voxel_size_mm=(3.0, 3.0, 3.0), seed=0)
+    return phantom_mod.simulate_acquisition(model, te_s=(0.004, 0.008, 0.012, 0.016, 0.020), b0_tesla=3.0,
+                                            snr=100.0, seed=0)
+
+
+def _phantom_nodes(scene, acq):
+    g = acq.gre
+    mags = [add_volume(scene, g.magnitude[..., e], g.affine, f"mag{e}") for e in range(g.n_echoes)]
+    phs = [add_volume(scene, g.phase_rad[..., e], g.affine, f"phase{e}") for e in range(g.n_echoes)]
+    return mags, phs
+
+
+@pytest.fixture(scope="module")
+def direct_result(phantom):
+    pipeline = pytest.importorskip("QSMLogic.pipeline")
+    return pipeline.run_pipeline(phantom.gre)
+
+
+def test_qsm_run_on_nodes_matches_library_and_truth(scene, phantom, direct_result):
+    mags, phs = _phantom_nodes(scene, phantom)
+    events = []
+    out = runner.run_qsm_on_nodes(scene, mags, phs, phantom.gre.te_s, 3.0, run_name="phantom run",
+                                  progress=lambda f, label: events.append((f, label)))
+    assert set(runner.DEFAULT_OUTPUTS) - {"mip"} <= set(out)
+    for key, node in out.items():  # exactly the library's maps, on the input grid
+        np.testing.assert_array_equal(ad.array_ijk(node), direct_result.outputs[key].astype(np.asarray(
+            ad.array_ijk(node)).dtype))
+        np.testing.assert_allclose(ad.ijk_to_ras(node), phantom.gre.affine, atol=0)
+    fractions = [f for f, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    chi = np.asarray(ad.array_ijk(out["chi_ppm"]))
+    m = np.asarray(ad.array_ijk(out["qsm_mask"])) > 0
+    truth = phantom.chi_ppm - phantom.chi_ppm[m].mean()
+    assert np.corrcoef(chi[m], truth[m])[0, 1] > 0.5
+    prov = ad.read_provenance(out["chi_ppm"])
+    assert prov["run_name"] == "phantom run" and prov["output"] == "chi_ppm"
+    assert [s["stage"] for s in prov["stages"]][-1] == "swi"
+    assert prov["slicer_inputs"]["phase_nodes"] == [f"phase{e}" for e in range(5)]
+
+
+def test_worker_round_trip_matches_in_process_run(scene, phantom, direct_result, tmp_path):
+    mags, phs = _phantom_nodes(scene, phantom)
+    run = runner.prepare_worker_run(mags, phs, phantom.gre.te_s, 3.0, workdir=str(tmp_path),
+                                    python=sys.executable)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(run.command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = [parse_worker_line(line) for line in proc.stdout.splitlines()]
+    assert any(e.kind == "progress" and "Dipole inversion" in e.text for e in events)
+    assert events[-1].kind == "done"
+    out = runner.import_worker_results(scene, run, "worker run")
+    np.testing.assert_array_equal(ad.array_ijk(out["chi_ppm"]), direct_result.outputs["chi_ppm"])
+    np.testing.assert_array_equal(ad.ijk_to_ras(out["chi_ppm"]), ad.ijk_to_ras(phs[0]))
+    assert ad.read_provenance(out["swi"])["slicer_inputs"]["magnitude_nodes"][0] == "mag0"
+    # a bad input gives a non-zero exit code and the error on stderr
+    with open(run.command[4], "w") as f:
+        json.dump({"stages": {"inversion": {"method": "no_such_method"}}}, f)
+    proc = subprocess.run(run.command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0 and "no_such_method" in proc.stderr
+
+
+def test_bad_config_is_rejected_before_running(scene, phantom):
+    mags, phs = _phantom_nodes(scene, phantom)
+    with pytest.raises(QSMInputError, match="no_such_param"):
+        runner.run_qsm_on_nodes(scene, mags, phs, phantom.gre.te_s, 3.0,
+                                config={"inversion": {"params": {"no_such_param": 1}}})
+
+
+def test_swi_run_on_nodes_matches_library(scene, phantom):
+    from QSMLogic.swi import swi_homodyne
+
+    mags, phs = _phantom_nodes(scene, phantom)
+    out = runner.run_swi_on_nodes(scene, mags, phs, phantom.gre.te_s, params={"mip_slab_mm": 12.0})
+    g = phantom.gre
+    ref = swi_homodyne(g.magnitude, g.phase_rad, g.voxel_size_mm, te_s=g.te_s, b0_direction=g.b0_direction,
+                       mip_slab_mm=12.0)
+    np.testing.assert_array_equal(ad.array_ijk(out["swi"]), ref.swi)
+    np.testing.assert_array_equal(ad.array_ijk(out["mip"]), ref.mip)
+    assert out["swi"].GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
+    prov = ad.read_provenance(out["swi"])
+    assert prov["stages"][0]["params"]["mip_slab_mm"] == 12.0
+    assert prov["slicer_inputs"]["b0_source"].startswith("not needed by SWI")
+    # veins (paramagnetic) are darker than white matter in SWI
+    from QSMLogic.phantom import label_of
+
+    vein, wm = phantom.labels == label_of("veins"), phantom.labels == label_of("WM")
+    assert vein.sum() > 20
+    swi = np.asarray(ad.array_ijk(out["swi"]))
+    assert swi[vein].mean() < 0.9 * swi[wm].mean()
+    with pytest.raises(QSMInputError, match="needs QSM maps"):
+        runner.run_swi_on_nodes(scene, mags, phs, g.te_s, method="swim")
+    with pytest.raises(QSMInputError, match="needs magnitude"):
+        runner.run_swi_on_nodes(scene, [], phs, g.te_s)
