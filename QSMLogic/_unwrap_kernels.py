@@ -364,3 +364,64 @@ def sine_laplacian(phase, mask, inv_h2):
                     s += np.sin(phase[x, y, z + 1] - p) * inv_h2[2]
                 out[x, y, z] = s
     return out
+
+
+@njit(cache=True, parallel=True)
+def temporal_unwrap(out, wrapped, u_t, u_d, scale, idx, t):
+    """Template-mode temporal unwrapping on the voxels ``idx`` of flat (voxel, echo) arrays, in place:
+    echo n takes the 2π multiple of its wrapped phase nearest ``u_t + u_d·scale[n]``; the template echo ``t``
+    takes ``u_t``."""
+    n_e = scale.size
+    for i in prange(idx.size):
+        v = idx[i]
+        for n in range(n_e):
+            if n == t:
+                out[v, n] = u_t[v]
+            else:
+                pred = u_t[v] + u_d[v] * scale[n]
+                w = wrapped[v, n]
+                out[v, n] = w + TWO_PI * np.round((pred - w) / TWO_PI)
+
+
+@njit(cache=True, parallel=True)
+def fit_correction(out, wrapped, weight, te, use, idx, t, n_iter):
+    """Per voxel of ``idx``: weighted linear fit of phase over TE (echoes with ``use``), then every echo but the
+    template ``t`` re-rounded to the fit, ``n_iter`` times; returns the largest |residual| of the used echoes."""
+    n_e = te.size
+    worst = np.zeros(idx.size, dtype=np.float32)
+    for i in prange(idx.size):
+        v = idx[i]
+        sw = 0.0
+        st = 0.0
+        stt = 0.0
+        for n in range(n_e):
+            if use[n]:
+                w = weight[v, n]
+                sw += w
+                st += w * te[n]
+                stt += w * te[n] * te[n]
+        det = sw * stt - st * st
+        if sw <= 0 or det <= 0:
+            continue
+        for it in range(n_iter + 1):
+            sy = 0.0
+            sty = 0.0
+            for n in range(n_e):
+                if use[n]:
+                    w = weight[v, n]
+                    sy += w * out[v, n]
+                    sty += w * te[n] * out[v, n]
+            b = (sw * sty - st * sy) / det
+            a = (sy - b * st) / sw
+            if it == n_iter:
+                r = 0.0
+                for n in range(n_e):
+                    if use[n]:
+                        r = max(r, abs(out[v, n] - a - b * te[n]))
+                worst[i] = r
+            else:
+                for n in range(n_e):
+                    if n != t:
+                        wv = wrapped[v, n]
+                        out[v, n] = wv + TWO_PI * np.round((a + b * te[n] - wv) / TWO_PI)
+    return worst

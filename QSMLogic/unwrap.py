@@ -260,44 +260,6 @@ def _partner(t: int, ok: np.ndarray) -> int:
     return (good or cands)[0]
 
 
-def _fit_correction(
-    out: np.ndarray, wrapped: np.ndarray, mag: Optional[np.ndarray], mask: np.ndarray, te: np.ndarray,
-    use: np.ndarray, t: int, n_iter: int = 2,
-) -> np.ndarray:
-    """Per-voxel magnitude²-weighted linear fit of phase over TE (intercept + slope) on the echoes in ``use``;
-    re-round every echo but the template to the fit. Returns the largest |residual| over the used echoes."""
-    idx = np.flatnonzero(mask)
-    u = out.reshape(-1, out.shape[3])[idx].astype(np.float64)
-    w_ = wrapped.reshape(-1, out.shape[3])[idx].astype(np.float64)
-    wts = (mag.reshape(-1, out.shape[3])[idx].astype(np.float64) ** 2 + 1e-30) if mag is not None else \
-        np.ones_like(u)
-    wts = wts * use[None, :]
-    sw = wts.sum(1)
-    st = (wts * te).sum(1)
-    stt = (wts * te**2).sum(1)
-    det = sw * stt - st**2
-    det = np.where(np.abs(det) > 0, det, np.inf)
-    others = np.array([n != t for n in range(out.shape[3])])
-    for _ in range(n_iter):
-        sy = (wts * u).sum(1)
-        sty = (wts * te * u).sum(1)
-        b = (sw * sty - st * sy) / det
-        a = (sy - b * st) / np.where(sw > 0, sw, 1.0)
-        pred = a[:, None] + b[:, None] * te[None, :]
-        re = w_ + TWO_PI * np.round((pred - w_) / TWO_PI)
-        u[:, others] = re[:, others]
-    sy = (wts * u).sum(1)
-    sty = (wts * te * u).sum(1)
-    b = (sw * sty - st * sy) / det
-    a = (sy - b * st) / np.where(sw > 0, sw, 1.0)
-    resid = np.abs(u - (a[:, None] + b[:, None] * te[None, :])) * use[None, :]
-    flat = out.reshape(-1, out.shape[3])
-    flat[idx] = u.astype(np.float32)
-    worst = np.zeros(mask.size, np.float32)
-    worst[idx] = resid.max(1)
-    return worst.reshape(mask.shape)
-
-
 SpatialFn = Callable[..., Tuple[np.ndarray, int, Optional[np.ndarray]]]
 
 
@@ -345,15 +307,16 @@ def _multi_echo(
             d -= np.float32(TWO_PI) * np.round(d / np.float32(TWO_PI))
             dmag = np.sqrt(mag[..., t] * mag[..., p]) if mag is not None else None
             u_d = spatial(d, m, dmag, None, 1.0)[0]
-            for n in range(n_e):
-                if n == t:
-                    continue
-                pred = u_t + u_d * np.float32(scale[n])
-                un = ph[..., n] + np.float32(TWO_PI) * np.round((pred - ph[..., n]) / np.float32(TWO_PI))
-                out[..., n] = np.where(m, un, ph[..., n])
+            idx = np.flatnonzero(m)
+            flat_out = out.reshape(-1, n_e)
+            flat_ph = ph.reshape(-1, n_e)
+            K.temporal_unwrap(flat_out, flat_ph, u_t.ravel(), u_d.ravel(), scale.astype(np.float64), idx, t)
             if correct_residual and int(ok.sum()) >= 3:
-                worst = _fit_correction(out, ph, mag, m, te, ok.astype(np.float64), t)
-                inconsistent = m & (worst > np.pi / 2)
+                wts = np.square(mag.reshape(-1, n_e)) if mag is not None else np.ones_like(flat_ph)
+                worst = K.fit_correction(flat_out, flat_ph, wts, te, ok, idx, t, 2)
+                inconsistent = np.zeros(m.size, bool)
+                inconsistent[idx] = worst > np.pi / 2
+                inconsistent = inconsistent.reshape(m.shape)
                 info["inconsistent_voxels"] = int(inconsistent.sum())
                 unreliable |= inconsistent
         else:
