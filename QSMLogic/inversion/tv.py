@@ -311,7 +311,7 @@ def fansi_nltv(
     alpha: float = 1e-4,
     mu_grad_factor: float = 300.0,
     mu_data: float = 0.3,
-    b0_tesla: float = DEFAULT_B0_TESLA,
+    b0_tesla: Optional[float] = None,
     te_eff_s: float = DEFAULT_TE_EFF_S,
     max_iter: int = 30,
     tol: float = 2e-3,
@@ -320,12 +320,14 @@ def fansi_nltv(
     """FANSI with the nonlinear data term ``‖W(e^{i s Dχ} − e^{i s φ})‖²/s² + α·TV(χ)`` (Milovic et al., MRM 2018).
 
     ``s = 2π·γ̄·b0_tesla·te_eff_s·1e-6`` turns the field (ppm) back into phase (rad); residuals much larger than
-    π/s ppm are treated as phase outliers and weigh less than in the linear model. Returns χ in ppm (float32, 0
-    outside ``mask``).
+    π/s ppm are treated as phase outliers and weigh less than in the linear model, and 2π wraps cost nothing.
+    ``b0_tesla`` is a stage input (the pipeline passes the scan's field strength; 3 T when None). Returns χ in ppm
+    (float32, 0 outside ``mask``).
     """
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels)
+    scale = phase_scale(DEFAULT_B0_TESLA if b0_tesla is None else b0_tesla, te_eff_s)
     chi = _solve(prob, alpha=alpha, data_term="nl", mu_grad=mu_grad_factor * alpha, mu_data=mu_data,
-                 max_iter=max_iter, tol=tol, phase_scale_rad_per_ppm=phase_scale(b0_tesla, te_eff_s))
+                 max_iter=max_iter, tol=tol, phase_scale_rad_per_ppm=scale)
     return prob.to_input_grid(chi)
 
 
@@ -372,10 +374,8 @@ def admm_params(alpha: float = 1e-4, max_iter: int = 30, pad_voxels: int = 6, to
     return tuple(out)
 
 
-_P_NL = (Param("b0_tesla", float, DEFAULT_B0_TESLA, "field strength that turns ppm back into phase (nonlinear term)",
-               unit="T", minimum=0.1, maximum=21.0),
-         Param("te_eff_s", float, DEFAULT_TE_EFF_S, "effective echo time of the phase model (nonlinear term)", unit="s",
-               minimum=1e-4, maximum=0.2))
+_P_NL = (Param("te_eff_s", float, DEFAULT_TE_EFF_S, "effective echo time that turns ppm back into phase (nonlinear "
+               "term; with the b0_tesla input)", unit="s", minimum=1e-4, maximum=0.2),)
 
 register_method("inversion", MethodSpec(
     key="fansi_nltv", label="FANSI nonlinear TV (default)",
