@@ -13,6 +13,7 @@ from QSMLogic.geometry import rotation_matrix
 from QSMLogic.inversion import cosmos_inversion, invert_dipole, select_parameter
 from QSMLogic.inversion.direct import underestimation_factor
 from QSMLogic.params import stage
+from QSMLogic.pipeline import SINGLE_STEP_INVERSIONS
 from QSMLogic.phantom import LABEL_NAMES, make_head_model, simulate_acquisition
 from QSMLogic.reference import reference_whole_brain
 
@@ -45,6 +46,9 @@ def run(ph, method: str, **kw) -> np.ndarray:
     if key not in _cache:
         if method == "medi0":
             kw = dict(kw, labels=ph["labels"])
+        if method in SINGLE_STEP_INVERSIONS:  # these remove the background themselves: give them the total field
+            noise = ph["field"] - ph["acq"].local_field_ppm
+            kw = dict(kw, total_field_ppm=(ph["acq"].total_field_ppm + noise).astype(np.float32))
         chi = invert_dipole(ph["field"], ph["mask"], ph["vox"], ph["b0"], method=method, magnitude=ph["mag"], **kw)
         _cache[key] = reference_whole_brain(chi, ph["mask"]).chi_ppm
     return _cache[key]
