@@ -230,7 +230,7 @@ def run_pipeline(
         if not qsm_mask.any():
             raise QSMInputError("background removal eroded the whole mask: use a smaller kernel radius")
         chi = run_stage("inversion", {"local_field_ppm": outputs["local_field_ppm"], "mask": qsm_mask,
-                                      "weight": weight, "magnitude": outputs["magnitude"]})
+                                      "weight": weight, "magnitude": outputs["magnitude"], "labels": labels})
     outputs["qsm_mask"] = qsm_mask.astype(np.uint8)
 
     # 8. Reference
