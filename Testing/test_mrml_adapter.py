@@ -325,6 +325,12 @@ def test_qsm_run_on_nodes_matches_library_and_truth(scene, phantom, direct_resul
     m = np.asarray(ad.array_ijk(out["qsm_mask"])) > 0
     truth = phantom.chi_ppm - phantom.chi_ppm[m].mean()
     assert np.corrcoef(chi[m], truth[m])[0, 1] > 0.5
+    from QSMLogic.phantom import label_of
+
+    gp = (phantom.labels == label_of("globus pallidus externa (GPe)")) & m
+    wm = (phantom.labels == label_of("WM")) & m
+    contrast, true_contrast = chi[gp].mean() - chi[wm].mean(), truth[gp].mean() - truth[wm].mean()
+    assert contrast > 0.05 and abs(contrast - true_contrast) < 0.05  # iron-rich nucleus vs WM (ppm)
     prov = ad.read_provenance(out["chi_ppm"])
     assert prov["run_name"] == "phantom run" and prov["output"] == "chi_ppm"
     assert [s["stage"] for s in prov["stages"]][-1] == "swi"

@@ -173,6 +173,15 @@ def as_node_list(nodes: Any) -> List[Any]:
     return [nodes]
 
 
+def sort_echo_nodes(nodes: Sequence[Any]) -> List[Any]:
+    """Echo volumes ordered by their DICOM.EchoTime attribute when every node has one, else as given."""
+    nodes = list(nodes)
+    te = [_first_attribute(n, ECHO_TIME_ATTRIBUTES_MS) for n in nodes]
+    if any(t is None for t in te):
+        return nodes
+    return [n for _, n in sorted(zip(te, nodes), key=lambda p: p[0])]
+
+
 def stack_echoes(nodes: Sequence[Any], what: str) -> Tuple[np.ndarray, np.ndarray]:
     """(x, y, z, echo) float32 array in (i, j, k) order and the shared IJK-to-RAS affine of the echo volumes."""
     nodes = list(nodes)
@@ -399,6 +408,53 @@ def read_provenance(node: Any) -> Optional[Dict[str, Any]]:
     return json.loads(text) if text else None
 
 
+#: Custom layout (registered with the layout node) showing three axial slice views side by side.
+RESULTS_LAYOUT_ID = 5301
+RESULTS_LAYOUT_XML = """<layout type="horizontal">
+ <item><view class="vtkMRMLSliceNode" singletontag="Red">
+  <property name="orientation" action="default">Axial</property>
+  <property name="viewlabel" action="default">R</property><property name="viewcolor" action="default">#F34A33</property>
+ </view></item>
+ <item><view class="vtkMRMLSliceNode" singletontag="Yellow">
+  <property name="orientation" action="default">Axial</property>
+  <property name="viewlabel" action="default">Y</property><property name="viewcolor" action="default">#EDD54C</property>
+ </view></item>
+ <item><view class="vtkMRMLSliceNode" singletontag="Green">
+  <property name="orientation" action="default">Axial</property>
+  <property name="viewlabel" action="default">G</property><property name="viewcolor" action="default">#6EB04B</property>
+ </view></item>
+</layout>"""
+#: Which output each view of the results layout shows (first available of each list).
+RESULTS_VIEWS = (("Red", ("magnitude", "swi")), ("Yellow", ("chi_ppm", "local_field_ppm")), ("Green", ("swi", "mip")))
+
+
+def show_side_by_side(scene: Any, nodes: Dict[str, Any]) -> Dict[str, str]:
+    """Switch to the results layout and show magnitude | QSM | SWI in the Red | Yellow | Green slice views.
+
+    Works on the scene's layout node and slice composite nodes (present in Slicer; absent ones are skipped).
+    Returns ``{view name: node ID}`` of what was assigned.
+    """
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is not None:
+        if not layout.IsLayoutDescription(RESULTS_LAYOUT_ID):
+            layout.AddLayoutDescription(RESULTS_LAYOUT_ID, RESULTS_LAYOUT_XML)
+        layout.SetViewArrangement(RESULTS_LAYOUT_ID)
+    composites = {}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        composites[c.GetLayoutName()] = c
+    shown = {}
+    for view, candidates in RESULTS_VIEWS:
+        node = next((nodes[k] for k in candidates if k in nodes), None)
+        if node is None or view not in composites:
+            continue
+        composites[view].SetBackgroundVolumeID(node.GetID())
+        composites[view].SetForegroundVolumeID(None)
+        composites[view].SetLabelVolumeID(None)
+        shown[view] = node.GetID()
+    return shown
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Storage
 
@@ -427,9 +483,11 @@ def load_volume(scene: Any, path: str, name: Optional[str] = None, label: bool =
 
 
 __all__ = [
-    "DISPLAY_PRESETS", "DisplayPreset", "LABEL_OUTPUTS", "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE", "VolumeArrays",
+    "DISPLAY_PRESETS", "DisplayPreset", "LABEL_OUTPUTS", "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE",
+    "RESULTS_LAYOUT_ID", "RESULTS_LAYOUT_XML", "RESULTS_VIEWS", "VolumeArrays",
     "add_result_volume", "array_ijk", "as_node_list", "check_same_geometry", "create_folder",
     "echo_times_from_nodes_s", "echo_times_from_sequence_s", "field_strength_from_nodes_t", "gre_from_nodes",
     "ijk_to_ras", "load_volume", "mask_from_node", "nodes_from_sequence", "outputs_to_nodes", "parse_echo_times_ms",
-    "place_in_folder", "read_provenance", "save_volume", "stack_echoes", "volume_arrays",
+    "place_in_folder", "read_provenance", "save_volume", "show_side_by_side", "sort_echo_nodes", "stack_echoes",
+    "volume_arrays",
 ]

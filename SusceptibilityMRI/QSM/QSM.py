@@ -1,0 +1,617 @@
+"""QSM: quantitative susceptibility mapping (and R2*, SWI) from multi-echo gradient-echo magnitude and phase.
+
+Slicer scripted module (ExtensionWizard layout): QSM (module), QSMParameterNode, QSMWidget (thin GUI), QSMLogic
+(module logic, usable from the Python console) and QSMTest. All MRML work lives in QSMLib (no Qt, tested with
+pytest on slicer-core); all processing lives in the pure library ``QSMLogic`` (imported here as ``qsmlib`` — the
+module logic class below is also called ``QSMLogic``, as Slicer's naming convention requires).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+import QSMLib  # noqa: F401  (makes the QSMLogic library importable from a source checkout)
+import QSMLogic as qsmlib  # the library package, bound before the module logic class of the same name
+from QSMLib import dependencies
+
+#: Phase-scaling rules offered in the GUI ("auto" decides only on checked evidence; see QSMLogic.io).
+PHASE_SCALING_CHOICES = ["auto", "radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range"]
+
+
+#
+# QSM
+#
+
+
+class QSM(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "QSM"
+        self.parent.categories = ["Susceptibility MRI"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SusceptibilityMRI contributors"]
+        self.parent.helpText = (
+            "Quantitative susceptibility mapping from multi-echo GRE magnitude and phase: coil combination, brain "
+            "mask, phase unwrapping, field fit, R2*, background removal, dipole inversion, referencing and SWI. "
+            "Every method's parameters and reference are shown as tooltips. Results are new volumes in a "
+            "subject-hierarchy folder with their provenance (node attribute SusceptibilityMRI.Provenance).")
+        self.parent.acknowledgementText = (
+            "Methods are cited where they are offered (tooltips, provenance); see docs/slicer.md.")
+
+
+#
+# QSMParameterNode
+#
+
+
+@parameterNodeWrapper
+class QSMParameterNode:
+    """GUI state saved with the scene. ``configJson`` holds the chosen methods/parameters of every stage."""
+
+    magnitudeVolumes: list[vtkMRMLScalarVolumeNode]
+    phaseVolumes: list[vtkMRMLScalarVolumeNode]
+    echoTimesMs: str = ""
+    b0Tesla: Annotated[float, WithinRange(0.1, 21.1)] = 3.0
+    phaseScaling: Annotated[str, Choice(PHASE_SCALING_CHOICES)] = "auto"
+    flipPhase: bool = False
+    maskVolume: vtkMRMLLabelMapVolumeNode
+    runName: str = "QSM"
+    runInBackground: bool = True
+    allOutputs: bool = False
+    showResults: bool = True
+    configJson: str = ""
+
+
+#
+# QSMWidget
+#
+
+
+class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Thin GUI: reads parameters, calls the logic (in a background process), shows results."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[QSMLogic] = None
+        self._parameterNode: Optional[QSMParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._config = None
+        self._stages: Dict[str, Any] = {}
+        self._paramWidgets: Dict[str, Dict[str, Any]] = {}
+        self._updatingForms = False
+        self._process = None
+        self._timer = None
+        self._progressDialog = None
+        self._run = None
+        self._outputBuffer = ""
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/QSM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = QSMLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+
+        self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.resetParametersButton.connect("clicked(bool)", self.onResetParameters)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+
+        self._updateDependencyState()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._stopWorker()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Optional[QSMParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._restoreEchoSelection()
+            self._loadConfig()
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        ready = bool(p and p.phaseVolumes) and self._config is not None and self._process is None
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = "Compute QSM" if ready else "Select phase echo volumes (and install dependencies)"
+
+    # ---- inputs
+
+    def _restoreEchoSelection(self) -> None:
+        p = self._parameterNode
+        for combo, nodes in ((self.ui.magnitudeVolumesComboBox, p.magnitudeVolumes),
+                             (self.ui.phaseVolumesComboBox, p.phaseVolumes)):
+            wasBlocked = combo.blockSignals(True)
+            for node in combo.checkedNodes():
+                combo.setCheckState(node, qt.Qt.Unchecked)
+            for node in nodes:
+                combo.setCheckState(node, qt.Qt.Checked)
+            combo.blockSignals(wasBlocked)
+
+    def onEchoVolumesChanged(self) -> None:
+        if not self._parameterNode:
+            return
+        mags = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
+        phases = list(self.ui.phaseVolumesComboBox.checkedNodes())
+        self._parameterNode.magnitudeVolumes = mags
+        self._parameterNode.phaseVolumes = phases
+        self.ui.phaseScalingLabel.text = self.logic.describeInputs(mags, phases) if phases else ""
+        if phases and not self._parameterNode.echoTimesMs.strip():
+            te = self.logic.echoTimesFromNodesMs(phases)
+            if te:
+                self._parameterNode.echoTimesMs = ", ".join(f"{t:g}" for t in te)
+
+    # ---- dependencies and stage forms
+
+    def _updateDependencyState(self) -> None:
+        missing = self.logic.missingDependencies()
+        self.ui.dependenciesLabel.text = ("Python packages to install before first use: " + ", ".join(missing)
+                                          if missing else "")
+        self.ui.dependenciesLabel.visible = bool(missing)
+        self.ui.installDependenciesButton.visible = bool(missing)
+        if not missing and not self._stages:
+            self._buildStageForms()
+
+    def onInstallDependencies(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to install Python packages.", waitCursor=True):
+            if self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay):
+                self._updateDependencyState()
+                self._loadConfig()
+                self._checkCanApply()
+
+    def _buildStageForms(self) -> None:
+        from QSMLib import param_forms
+
+        self._stages = param_forms.stage_specs()
+        for key, stage in self._stages.items():
+            names = param_forms.stage_widget_names(key)
+            getattr(self.ui, names["collapsible"]).toolTip = stage.help
+            combo = getattr(self.ui, names["method"])
+            wasBlocked = combo.blockSignals(True)
+            combo.clear()
+            for label, methodKey in param_forms.method_items(stage):
+                combo.addItem(label, methodKey)
+                combo.setItemData(combo.count - 1, stage.method(methodKey).reference, qt.Qt.ToolTipRole)
+            combo.blockSignals(wasBlocked)
+            combo.connect("currentIndexChanged(int)", lambda index, k=key: self.onMethodChanged(k))
+            if "enabled" in names:
+                getattr(self.ui, names["enabled"]).connect("toggled(bool)",
+                                                           lambda on, k=key: self.onStageEnabled(k, on))
+
+    def _loadConfig(self) -> None:
+        """Config from the parameter node's JSON (a restored scene) into the stage forms."""
+        if not self._stages or not self._parameterNode:
+            return
+        from QSMLib import param_forms
+
+        try:
+            self._config = param_forms.config_from_json(self._parameterNode.configJson)
+        except (ValueError, qsmlib.QSMInputError) as exc:
+            logging.warning(f"QSM: stored configuration ignored ({exc}); using defaults")
+            self._config = param_forms.config_from_json("")
+        self._updatingForms = True
+        try:
+            for key in self._stages:
+                names = param_forms.stage_widget_names(key)
+                combo = getattr(self.ui, names["method"])
+                index = combo.findData(self._config.stages[key]["method"])
+                wasBlocked = combo.blockSignals(True)
+                combo.currentIndex = max(index, 0)
+                combo.blockSignals(wasBlocked)
+                if "enabled" in names:
+                    getattr(self.ui, names["enabled"]).checked = bool(self._config.stages[key].get("enabled", True))
+                self._rebuildParameterForm(key)
+        finally:
+            self._updatingForms = False
+
+    def _storeConfig(self) -> None:
+        from QSMLib import param_forms
+
+        if self._parameterNode and self._config is not None and not self._updatingForms:
+            self._parameterNode.configJson = param_forms.config_to_json(self._config)
+
+    def onMethodChanged(self, stageKey: str) -> None:
+        from QSMLib import param_forms
+
+        combo = getattr(self.ui, param_forms.stage_widget_names(stageKey)["method"])
+        self._config.set(stageKey, method=combo.currentData)
+        self._rebuildParameterForm(stageKey)
+        self._storeConfig()
+
+    def onStageEnabled(self, stageKey: str, enabled: bool) -> None:
+        self._config.stages[stageKey]["enabled"] = bool(enabled)
+        self._storeConfig()
+
+    def _rebuildParameterForm(self, stageKey: str) -> None:
+        from QSMLib import param_forms
+
+        frame = getattr(self.ui, param_forms.stage_widget_names(stageKey)["parameters"])
+        formLayout = frame.layout()
+        while formLayout.count():
+            item = formLayout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        entry = self._config.stages[stageKey]
+        method = self._stages[stageKey].method(entry["method"])
+        values = self._config.resolved(stageKey)
+        self._paramWidgets[stageKey] = {}
+        for spec in param_forms.method_form(method):
+            widget = self._createParameterWidget(stageKey, spec, values[spec.name])
+            formLayout.addRow(spec.label + ":", widget)
+            self._paramWidgets[stageKey][spec.name] = widget
+
+    def _createParameterWidget(self, stageKey: str, spec, value):
+        if spec.kind == "double":
+            w = qt.QDoubleSpinBox()
+            w.decimals, w.singleStep, w.suffix = spec.decimals, spec.single_step, spec.suffix
+            w.setRange(spec.minimum, spec.maximum)
+            w.value = value
+            w.connect("valueChanged(double)", lambda v, s=spec: self.onParameterChanged(stageKey, s, v))
+        elif spec.kind == "int":
+            w = qt.QSpinBox()
+            w.suffix = spec.suffix
+            w.setRange(int(spec.minimum), int(spec.maximum))
+            w.value = value
+            w.connect("valueChanged(int)", lambda v, s=spec: self.onParameterChanged(stageKey, s, v))
+        elif spec.kind == "bool":
+            w = qt.QCheckBox()
+            w.checked = bool(value)
+            w.connect("toggled(bool)", lambda v, s=spec: self.onParameterChanged(stageKey, s, v))
+        elif spec.kind == "choice":
+            w = qt.QComboBox()
+            for c in spec.choices:
+                w.addItem(f"{c}{spec.suffix}")
+            w.currentIndex = list(spec.choices).index(value)
+            w.connect("currentIndexChanged(int)", lambda i, s=spec: self.onParameterChanged(stageKey, s, i))
+        else:
+            w = qt.QLineEdit()
+            w.text = str(value)
+            w.connect("editingFinished()", lambda s=spec, le=w: self.onParameterChanged(stageKey, s, le.text))
+        w.toolTip = spec.tooltip
+        return w
+
+    def onParameterChanged(self, stageKey: str, spec, raw) -> None:
+        from QSMLib import param_forms
+
+        if self._updatingForms:
+            return
+        with slicer.util.tryWithErrorDisplay(f"Invalid value for {spec.label}."):
+            self._config.set(stageKey, **{spec.name: param_forms.value_from_widget(spec, raw)})
+            self._storeConfig()
+
+    def onResetParameters(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.configJson = ""
+            self._loadConfig()
+
+    # ---- run
+
+    def _runArguments(self) -> Dict[str, Any]:
+        from QSMLib import mrml_adapter
+
+        p = self._parameterNode
+        return dict(
+            magnitude_nodes=mrml_adapter.sort_echo_nodes(p.magnitudeVolumes),
+            phase_nodes=mrml_adapter.sort_echo_nodes(p.phaseVolumes),
+            echo_times_s=mrml_adapter.parse_echo_times_ms(p.echoTimesMs) if p.echoTimesMs.strip() else None,
+            b0_tesla=p.b0Tesla, config=self._config, mask_node=p.maskVolume, phase_rule=p.phaseScaling,
+            phase_sign=-1 if p.flipPhase else 1)
+
+    def onApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to compute QSM.", waitCursor=True):
+            if not self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay):
+                return
+            self._updateDependencyState()
+            if self._config is None:
+                self._loadConfig()
+            p = self._parameterNode
+            outputs = None if p.allOutputs else self.logic.defaultOutputs()
+            if p.runInBackground:
+                self._startWorker(self._runArguments(), p.runName, outputs)
+                return
+            dialog = slicer.util.createProgressDialog(windowTitle="QSM", labelText="Starting…", maximum=100)
+            try:
+                def progress(fraction: float, label: str) -> None:
+                    dialog.value, dialog.labelText = int(round(100 * fraction)), label
+                    slicer.app.processEvents()
+
+                nodes = self.logic.run(**self._runArguments(), progress=progress, log=logging.info,
+                                       cancel=lambda: dialog.wasCanceled, run_name=p.runName,
+                                       output_names=outputs)
+            finally:
+                dialog.close()
+            self._showResults(nodes)
+
+    def _startWorker(self, arguments: Dict[str, Any], runName: str, outputs: Optional[Sequence[str]]) -> None:
+        self._run = self.logic.prepareBackgroundRun(**arguments)
+        self._runName, self._runOutputs = runName, outputs
+        env = qt.QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONPATH", self.logic.workerEnvironment()["PYTHONPATH"])
+        self._process = qt.QProcess()
+        self._process.setProcessEnvironment(env)
+        self._outputBuffer = ""
+        self._process.start(self._run.command[0], self._run.command[1:])
+        self._progressDialog = slicer.util.createProgressDialog(windowTitle="QSM", labelText="Starting…",
+                                                                maximum=100)
+        self._timer = qt.QTimer()
+        self._timer.setInterval(250)
+        self._timer.connect("timeout()", self._pollWorker)
+        self._timer.start()
+        self._checkCanApply()
+
+    def _pollWorker(self) -> None:
+        from QSMLib.worker_protocol import parse_worker_line
+
+        data = self._process.readAllStandardOutput().data()
+        self._outputBuffer += bytes(data).decode("utf-8", "replace")
+        *lines, self._outputBuffer = self._outputBuffer.split("\n")
+        for line in lines:
+            event = parse_worker_line(line)
+            if event.kind == "progress":
+                self._progressDialog.value = int(round(100 * event.fraction))
+                self._progressDialog.labelText = event.text
+            elif event.text:
+                logging.info(event.text)
+        if self._progressDialog.wasCanceled:
+            self._stopWorker()
+            self.ui.statusLabel.text = "Cancelled."
+            return
+        if self._process.state() != qt.QProcess.NotRunning:
+            return
+        exitCode = self._process.exitCode()
+        errors = bytes(self._process.readAllStandardError().data()).decode("utf-8", "replace")
+        run = self._run
+        self._stopWorker(keepFiles=True)
+        try:
+            if exitCode != 0:
+                slicer.util.errorDisplay("QSM failed.", detailedText=errors)
+                self.ui.statusLabel.text = "Failed: " + (errors.strip().splitlines() or ["see the log"])[-1]
+                return
+            with slicer.util.tryWithErrorDisplay("Failed to load the QSM results."):
+                self._showResults(self.logic.importBackgroundResults(run, self._runName, self._runOutputs))
+        finally:
+            shutil.rmtree(run.workdir, ignore_errors=True)
+
+    def _stopWorker(self, keepFiles: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self._process is not None:
+            if self._process.state() != qt.QProcess.NotRunning:
+                self._process.kill()
+                self._process.waitForFinished(3000)
+            self._process = None
+        if self._progressDialog is not None:
+            self._progressDialog.close()
+            self._progressDialog = None
+        if self._run is not None and not keepFiles:
+            shutil.rmtree(self._run.workdir, ignore_errors=True)
+        self._run = None
+        self._checkCanApply()
+
+    def _showResults(self, nodes: Dict[str, Any]) -> None:
+        self.ui.statusLabel.text = f"Created {len(nodes)} volumes: " + ", ".join(sorted(nodes))
+        if self._parameterNode.showResults:
+            self.logic.showResults(nodes)
+
+
+#
+# QSMLogic
+#
+
+
+class QSMLogic(ScriptedLoadableModuleLogic):
+    """Module logic, usable from the Python console::
+
+        import QSM
+        nodes = QSM.QSMLogic().run(magnitude_nodes, phase_nodes, echo_times_s=[0.004, 0.008], b0_tesla=3.0)
+
+    Plain arguments (nodes or sequence nodes, numbers), returns ``{output name: new volume node}``, raises
+    ``QSMInputError`` for bad input and ``QSMCancelled`` when ``cancel()`` turns true; never opens dialogs.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return QSMParameterNode(super().getParameterNode())
+
+    # ---- dependencies
+
+    def missingDependencies(self) -> List[str]:
+        """Requirements of Resources/requirements.txt not installed in Slicer's Python."""
+        return dependencies.missing_requirements()
+
+    def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
+        """Install missing packages after ``confirm(message)`` agrees; True when everything is available."""
+        missing = self.missingDependencies()
+        if not missing:
+            return True
+        if confirm is not None and not confirm(
+                "QSM needs these Python packages, which will be downloaded and installed now:\n"
+                + "\n".join(missing) + "\n\nInstall them?"):
+            return False
+        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
+            pydeps.pip_ensure(pydeps.load_requirements(dependencies.requirements_path()), requester="QSM")
+        else:
+            slicer.util.pip_install(missing)
+        return not self.missingDependencies()
+
+    # ---- inputs
+
+    def echoTimesFromNodesMs(self, nodes: Sequence[Any]) -> Optional[List[float]]:
+        """Echo times (ms) from the nodes' DICOM.EchoTime attributes, sorted; None if any node lacks one."""
+        from QSMLib import mrml_adapter
+
+        te = mrml_adapter.echo_times_from_nodes_s(list(nodes))
+        return sorted(t * 1e3 for t in te) if te else None
+
+    def describeInputs(self, magnitudeNodes: Sequence[Any], phaseNodes: Sequence[Any]) -> str:
+        """One line on the phase scaling the "auto" rule would choose (or why it cannot), for the GUI."""
+        from QSMLib import mrml_adapter
+        from QSMLogic.io.phase_scaling import phase_to_radians
+
+        try:
+            raw, _ = mrml_adapter.stack_echoes(mrml_adapter.sort_echo_nodes(phaseNodes), "phase volumes")
+            _, rule, evidence = phase_to_radians(raw, "auto", name="phase")
+            return f"Detected phase scaling: {rule} ({evidence})"
+        except qsmlib.QSMInputError as exc:
+            return f"Phase scaling: {exc}"
+
+    def defaultOutputs(self) -> Sequence[str]:
+        from QSMLib import runner
+
+        return runner.DEFAULT_OUTPUTS
+
+    # ---- run
+
+    def run(self, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, config=None, mask_node=None,
+            progress=None, log=None, cancel=None, run_name: str = "QSM", phase_rule: str = "auto",
+            phase_sign: int = 1, output_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Run the QSM pipeline in this process; returns ``{output name: new node}`` (see QSMLib.runner)."""
+        from QSMLib import runner
+
+        return runner.run_qsm_on_nodes(
+            slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, config, mask_node,
+            progress=progress, log=log, cancel=cancel, run_name=run_name, phase_rule=phase_rule,
+            phase_sign=phase_sign, output_names=runner.DEFAULT_OUTPUTS if output_names is None else output_names)
+
+    def prepareBackgroundRun(self, **arguments):
+        """Write the worker's input files; returns a WorkerRun whose ``command`` the widget starts."""
+        from QSMLib import runner
+
+        return runner.prepare_worker_run(**arguments)
+
+    def workerEnvironment(self) -> Dict[str, str]:
+        """Environment for the worker process: the folder holding the QSMLogic library on PYTHONPATH."""
+        from QSMLib.worker_protocol import worker_environment
+
+        return worker_environment(os.path.dirname(os.path.dirname(os.path.abspath(qsmlib.__file__))))
+
+    def importBackgroundResults(self, run, run_name: str = "QSM", output_names: Optional[Sequence[str]] = None):
+        from QSMLib import runner
+
+        return runner.import_worker_results(slicer.mrmlScene, run, run_name,
+                                            runner.DEFAULT_OUTPUTS if output_names is None else output_names)
+
+    def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
+        """Magnitude | QSM | SWI side by side in three axial views."""
+        from QSMLib import mrml_adapter
+
+        shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
+        slicer.util.resetSliceViews()
+        return shown
+
+
+#
+# QSMTest
+#
+
+
+class QSMTest(ScriptedLoadableModuleTest):
+    """In-Slicer test: the head phantom at 64³ through the module logic; checks output geometry and values."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_QSM_phantom()
+
+    def test_QSM_phantom(self):
+        import numpy as np
+
+        self.delayDisplay("Checking Python dependencies")
+        logic = QSMLogic()
+        self.assertTrue(logic.ensureDependencies(confirm=None), "dependencies could not be installed")
+        from QSMLib import mrml_adapter
+        from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
+
+        self.delayDisplay("Simulating the head phantom (64³, 3 mm)")
+        model = make_head_model(shape=(64, 64, 64), voxel_size_mm=(3.0, 3.0, 3.0), seed=0)
+        acq = simulate_acquisition(model, te_s=(0.004, 0.008, 0.012, 0.016, 0.020), b0_tesla=3.0, snr=100.0,
+                                   seed=0)
+        gre = acq.gre
+        mags, phases = [], []
+        for e in range(gre.n_echoes):
+            for arrays, nodes, kind in ((gre.magnitude, mags, "magnitude"), (gre.phase_rad, phases, "phase")):
+                node = slicer.util.addVolumeFromArray(np.ascontiguousarray(arrays[..., e].transpose(2, 1, 0)),
+                                                      ijkToRAS=gre.affine, name=f"phantom {kind} {e + 1}")
+                node.SetAttribute("DICOM.EchoTime", str(gre.te_s[e] * 1e3))
+                nodes.append(node)
+
+        self.delayDisplay("Running QSM")
+        fractions = []
+        nodes = logic.run(mags, phases, None, 3.0, progress=lambda f, label: fractions.append(f),
+                          run_name="QSM self-test")
+        self.assertEqual(fractions[-1], 1.0)
+        chiNode = nodes["chi_ppm"]
+        self.assertTrue(np.allclose(mrml_adapter.ijk_to_ras(chiNode), gre.affine, atol=0))
+        self.assertEqual(chiNode.GetImageData().GetDimensions(), phases[0].GetImageData().GetDimensions())
+        self.assertAlmostEqual(chiNode.GetDisplayNode().GetWindow(), 0.40)
+        self.assertIsNotNone(mrml_adapter.read_provenance(chiNode))
+        chi = np.asarray(mrml_adapter.array_ijk(chiNode))
+        mask = np.asarray(mrml_adapter.array_ijk(nodes["qsm_mask"])) > 0
+        truth = acq.chi_ppm - acq.chi_ppm[mask].mean()
+        self.assertGreater(np.corrcoef(chi[mask], truth[mask])[0, 1], 0.5)
+        gp = (acq.labels == label_of("globus pallidus externa (GPe)")) & mask
+        wm = (acq.labels == label_of("WM")) & mask
+        self.assertGreater(chi[gp].mean() - chi[wm].mean(), 0.05)  # iron-rich nucleus brighter than WM
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(phases[0]),
+                                       np.ascontiguousarray(gre.phase_rad[..., 0].transpose(2, 1, 0))))
+        logic.showResults(nodes)
+        self.delayDisplay("QSM self-test passed")
