@@ -109,7 +109,7 @@ _REGISTRY: Dict[str, StageSpec] = {
                   "signal (x,y,z,echo,coil complex64), te_s, voxel_size_mm, reference_signal -> complex64",
                   "aspire", "Combine receive channels into one complex image per echo (Robinson, NMR Biomed 2017)."),
         StageSpec("mask", "Brain mask",
-                  "magnitude (x,y,z,echo), phase (x,y,z,echo), te_s, voxel_size_mm -> bool (x,y,z)",
+                  "magnitude (x,y,z,echo), phase (x,y,z,echo), te_s, voxel_size_mm, labels -> bool (x,y,z)",
                   "magnitude_threshold", "Brain (tissue) mask for all later stages."),
         StageSpec("unwrap", "Phase unwrapping",
                   "phase (x,y,z,echo), magnitude, mask, te_s, voxel_size_mm -> UnwrapResult",

@@ -191,7 +191,7 @@ def run_pipeline(
             raise QSMInputError("the given mask is empty")
         records.append({"stage": "mask", "method": "user", "params": {}, "seconds": 0.0})
     else:
-        m = np.asarray(run_stage("mask", {"magnitude": magnitude, "phase": phase}), dtype=bool)
+        m = np.asarray(run_stage("mask", {"magnitude": magnitude, "phase": phase, "labels": labels}), dtype=bool)
     outputs["mask"] = m.astype(np.uint8)
 
     # 3. Unwrapping

@@ -459,7 +459,7 @@ def unwrap_laplacian(
 
 
 _COMMON = (
-    Param("quality_threshold", float, 0.3, "voxels with ROMEO quality below this are flagged unreliable",
+    Param("quality_threshold", float, 0.5, "voxels with ROMEO quality below this are flagged unreliable",
           minimum=0.0, maximum=1.0),
     Param("min_echo_quality", float, 0.65,
           "an echo whose mean neighbour phase coherence is below this is flagged as failed (noise gives 0.5)",
