@@ -317,8 +317,8 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             w.currentIndex = list(spec.choices).index(value)
             w.connect("currentIndexChanged(int)", lambda i, s=spec: self.onParameterChanged(stageKey, s, i))
         else:
-            w = qt.QLineEdit()
-            w.text = str(value)
+            w = qt.QLineEdit()  # free text, or a float in exponent notation ("scientific")
+            w.text = f"{value:g}" if spec.kind == "scientific" else str(value)
             w.connect("editingFinished()", lambda s=spec, le=w: self.onParameterChanged(stageKey, s, le.text))
         w.toolTip = spec.tooltip
         return w

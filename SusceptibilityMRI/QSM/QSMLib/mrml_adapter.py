@@ -424,8 +424,10 @@ RESULTS_LAYOUT_XML = """<layout type="horizontal">
   <property name="viewlabel" action="default">G</property><property name="viewcolor" action="default">#6EB04B</property>
  </view></item>
 </layout>"""
-#: Which output each view of the results layout shows (first available of each list).
-RESULTS_VIEWS = (("Red", ("magnitude", "swi")), ("Yellow", ("chi_ppm", "local_field_ppm")), ("Green", ("swi", "mip")))
+#: Which output each view of the results layout shows: the first available one not already shown in another view
+#: (QSM module: magnitude | QSM | SWI; SWI module: magnitude | SWI | mIP).
+RESULTS_VIEWS = (("Red", ("magnitude", "swi")), ("Yellow", ("chi_ppm", "local_field_ppm", "swi")),
+                 ("Green", ("swi", "mip")))
 
 
 def show_side_by_side(scene: Any, nodes: Dict[str, Any]) -> Dict[str, str]:
@@ -445,7 +447,7 @@ def show_side_by_side(scene: Any, nodes: Dict[str, Any]) -> Dict[str, str]:
         composites[c.GetLayoutName()] = c
     shown = {}
     for view, candidates in RESULTS_VIEWS:
-        node = next((nodes[k] for k in candidates if k in nodes), None)
+        node = next((nodes[k] for k in candidates if k in nodes and nodes[k].GetID() not in shown.values()), None)
         if node is None or view not in composites:
             continue
         composites[view].SetBackgroundVolumeID(node.GetID())

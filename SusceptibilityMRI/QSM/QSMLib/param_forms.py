@@ -12,17 +12,22 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from QSMLogic.errors import QSMInputError
 from QSMLogic.params import MethodSpec, Param, StageSpec, load_all
 from QSMLogic.pipeline import PipelineConfig
 
-#: Widget kinds: QDoubleSpinBox, QSpinBox, QCheckBox, QComboBox, QLineEdit.
+#: Widget kinds: QDoubleSpinBox, QSpinBox, QCheckBox, QComboBox, QLineEdit; "scientific" is a line edit holding a
+#: float in exponent notation, for values too small for a spin box's fixed decimals (e.g. tolerances of 1e-10).
 WIDGET_CLASSES: Dict[str, str] = {
     "double": "QDoubleSpinBox", "int": "QSpinBox", "bool": "QCheckBox", "choice": "QComboBox", "text": "QLineEdit",
+    "scientific": "QLineEdit",
 }
 #: Range used for a bound the declaration leaves open (Qt spin boxes need finite limits; QSpinBox is 32-bit).
 OPEN_FLOAT_LIMIT = 1e9
 INT_LIMIT = 2**31 - 1
-MAX_DECIMALS = 8
+MAX_DECIMALS = 6
+#: A float parameter whose default or bounds has a non-zero magnitude below this is edited in exponent notation.
+SCIENTIFIC_BELOW = 10.0 ** (2 - MAX_DECIMALS)
 #: Name endings that repeat the unit and are left out of the label (the suffix shows the unit).
 UNIT_ENDINGS = ("_mm", "_ms", "_s", "_hz", "_ppm", "_rad", "_tesla", "_deg", "_percent", "_voxels")
 #: Stages whose pipeline entry can be switched off from the GUI.
@@ -101,9 +106,11 @@ def _step(default: float, minimum: Optional[float], maximum: Optional[float], in
 def _range_text(p: Param) -> str:
     if p.choices is not None:
         return "one of " + ", ".join(str(c) for c in p.choices)
+    if p.minimum is None and p.maximum is None:
+        return ""
     lo = "" if p.minimum is None else f"{p.minimum:g}"
     hi = "" if p.maximum is None else f"{p.maximum:g}"
-    return f"{lo} … {hi} {p.unit}".strip() if (lo or hi) else ""
+    return " ".join(x for x in (lo, "…", hi, p.unit) if x)
 
 
 def widget_spec(param: Param, method: MethodSpec) -> WidgetSpec:
@@ -128,7 +135,10 @@ def widget_spec(param: Param, method: MethodSpec) -> WidgetSpec:
     if param.type is float:
         lo = -OPEN_FLOAT_LIMIT if param.minimum is None else float(param.minimum)
         hi = OPEN_FLOAT_LIMIT if param.maximum is None else float(param.maximum)
-        dec = _decimals([float(param.default), param.minimum, param.maximum])
+        values = [float(param.default), param.minimum, param.maximum]
+        if any(v is not None and 0 < abs(v) < SCIENTIFIC_BELOW for v in values):
+            return WidgetSpec(param.name, "scientific", label, float(param.default), tooltip, suffix, lo, hi)
+        dec = _decimals(values)
         step = _step(float(param.default), param.minimum, param.maximum, False)
         return WidgetSpec(param.name, "double", label, float(param.default), tooltip, suffix, lo, hi, dec, step)
     return WidgetSpec(param.name, "text", label, "" if param.default is None else str(param.default), tooltip,
@@ -144,10 +154,11 @@ def value_from_widget(spec: WidgetSpec, raw: Any) -> Any:
     """The parameter value for what the widget holds (for a choice: the combo box's current index)."""
     if spec.kind == "choice":
         return spec.choices[int(raw)]
-    if spec.kind == "int":
-        return int(raw)
-    if spec.kind == "double":
-        return float(raw)
+    if spec.kind in ("int", "double", "scientific"):
+        try:
+            return int(raw) if spec.kind == "int" else float(raw)
+        except (TypeError, ValueError):
+            raise QSMInputError(f"{spec.label}: cannot read {raw!r} as a number") from None
     if spec.kind == "bool":
         return bool(raw)
     return str(raw)
@@ -178,7 +189,7 @@ def config_from_json(text: str) -> PipelineConfig:
 
 
 __all__ = [
-    "OPTIONAL_STAGES", "WIDGET_CLASSES", "WidgetSpec", "config_from_json", "config_to_json", "label_text",
-    "method_form", "method_items", "stage_specs", "stage_ui_name", "stage_widget_names", "value_from_widget",
-    "widget_spec",
+    "OPTIONAL_STAGES", "SCIENTIFIC_BELOW", "WIDGET_CLASSES", "WidgetSpec", "config_from_json", "config_to_json",
+    "label_text", "method_form", "method_items", "stage_specs", "stage_ui_name", "stage_widget_names",
+    "value_from_widget", "widget_spec",
 ]
