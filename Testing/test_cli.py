@@ -63,3 +63,13 @@ def test_params_lists_every_stage(capsys):
     text = capsys.readouterr().out
     for stage in ("coil_combination", "unwrap", "background", "inversion", "swi"):
         assert f"(`{stage}`" in text
+
+
+def test_parameter_docs_are_generated_from_the_declarations(capsys):
+    """docs/parameters.md must be regenerated when a declaration changes (`susceptibility-mri params --markdown`)."""
+    from pathlib import Path
+
+    assert main(["params", "--markdown"]) == 0
+    generated = capsys.readouterr().out.strip()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "parameters.md").read_text()
+    assert generated in doc, "docs/parameters.md is stale: regenerate it with `susceptibility-mri params --markdown`"
