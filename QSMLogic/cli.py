@@ -150,7 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         maps["SWI mIP"] = (res.outputs["mip"], tuple(np.percentile(res.outputs["mip"], [1, 99.5])))
     png = save_preview(maps, res.affine, out / "preview.png", title="SusceptibilityMRI",
                        voxel_size_mm=gre.voxel_size_mm)
-    print(f"wrote {len(written)} maps (NIfTI + JSON provenance), roi_susceptibility.csv and {png.name} "
+    table = "roi_susceptibility.csv, " if labels is not None else ""
+    print(f"wrote {len(written)} maps (NIfTI + JSON provenance), {table}provenance.json and {png.name} "
           f"to {out.resolve()}")
     return 0
 

@@ -24,6 +24,8 @@ from .params import MethodSpec, Param, register_method
 
 #: The foreground threshold is at least this many times the estimated noise level.
 NOISE_FLOOR_FACTOR = 5.0
+#: Threshold, as a fraction of the median magnitude, for volumes without background (cropped inside the head).
+CROPPED_FRACTION_OF_MEDIAN = 0.2
 
 
 def combined_magnitude(magnitude: np.ndarray) -> np.ndarray:
@@ -134,7 +136,13 @@ def mask_from_magnitude(
     if float(c.max()) <= 0:
         raise QSMInputError("the magnitude is zero everywhere")
     otsu = otsu_threshold(c)
-    thr = max(threshold_factor * otsu, NOISE_FLOOR_FACTOR * noise_level(c, otsu))
+    floor = NOISE_FLOOR_FACTOR * noise_level(c, otsu)
+    if floor > otsu:
+        # The voxels below Otsu's threshold are not noise: the volume has no background (a crop inside the head),
+        # so Otsu only splits dark from bright tissue. Keep everything but near-zero voxels.
+        thr = threshold_factor * CROPPED_FRACTION_OF_MEDIAN * float(np.median(c))
+    else:
+        thr = max(threshold_factor * otsu, floor)
     return clean_mask(c > thr, voxel_size_mm, separation_mm, closing_mm, erosion_mm, "thresholded magnitude")
 
 
