@@ -1,8 +1,10 @@
 """Numba kernels of the spatial phase unwrappers (:mod:`QSMLogic.unwrap`); private, arrays only.
 
-Edge layout shared by all kernels: the volume is C-ordered ``(nx, ny, nz)`` and flattened; edge ``3·v + d`` joins
-voxel ``v`` to its neighbour ``v + stride[d]`` along axis ``d``. An edge whose neighbour lies outside the grid or
-outside the mask carries the sentinel bin :data:`NO_EDGE`.
+Layouts: the volume is C-ordered ``(nx, ny, nz)`` and flattened. The ROMEO kernels work on the mask voxels only
+("compact" arrays of length ``n``: ``idx`` the flat grid index of each mask voxel, ``lut`` the inverse map, −1
+outside the mask); their edge ``3·i + d`` joins compact voxel ``i`` to its neighbour along axis ``d``. The
+best-path kernels work on the whole grid, edge ``3·v + d`` joining voxel ``v`` to ``v + stride[d]``. An edge whose
+neighbour lies outside the grid or the mask carries the sentinel bin :data:`NO_EDGE`.
 """
 from __future__ import annotations
 
@@ -20,148 +22,210 @@ def _wrap(x: float) -> float:
     return x - TWO_PI * np.floor((x + np.pi) / TWO_PI)
 
 
-@njit(cache=True, parallel=True)
-def romeo_edge_bins(phase, phase2, te_ratio, magnitude, mag_ref, mask, n_bins, use_phase2, use_mag):
-    """Quantised ROMEO edge weights (Dymerska et al., MRM 2021), shape ``(nx, ny, nz, 3)`` uint8.
+@njit(cache=True, inline="always")
+def _coords(v, ny, nz):
+    x = v // (ny * nz)
+    r = v - x * ny * nz
+    y = r // nz
+    return x, y, r - y * nz
 
-    Weight of the edge a→b (all factors in [0, 1], multiplied): phase coherence ``1 − |wrap(φa − φb)|/π``;
-    if ``use_phase2`` the phase-gradient coherence with a second echo ``max(0, 1 − |Δφ − te_ratio·Δφ2|)``
-    (``te_ratio`` = TE / TE2, so the second echo's gradient is scaled to this echo's); if ``use_mag`` the
-    magnitude coherence ``(min/max)²`` and the magnitude weight ``min(1, min(Ma, Mb)/mag_ref)``. The weight
-    ``w`` goes to bin ``round((1 − w)·(n_bins − 1))`` (bin 0 best). Edges inside the mask always exist (a zero
-    weight still connects, in the last bin) so one connected mask region is one unwrapping region.
+
+@njit(cache=True, parallel=True)
+def romeo_edge_bins(idx, lut, dims, phase, phase2, te_ratio, magnitude, mag_ref, n_bins, use_phase2, use_mag,
+                    use_linearity):
+    """Quantised ROMEO edge weights (Dymerska et al., MRM 2021) of the mask voxels, shape ``(n, 3)`` uint8.
+
+    Compact layout: ``idx`` holds the flat grid index of each of the ``n`` mask voxels, ``lut`` the inverse map
+    (−1 outside the mask), ``phase``/``phase2``/``magnitude`` are the values at the mask voxels. Row ``i``, column
+    ``d`` is the edge from voxel ``i`` (a) to its neighbour b one step further along axis ``d``. Weight (all
+    factors in [0, 1], multiplied): phase coherence ``1 − |wrap(φb − φa)|/π``; if ``use_phase2`` the
+    phase-gradient coherence with a second echo ``max(0, 1 − |Δφ − te_ratio·Δφ2|)`` (``te_ratio`` = TE / TE2);
+    if ``use_mag`` the magnitude coherence ``(min/max)²`` and the magnitude weight ``min(1, min(Ma, Mb)/mag_ref)``;
+    if ``use_linearity`` the phase linearity (the paper's second-difference weight) ``1 − |wrap(Δab − Δprev)|/π``
+    for the step before a and likewise after b, where those voxels are in the mask. A weight ``w`` goes to bin
+    ``round((1 − w)·(n_bins − 1))`` (bin 0 best). Returns the bins that order the growth and those of the weight
+    without phase linearity, which give the voxel quality map (second differences are large wherever the phase
+    is steep but unambiguous: they rank edges well but would mark such tissue as poor). Edges inside the mask
+    always exist (a zero weight still connects, in the last bin) so one connected mask region is one unwrapping
+    region.
     """
-    nx, ny, nz = phase.shape
-    out = np.full((nx, ny, nz, 3), NO_EDGE, dtype=np.uint8)
+    nx, ny, nz = dims[0], dims[1], dims[2]
+    n = idx.size
+    out = np.full((n, 3), NO_EDGE, dtype=np.uint8)
+    qual = np.full((n, 3), NO_EDGE, dtype=np.uint8)
     top = n_bins - 1
-    for x in prange(nx):
-        for y in range(ny):
-            for z in range(nz):
-                if not mask[x, y, z]:
-                    continue
-                for d in range(3):
-                    xb = x + (1 if d == 0 else 0)
-                    yb = y + (1 if d == 1 else 0)
-                    zb = z + (1 if d == 2 else 0)
-                    if xb >= nx or yb >= ny or zb >= nz or not mask[xb, yb, zb]:
-                        continue
-                    d1 = _wrap(phase[x, y, z] - phase[xb, yb, zb])
-                    w = 1.0 - abs(d1) / np.pi
-                    if use_phase2:
-                        d2 = _wrap(phase2[x, y, z] - phase2[xb, yb, zb])
-                        w *= max(0.0, 1.0 - abs(d1 - te_ratio * d2))
-                    if use_mag:
-                        ma = magnitude[x, y, z]
-                        mb = magnitude[xb, yb, zb]
-                        lo = min(ma, mb)
-                        hi = max(ma, mb)
-                        w *= (lo / hi) ** 2 if hi > 0 else 0.0
-                        w *= min(1.0, lo / mag_ref) if mag_ref > 0 else 1.0
-                    b = int((1.0 - w) * top + 0.5)
-                    out[x, y, z, d] = min(max(b, 0), top)
-    return out
+    for i in prange(n):
+        v = idx[i]
+        x, y, z = _coords(v, ny, nz)
+        pa = phase[i]
+        for d in range(3):
+            if d == 0:
+                c, size, s = x, nx, ny * nz
+            elif d == 1:
+                c, size, s = y, ny, nz
+            else:
+                c, size, s = z, nz, 1
+            if c + 1 >= size:
+                continue
+            j = lut[v + s]
+            if j < 0:
+                continue
+            dab = _wrap(phase[j] - pa)
+            w = 1.0 - abs(dab) / np.pi
+            if use_phase2:
+                d2 = _wrap(phase2[j] - phase2[i])
+                w *= max(0.0, 1.0 - abs(dab - te_ratio * d2))
+            if use_mag:
+                ma = magnitude[i]
+                mb = magnitude[j]
+                lo = min(ma, mb)
+                hi = max(ma, mb)
+                w *= (lo / hi) ** 2 if hi > 0 else 0.0
+                w *= min(1.0, lo / mag_ref) if mag_ref > 0 else 1.0
+            b = min(max(int((1.0 - w) * top + 0.5), 0), top)
+            qual[i, d] = b
+            if use_linearity and c >= 1:
+                h = lut[v - s]
+                if h >= 0:
+                    w *= 1.0 - abs(_wrap(dab - _wrap(pa - phase[h]))) / np.pi
+            if use_linearity and c + 2 < size:
+                k = lut[v + 2 * s]
+                if k >= 0:
+                    w *= 1.0 - abs(_wrap(_wrap(phase[k] - phase[j]) - dab)) / np.pi
+            out[i, d] = min(max(int((1.0 - w) * top + 0.5), 0), top)
+    return out, qual
 
 
 @njit(cache=True, parallel=True)
-def voxel_quality(bins, n_bins):
-    """Mean weight ``1 − bin/(n_bins − 1)`` of each voxel's existing edges (0 where it has none)."""
-    nx, ny, nz, _ = bins.shape
-    q = np.zeros((nx, ny, nz), dtype=np.float32)
+def voxel_quality(bins, idx, lut, dims, n_bins):
+    """Mean weight ``1 − bin/(n_bins − 1)`` of each mask voxel's existing edges (0 where it has none)."""
+    ny, nz = dims[1], dims[2]
+    n = idx.size
+    q = np.zeros(n, dtype=np.float32)
     top = n_bins - 1
-    for x in prange(nx):
-        for y in range(ny):
-            for z in range(nz):
-                s = 0.0
-                n = 0
-                for d in range(3):
-                    b = bins[x, y, z, d]
-                    if b != NO_EDGE:
-                        s += 1.0 - b / top
-                        n += 1
-                if x > 0 and bins[x - 1, y, z, 0] != NO_EDGE:
-                    s += 1.0 - bins[x - 1, y, z, 0] / top
-                    n += 1
-                if y > 0 and bins[x, y - 1, z, 1] != NO_EDGE:
-                    s += 1.0 - bins[x, y - 1, z, 1] / top
-                    n += 1
-                if z > 0 and bins[x, y, z - 1, 2] != NO_EDGE:
-                    s += 1.0 - bins[x, y, z - 1, 2] / top
-                    n += 1
-                if n:
-                    q[x, y, z] = s / n
+    for i in prange(n):
+        v = idx[i]
+        x, y, z = _coords(v, ny, nz)
+        s = 0.0
+        m = 0
+        for d in range(3):
+            b = bins[i, d]
+            if b != NO_EDGE:
+                s += 1.0 - b / top
+                m += 1
+            if d == 0:
+                c, st = x, ny * nz
+            elif d == 1:
+                c, st = y, nz
+            else:
+                c, st = z, 1
+            if c > 0:
+                h = lut[v - st]
+                if h >= 0 and bins[h, d] != NO_EDGE:
+                    s += 1.0 - bins[h, d] / top
+                    m += 1
+        if m:
+            q[i] = s / m
     return q
 
 
+@njit(cache=True, parallel=True)
+def neighbours(idx, lut, dims):
+    """Compact index of each mask voxel's six neighbours ``(n, 6)`` int32: +x, +y, +z, −x, −y, −z (−1: none)."""
+    nx, ny, nz = dims[0], dims[1], dims[2]
+    n = idx.size
+    nb = np.full((n, 6), -1, dtype=np.int32)
+    for i in prange(n):
+        v = idx[i]
+        x, y, z = _coords(v, ny, nz)
+        if x + 1 < nx:
+            nb[i, 0] = lut[v + ny * nz]
+        if y + 1 < ny:
+            nb[i, 1] = lut[v + nz]
+        if z + 1 < nz:
+            nb[i, 2] = lut[v + 1]
+        if x > 0:
+            nb[i, 3] = lut[v - ny * nz]
+        if y > 0:
+            nb[i, 4] = lut[v - nz]
+        if z > 0:
+            nb[i, 5] = lut[v - 1]
+    return nb
+
+
 @njit(cache=True)
-def _push_edges(v, bins, strides, visited, nxt, head, cur):
-    """Push the edges of the newly unwrapped voxel ``v`` that lead to voxels not yet unwrapped; return the
+def _push_edges(i, bins, nb, region, nxt, head, cur):
+    """Push the edges of the newly unwrapped voxel ``i`` that lead to voxels not yet unwrapped; return the
     lowest non-empty bin."""
     for d in range(3):
-        e = 3 * v + d
-        b = bins[e]
-        if b != NO_EDGE and not visited[v + strides[d]]:
+        j = nb[i, d]
+        if j >= 0 and region[j] == 0:
+            e = 3 * i + d
+            b = bins[e]
             nxt[e] = head[b]
             head[b] = e
             if b < cur:
                 cur = b
-        u = v - strides[d]
-        if u >= 0:
-            e = 3 * u + d
+        j = nb[i, 3 + d]
+        if j >= 0 and region[j] == 0:
+            e = 3 * j + d
             b = bins[e]
-            if b != NO_EDGE and not visited[u]:
-                nxt[e] = head[b]
-                head[b] = e
-                if b < cur:
-                    cur = b
+            nxt[e] = head[b]
+            head[b] = e
+            if b < cur:
+                cur = b
     return cur
 
 
 @njit(cache=True)
-def grow_regions(phase, bins, strides, seeds, n_bins):
-    """Quality-guided region growing (ROMEO, Dymerska et al. MRM 2021) on flat arrays, in place.
+def grow_regions(phase, bins, nb, quality, n_bins):
+    """Quality-guided region growing (ROMEO, Dymerska et al. MRM 2021) on the compact mask voxels, in place.
 
-    ``phase`` (flat float32) is unwrapped in place; ``bins`` (flat uint8, 3 per voxel) are the quantised edge
-    weights; ``seeds`` lists candidate seed voxels best first. A bucket priority queue (one LIFO linked list of
-    edges per bin, the links stored per edge since each edge enters the queue at most once) always expands the
-    best remaining edge from the unwrapped set and adds 2π·k to its new voxel to match the voxel it came from.
-    When a region is exhausted, the next not-yet-reached seed starts a new region. Returns the region number of
-    every voxel (0: never reached).
+    ``phase`` (n float32) is unwrapped in place; ``bins`` (3n uint8) are the quantised edge weights, ``nb`` the
+    neighbour table of :func:`neighbours`. Growth starts at the voxel of best ``quality``; a bucket priority queue
+    (one LIFO linked list of edges per bin, the links stored per edge since each edge enters the queue at most
+    once) always expands the best remaining edge from the unwrapped set and adds 2π·k to its new voxel to match
+    the voxel it came from. Voxels the first region did not reach (other connected parts of the mask) are seeded
+    best quality first. Returns the region number of every voxel (1, 2, …).
     """
-    n_vox = phase.size
-    region = np.zeros(n_vox, dtype=np.int32)
-    visited = np.zeros(n_vox, dtype=np.bool_)
+    n = phase.size
+    region = np.zeros(n, dtype=np.int32)
     nxt = np.empty(bins.size, dtype=np.int32)
     head = np.full(n_bins, -1, dtype=np.int32)
     n_regions = 0
-    for s in range(seeds.size):
-        seed = seeds[s]
-        if visited[seed]:
-            continue
-        n_regions += 1
-        visited[seed] = True
-        region[seed] = n_regions
-        cur = _push_edges(seed, bins, strides, visited, nxt, head, n_bins)
-        while True:
-            while cur < n_bins and head[cur] == -1:
-                cur += 1
-            if cur >= n_bins:
-                break
-            e = head[cur]
-            head[cur] = nxt[e]
-            v = e // 3
-            u = v + strides[e - 3 * v]
-            if visited[v]:
-                if visited[u]:
-                    continue
-                src = v
-                new = u
-            else:
-                src = u
-                new = v
-            phase[new] += TWO_PI * np.round((phase[src] - phase[new]) / TWO_PI)
-            visited[new] = True
-            region[new] = n_regions
-            cur = _push_edges(new, bins, strides, visited, nxt, head, cur)
+    order = np.empty(1, dtype=np.int64)
+    order[0] = np.argmax(quality)
+    for rnd in range(2):
+        for s in range(order.size):
+            seed = order[s]
+            if region[seed] != 0:
+                continue
+            n_regions += 1
+            region[seed] = n_regions
+            cur = _push_edges(seed, bins, nb, region, nxt, head, n_bins)
+            while True:
+                while cur < n_bins and head[cur] == -1:
+                    cur += 1
+                if cur >= n_bins:
+                    break
+                e = head[cur]
+                head[cur] = nxt[e]
+                a = e // 3
+                b = nb[a, e - 3 * a]
+                if region[a] != 0:
+                    if region[b] != 0:
+                        continue
+                    src = a
+                    new = b
+                else:
+                    src = b
+                    new = a
+                phase[new] += TWO_PI * np.round((phase[src] - phase[new]) / TWO_PI)
+                region[new] = n_regions
+                cur = _push_edges(new, bins, nb, region, nxt, head, cur)
+        if rnd == 0:
+            rest = np.nonzero(region == 0)[0]
+            order = rest[np.argsort(-quality[rest])]
     return region
 
 
@@ -367,30 +431,28 @@ def sine_laplacian(phase, mask, inv_h2):
 
 
 @njit(cache=True, parallel=True)
-def temporal_unwrap(out, wrapped, u_t, u_d, scale, idx, t):
-    """Template-mode temporal unwrapping on the voxels ``idx`` of flat (voxel, echo) arrays, in place:
-    echo n takes the 2π multiple of its wrapped phase nearest ``u_t + u_d·scale[n]``; the template echo ``t``
-    takes ``u_t``."""
+def temporal_unwrap(out, wrapped, u_t, u_d, scale, t):
+    """Template-mode temporal unwrapping of compact (voxel, echo) arrays, in place: echo n takes the 2π multiple
+    of its wrapped phase nearest ``u_t + u_d·scale[n]``; the template echo ``t`` takes ``u_t``."""
     n_e = scale.size
-    for i in prange(idx.size):
-        v = idx[i]
+    for i in prange(u_t.size):
         for n in range(n_e):
             if n == t:
-                out[v, n] = u_t[v]
+                out[i, n] = u_t[i]
             else:
-                pred = u_t[v] + u_d[v] * scale[n]
-                w = wrapped[v, n]
-                out[v, n] = w + TWO_PI * np.round((pred - w) / TWO_PI)
+                pred = u_t[i] + u_d[i] * scale[n]
+                w = wrapped[i, n]
+                out[i, n] = w + TWO_PI * np.round((pred - w) / TWO_PI)
 
 
 @njit(cache=True, parallel=True)
-def fit_correction(out, wrapped, weight, te, use, idx, t, n_iter):
-    """Per voxel of ``idx``: weighted linear fit of phase over TE (echoes with ``use``), then every echo but the
-    template ``t`` re-rounded to the fit, ``n_iter`` times; returns the largest |residual| of the used echoes."""
+def fit_correction(out, wrapped, weight, te, use, t, n_iter):
+    """Per row of compact (voxel, echo) arrays: weighted linear fit of phase over TE (echoes with ``use``), then
+    every echo but the template ``t`` re-rounded to the fit, ``n_iter`` times; returns the largest |residual| of
+    the used echoes."""
     n_e = te.size
-    worst = np.zeros(idx.size, dtype=np.float32)
-    for i in prange(idx.size):
-        v = idx[i]
+    worst = np.zeros(out.shape[0], dtype=np.float32)
+    for v in prange(out.shape[0]):
         sw = 0.0
         st = 0.0
         stt = 0.0
@@ -418,7 +480,7 @@ def fit_correction(out, wrapped, weight, te, use, idx, t, n_iter):
                 for n in range(n_e):
                     if use[n]:
                         r = max(r, abs(out[v, n] - a - b * te[n]))
-                worst[i] = r
+                worst[v] = r
             else:
                 for n in range(n_e):
                     if n != t:

@@ -144,32 +144,42 @@ def _prepare(
 # Shared pieces
 
 
-def _mag_reference(mag_e: Optional[np.ndarray], mask: np.ndarray) -> float:
+@dataclass
+class _Grid:
+    """The mask voxels in compact form: flat grid index of each (``idx``), inverse map (``lut``, −1 outside)."""
+
+    mask: np.ndarray
+    idx: np.ndarray
+    lut: np.ndarray
+    dims: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> _Grid:
+        idx = np.flatnonzero(mask)
+        lut = np.full(mask.size, -1, dtype=np.int32)
+        lut[idx] = np.arange(idx.size, dtype=np.int32)
+        return cls(mask, idx, lut, np.array(mask.shape, dtype=np.int64))
+
+    def full(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """Scatter compact ``values`` onto the grid (``fill`` outside the mask)."""
+        out = np.full(self.mask.size, fill, dtype=values.dtype)
+        out[self.idx] = values
+        return out.reshape(self.mask.shape)
+
+
+def _mag_reference(mag_c: Optional[np.ndarray]) -> float:
     """Magnitude at which the ROMEO magnitude weight saturates: the median magnitude in the mask."""
-    if mag_e is None:
-        return 0.0
-    vals = mag_e[mask]
-    return float(np.median(vals)) if vals.size else 0.0
+    return float(np.median(mag_c)) if mag_c is not None and mag_c.size else 0.0
 
 
-def edge_bins(
-    phase_e: np.ndarray,
-    mask: np.ndarray,
-    magnitude_e: Optional[np.ndarray] = None,
-    phase2_e: Optional[np.ndarray] = None,
-    te_ratio: float = 1.0,
-) -> np.ndarray:
-    """Quantised ROMEO edge weights ``(x, y, z, 3)`` uint8 of one echo (bin 0 best, 255 no edge).
-
-    ``phase2_e`` is a second echo for the phase-gradient coherence and ``te_ratio`` = TE(this echo)/TE(second).
-    """
-    p2 = phase2_e if phase2_e is not None else phase_e
-    mg = magnitude_e if magnitude_e is not None else phase_e
-    return K.romeo_edge_bins(
-        np.ascontiguousarray(phase_e, dtype=np.float32), np.ascontiguousarray(p2, dtype=np.float32),
-        float(te_ratio), np.ascontiguousarray(mg, dtype=np.float32), _mag_reference(magnitude_e, mask),
-        np.ascontiguousarray(mask, dtype=np.bool_), N_BINS, phase2_e is not None, magnitude_e is not None,
-    )
+def _bins(grid: _Grid, phase_c: np.ndarray, mag_c: Optional[np.ndarray], phase2_c: Optional[np.ndarray],
+          te_ratio: float, linearity: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """Quantised ROMEO edge weights ``(n, 3)`` uint8 of the mask voxels (bin 0 best, 255 no edge): those that
+    order the growth (with phase linearity) and those of the quality map (without)."""
+    p2 = phase2_c if phase2_c is not None else phase_c
+    mg = mag_c if mag_c is not None else phase_c
+    return K.romeo_edge_bins(grid.idx, grid.lut, grid.dims, phase_c, p2, float(te_ratio), mg, _mag_reference(mag_c),
+                             N_BINS, phase2_c is not None, mag_c is not None, linearity)
 
 
 def romeo_quality(
@@ -179,61 +189,65 @@ def romeo_quality(
     phase2_e: Optional[np.ndarray] = None,
     te_ratio: float = 1.0,
 ) -> np.ndarray:
-    """ROMEO voxel quality in [0, 1]: the mean weight of each voxel's edges (Dymerska et al., MRM 2021)."""
-    m = np.ones(phase_e.shape, bool) if mask is None else np.asarray(mask, bool)
-    return K.voxel_quality(edge_bins(phase_e, m, magnitude_e, phase2_e, te_ratio), N_BINS)
+    """ROMEO voxel quality in [0, 1]: the mean weight of each voxel's edges (Dymerska et al., MRM 2021).
+
+    ``phase2_e`` is a second echo for the phase-gradient coherence and ``te_ratio`` = TE(this echo)/TE(second).
+    """
+    grid = _Grid.of(np.ones(phase_e.shape, bool) if mask is None else np.asarray(mask, bool))
+
+    def c(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        return None if a is None else np.ascontiguousarray(a, dtype=np.float32).ravel()[grid.idx]
+
+    qbins = _bins(grid, c(phase_e), c(magnitude_e), c(phase2_e), te_ratio, linearity=False)[1]
+    return grid.full(K.voxel_quality(qbins, grid.idx, grid.lut, grid.dims, N_BINS))
 
 
-def _strides(shape: Tuple[int, int, int]) -> np.ndarray:
-    return np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
-
-
-def _center_regions(u: np.ndarray, region: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift each region of ``u`` by 2π·k so that its mean phase lies in (−π, π] (in place; returns ``u``)."""
-    lab = region[mask]
-    if lab.size == 0:
+def _center_regions(u: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Shift each region of compact ``u`` by 2π·k so that its mean phase lies in (−π, π] (in place)."""
+    if region.size == 0:
         return u
-    n = int(lab.max()) + 1
-    sums = np.bincount(lab, weights=u[mask].astype(np.float64), minlength=n)
-    counts = np.bincount(lab, minlength=n)
+    n = int(region.max()) + 1
+    sums = np.bincount(region, weights=u, minlength=n)
+    counts = np.bincount(region, minlength=n)
     shift = np.zeros(n, np.float32)
     nz = counts > 0
     shift[nz] = -TWO_PI * np.round(sums[nz] / counts[nz] / TWO_PI)
-    u[mask] += shift[lab]
+    u += shift[region]
     return u
 
 
 def _romeo_spatial(
-    phase_e: np.ndarray, mask: np.ndarray, mag_e: Optional[np.ndarray], phase2_e: Optional[np.ndarray],
-    te_ratio: float,
+    grid: _Grid, phase_c: np.ndarray, mag_c: Optional[np.ndarray], phase2_c: Optional[np.ndarray], te_ratio: float,
+    linearity: bool = True,
 ) -> Tuple[np.ndarray, int, np.ndarray]:
-    """ROMEO-unwrap one 3D phase inside ``mask``: (unwrapped, number of regions, voxel quality)."""
-    bins = edge_bins(phase_e, mask, mag_e, phase2_e, te_ratio)
-    q = K.voxel_quality(bins, N_BINS)
-    idx = np.flatnonzero(mask)
-    seeds = idx[np.argsort(-q.ravel()[idx], kind="stable")]
-    flat = phase_e.astype(np.float32).ravel().copy()
-    region = K.grow_regions(flat, bins.ravel(), _strides(phase_e.shape), seeds, N_BINS)
-    region = region.reshape(phase_e.shape)
-    u = flat.reshape(phase_e.shape)
-    return _center_regions(u, region, mask), int(region.max()), q
+    """ROMEO-unwrap one echo's mask voxels: (compact unwrapped, number of regions, compact voxel quality)."""
+    bins, qbins = _bins(grid, phase_c, mag_c, phase2_c, te_ratio, linearity)
+    q = K.voxel_quality(qbins, grid.idx, grid.lut, grid.dims, N_BINS)
+    u = phase_c.copy()
+    region = K.grow_regions(u, bins.ravel(), K.neighbours(grid.idx, grid.lut, grid.dims), q, N_BINS)
+    return _center_regions(u, region), int(region.max()), q
 
 
 def _best_path_spatial(
-    phase_e: np.ndarray, mask: np.ndarray, mag_e: Optional[np.ndarray], phase2_e: Optional[np.ndarray],
-    te_ratio: float,
+    grid: _Grid, phase_c: np.ndarray, mag_c: Optional[np.ndarray], phase2_c: Optional[np.ndarray], te_ratio: float,
+    linearity: bool = True,
 ) -> Tuple[np.ndarray, int, Optional[np.ndarray]]:
-    """Best-path-unwrap one 3D phase inside ``mask``: (unwrapped, number of groups, None)."""
-    ph = np.ascontiguousarray(phase_e, dtype=np.float32)
+    """Best-path-unwrap one echo's mask voxels: (compact unwrapped, number of groups, None). Its reliability
+    is always the second-difference one; ``mag_c``, ``phase2_c``, ``te_ratio`` and ``linearity`` are accepted for
+    the common signature of the spatial unwrappers."""
+    ph = grid.full(phase_c)
+    mask = grid.mask
     rel = K.second_difference_reliability(ph, mask)
     ids, val = K.best_path_edges(rel, mask)
     order = ids[np.argsort(-val, kind="stable")]
     k, root = K.best_path_merge(ph.ravel(), order, _strides(ph.shape), mask.ravel())
-    u = ph + np.float32(TWO_PI) * k.reshape(ph.shape).astype(np.float32)
-    _, region = np.unique(root, return_inverse=True)  # root −1 (outside the mask) becomes 0
-    region = region.reshape(ph.shape)
-    n_groups = int(np.unique(root[mask.ravel()]).size)
-    return _center_regions(u, region, mask), n_groups, None
+    u = phase_c + np.float32(TWO_PI) * k[grid.idx].astype(np.float32)
+    _, region = np.unique(root[grid.idx], return_inverse=True)
+    return _center_regions(u, region.ravel()), int(region.max()) + 1, None
+
+
+def _strides(shape: Tuple[int, ...]) -> np.ndarray:
+    return np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
 
 
 def _echo_qualities(ph: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -281,65 +295,68 @@ def _multi_echo(
                      f"{min_echo_quality:.2f} (noise-like phase); its result is not to be trusted")
     t = _choose_template(template_echo, eq, ok, notes)
     p = _partner(t, ok) if n_e > 1 else t
-    mag_of = (lambda n: mag[..., n]) if mag is not None else (lambda n: None)
+    grid = _Grid.of(m)
+    pc = ph.reshape(-1, n_e)[grid.idx]
+    mc = mag.reshape(-1, n_e)[grid.idx] if mag is not None else None
 
     def spatial_echo(n: int, partner: Optional[int]):
-        p2 = ph[..., partner] if partner is not None and partner != n else None
+        p2 = pc[:, partner] if partner is not None and partner != n else None
         ratio = float(te[n] / te[partner]) if p2 is not None else 1.0
-        return spatial(ph[..., n], m, mag_of(n), p2, ratio)
+        return spatial(grid, pc[:, n].copy(), mc[:, n].copy() if mc is not None else None,
+                       p2.copy() if p2 is not None else None, ratio)
 
-    out = ph.copy()
+    outc = pc.copy()
     info: Dict[str, Any] = {"template_echo": t + 1, "mode": mode if n_e > 1 else "single echo"}
     u_t, n_reg, q = spatial_echo(t, p if n_e > 1 else None)
-    out[..., t] = np.where(m, u_t, ph[..., t])
+    outc[:, t] = u_t
     info["regions"] = n_reg
     if n_reg > 1:
         notes.append(f"the mask holds {n_reg} separately unwrapped regions/groups; each has its own 2π constant")
     if q is None:
-        q = K.voxel_quality(edge_bins(ph[..., t], m, mag_of(t), ph[..., p] if p != t else None,
-                                      float(te[t] / te[p]) if p != t else 1.0), N_BINS)
-    unreliable = m & (q < quality_threshold)
+        q = K.voxel_quality(_bins(grid, pc[:, t].copy(), mc[:, t].copy() if mc is not None else None,
+                                  pc[:, p].copy() if p != t else None, float(te[t] / te[p]) if p != t else 1.0,
+                                  linearity=False)[1],
+                            grid.idx, grid.lut, grid.dims, N_BINS)
+    unreliable_c = q < quality_threshold
     if n_e > 1:
         info["partner_echo"] = p + 1
         scale = (te - te[t]) / (te[p] - te[t])
         if mode == "template":
-            d = ph[..., p] - ph[..., t]
+            d = pc[:, p] - pc[:, t]
             d -= np.float32(TWO_PI) * np.round(d / np.float32(TWO_PI))
-            dmag = np.sqrt(mag[..., t] * mag[..., p]) if mag is not None else None
-            u_d = spatial(d, m, dmag, None, 1.0)[0]
-            idx = np.flatnonzero(m)
-            flat_out = out.reshape(-1, n_e)
-            flat_ph = ph.reshape(-1, n_e)
-            K.temporal_unwrap(flat_out, flat_ph, u_t.ravel(), u_d.ravel(), scale.astype(np.float64), idx, t)
+            dmag = np.sqrt(mc[:, t] * mc[:, p]) if mc is not None else None
+            # the echo difference is noisier than one echo: its second differences would rank edges by noise
+            u_d = spatial(grid, d, dmag, None, 1.0, linearity=False)[0]
+            K.temporal_unwrap(outc, pc, u_t, u_d, scale.astype(np.float64), t)
             if correct_residual and int(ok.sum()) >= 3:
-                wts = np.square(mag.reshape(-1, n_e)) if mag is not None else np.ones_like(flat_ph)
-                worst = K.fit_correction(flat_out, flat_ph, wts, te, ok, idx, t, 2)
-                inconsistent = np.zeros(m.size, bool)
-                inconsistent[idx] = worst > np.pi / 2
-                inconsistent = inconsistent.reshape(m.shape)
+                wts = np.square(mc) if mc is not None else np.ones_like(pc)
+                worst = K.fit_correction(outc, pc, wts, te, ok, t, 2)
+                inconsistent = worst > np.pi / 2
                 info["inconsistent_voxels"] = int(inconsistent.sum())
-                unreliable |= inconsistent
+                unreliable_c |= inconsistent
         else:
             u_p = spatial_echo(p, t)[0]
-            u_p -= np.float32(TWO_PI * np.round(np.mean((u_p - u_t)[m], dtype=np.float64) / TWO_PI))
+            u_p -= np.float32(TWO_PI * np.round(np.mean(u_p - u_t, dtype=np.float64) / TWO_PI))
+            sel = ~unreliable_c if (~unreliable_c).any() else np.ones_like(unreliable_c)
             for n in range(n_e):
                 if n == t:
                     continue
                 u_n = u_p if n == p else spatial_echo(n, p)[0]
                 pred = u_t + (u_p - u_t) * np.float32(scale[n])
-                k = np.round(np.median((pred - u_n)[m & ~unreliable] if (m & ~unreliable).any() else
-                                       (pred - u_n)[m]) / TWO_PI)
-                out[..., n] = np.where(m, u_n + np.float32(TWO_PI * k), ph[..., n])
+                k = np.round(np.median((pred - u_n)[sel]) / TWO_PI)
+                outc[:, n] = u_n + np.float32(TWO_PI * k)
+    out = ph.copy()
+    out.reshape(-1, n_e)[grid.idx] = outc
+    unreliable = grid.full(unreliable_c, False)
     if not ok.any():
         unreliable = m.copy()
     if mask is not None:
-        nan_vox = np.asarray(mask, bool) & ~m
-        unreliable |= nan_vox
-    info["unreliable_fraction"] = float(unreliable.sum() / max(int(m.sum()), 1))
+        unreliable |= np.asarray(mask, bool) & ~m
+    info["unreliable_fraction"] = float(unreliable.sum() / max(grid.idx.size, 1))
     return UnwrapResult(
-        unwrapped=out.astype(np.float32, copy=False), quality=np.where(m, q, 0).astype(np.float32),
-        unreliable=unreliable, echo_ok=tuple(bool(v) for v in ok), echo_quality=tuple(float(v) for v in eq),
-        notes=notes, method=method, info=info,
+        unwrapped=out, quality=grid.full(q.astype(np.float32, copy=False)), unreliable=unreliable,
+        echo_ok=tuple(bool(v) for v in ok), echo_quality=tuple(float(v) for v in eq), notes=notes, method=method,
+        info=info,
     )
 
 
@@ -444,8 +461,8 @@ def unwrap_laplacian(
         out[..., n] = np.where(m, laplacian_unwrap_3d(ph[..., n], voxel_size_mm, m), ph[..., n])
     t = int(np.argmax(eq)) if not ok[0] else 0
     p = _partner(t, ok) if n_e > 1 else t
-    q = K.voxel_quality(edge_bins(ph[..., t], m, mag[..., t] if mag is not None else None,
-                                  ph[..., p] if p != t else None, float(te[t] / te[p]) if p != t else 1.0), N_BINS)
+    q = romeo_quality(ph[..., t], m, mag[..., t] if mag is not None else None, ph[..., p] if p != t else None,
+                      float(te[t] / te[p]) if p != t else 1.0)
     unreliable = m & (q < quality_threshold)
     if mask is not None:
         unreliable |= np.asarray(mask, bool) & ~m
@@ -489,4 +506,4 @@ register_method("unwrap", MethodSpec(
     help="Exact up to a harmonic background; not 2π-consistent with the data."))
 
 __all__ = ["UnwrapResult", "unwrap_romeo", "unwrap_best_path", "unwrap_laplacian", "laplacian_unwrap_3d",
-           "romeo_quality", "edge_bins"]
+           "romeo_quality"]
