@@ -153,25 +153,32 @@ def neighbours(idx, lut, dims):
     return nb
 
 
+@njit(cache=True, parallel=True)
+def _six_bins(bins, nb):
+    """Bins of each voxel's six edges ``(n, 6)`` in the order of :func:`neighbours` (``NO_EDGE``: none)."""
+    n = nb.shape[0]
+    b6 = np.full((n, 6), NO_EDGE, dtype=np.uint8)
+    for i in prange(n):
+        for d in range(3):
+            b6[i, d] = bins[i, d]
+            h = nb[i, 3 + d]
+            if h >= 0:
+                b6[i, 3 + d] = bins[h, d]
+    return b6
+
+
 @njit(cache=True)
-def _push_edges(i, bins, nb, region, nxt, head, cur):
-    """Push the edges of the newly unwrapped voxel ``i`` that lead to voxels not yet unwrapped; return the
-    lowest non-empty bin."""
-    for d in range(3):
-        j = nb[i, d]
-        if j >= 0 and region[j] == 0:
-            e = 3 * i + d
-            b = bins[e]
-            nxt[e] = head[b]
-            head[b] = e
-            if b < cur:
-                cur = b
-        j = nb[i, 3 + d]
-        if j >= 0 and region[j] == 0:
-            e = 3 * j + d
-            b = bins[e]
-            nxt[e] = head[b]
-            head[b] = e
+def _push(i, b6, nb, visited, to, frm, top, cur):
+    """Queue the edges from the newly unwrapped voxel ``i`` to voxels not yet unwrapped; return the lowest
+    non-empty bin."""
+    for k in range(6):
+        j = nb[i, k]
+        if j >= 0 and not visited[j]:
+            b = b6[i, k]
+            pos = top[b]
+            to[pos] = j
+            frm[pos] = i
+            top[b] = pos + 1
             if b < cur:
                 cur = b
     return cur
@@ -181,50 +188,56 @@ def _push_edges(i, bins, nb, region, nxt, head, cur):
 def grow_regions(phase, bins, nb, quality, n_bins):
     """Quality-guided region growing (ROMEO, Dymerska et al. MRM 2021) on the compact mask voxels, in place.
 
-    ``phase`` (n float32) is unwrapped in place; ``bins`` (3n uint8) are the quantised edge weights, ``nb`` the
-    neighbour table of :func:`neighbours`. Growth starts at the voxel of best ``quality``; a bucket priority queue
-    (one LIFO linked list of edges per bin, the links stored per edge since each edge enters the queue at most
-    once) always expands the best remaining edge from the unwrapped set and adds 2π·k to its new voxel to match
-    the voxel it came from. Voxels the first region did not reach (other connected parts of the mask) are seeded
-    best quality first. Returns the region number of every voxel (1, 2, …).
+    ``phase`` (n float32) is unwrapped in place; ``bins`` ``(n, 3)`` uint8 are the quantised edge weights, ``nb``
+    the neighbour table of :func:`neighbours`. Growth starts at the voxel of best ``quality``; a bucket priority
+    queue always expands the best remaining edge from the unwrapped set and adds 2π·k to its new voxel to match
+    the voxel it came from. Each edge enters the queue at most once, so each bin is a LIFO stack in one array
+    sized by the bin's edge count (sequential memory, no linked list). Voxels the first region did not reach
+    (other connected parts of the mask) are seeded best quality first. Returns the region number of every voxel.
     """
     n = phase.size
+    b6 = _six_bins(bins, nb)
+    counts = np.zeros(n_bins + 1, dtype=np.int64)
+    for i in range(n):
+        for d in range(3):
+            counts[bins[i, d]] += 1
+    start = np.zeros(n_bins + 1, dtype=np.int64)
+    for b in range(1, n_bins + 1):
+        start[b] = start[b - 1] + counts[b - 1]
+    top = start.copy()
+    to = np.empty(start[n_bins], dtype=np.int32)
+    frm = np.empty(start[n_bins], dtype=np.int32)
+    visited = np.zeros(n, dtype=np.uint8)
     region = np.zeros(n, dtype=np.int32)
-    nxt = np.empty(bins.size, dtype=np.int32)
-    head = np.full(n_bins, -1, dtype=np.int32)
     n_regions = 0
     order = np.empty(1, dtype=np.int64)
     order[0] = np.argmax(quality)
     for rnd in range(2):
         for s in range(order.size):
             seed = order[s]
-            if region[seed] != 0:
+            if visited[seed]:
                 continue
             n_regions += 1
+            visited[seed] = 1
             region[seed] = n_regions
-            cur = _push_edges(seed, bins, nb, region, nxt, head, n_bins)
+            cur = _push(seed, b6, nb, visited, to, frm, top, n_bins)
             while True:
-                while cur < n_bins and head[cur] == -1:
+                while cur < n_bins and top[cur] == start[cur]:
                     cur += 1
                 if cur >= n_bins:
                     break
-                e = head[cur]
-                head[cur] = nxt[e]
-                a = e // 3
-                b = nb[a, e - 3 * a]
-                if region[a] != 0:
-                    if region[b] != 0:
-                        continue
-                    src = a
-                    new = b
-                else:
-                    src = b
-                    new = a
+                pos = top[cur] - 1
+                top[cur] = pos
+                new = to[pos]
+                if visited[new]:
+                    continue
+                src = frm[pos]
                 phase[new] += TWO_PI * np.round((phase[src] - phase[new]) / TWO_PI)
+                visited[new] = 1
                 region[new] = n_regions
-                cur = _push_edges(new, bins, nb, region, nxt, head, cur)
+                cur = _push(new, b6, nb, visited, to, frm, top, cur)
         if rnd == 0:
-            rest = np.nonzero(region == 0)[0]
+            rest = np.nonzero(visited == 0)[0]
             order = rest[np.argsort(-quality[rest])]
     return region
 

@@ -218,22 +218,20 @@ def _center_regions(u: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def _romeo_spatial(
     grid: _Grid, phase_c: np.ndarray, mag_c: Optional[np.ndarray], phase2_c: Optional[np.ndarray], te_ratio: float,
-    linearity: bool = True,
 ) -> Tuple[np.ndarray, int, np.ndarray]:
     """ROMEO-unwrap one echo's mask voxels: (compact unwrapped, number of regions, compact voxel quality)."""
-    bins, qbins = _bins(grid, phase_c, mag_c, phase2_c, te_ratio, linearity)
+    bins, qbins = _bins(grid, phase_c, mag_c, phase2_c, te_ratio)
     q = K.voxel_quality(qbins, grid.idx, grid.lut, grid.dims, N_BINS)
     u = phase_c.copy()
-    region = K.grow_regions(u, bins.ravel(), K.neighbours(grid.idx, grid.lut, grid.dims), q, N_BINS)
+    region = K.grow_regions(u, bins, K.neighbours(grid.idx, grid.lut, grid.dims), q, N_BINS)
     return _center_regions(u, region), int(region.max()), q
 
 
 def _best_path_spatial(
     grid: _Grid, phase_c: np.ndarray, mag_c: Optional[np.ndarray], phase2_c: Optional[np.ndarray], te_ratio: float,
-    linearity: bool = True,
 ) -> Tuple[np.ndarray, int, Optional[np.ndarray]]:
     """Best-path-unwrap one echo's mask voxels: (compact unwrapped, number of groups, None). Its reliability
-    is always the second-difference one; ``mag_c``, ``phase2_c``, ``te_ratio`` and ``linearity`` are accepted for
+    is always the second-difference one; ``mag_c``, ``phase2_c`` and ``te_ratio`` are accepted for
     the common signature of the spatial unwrappers."""
     ph = grid.full(phase_c)
     mask = grid.mask
@@ -325,8 +323,7 @@ def _multi_echo(
             d = pc[:, p] - pc[:, t]
             d -= np.float32(TWO_PI) * np.round(d / np.float32(TWO_PI))
             dmag = np.sqrt(mc[:, t] * mc[:, p]) if mc is not None else None
-            # the echo difference is noisier than one echo: its second differences would rank edges by noise
-            u_d = spatial(grid, d, dmag, None, 1.0, linearity=False)[0]
+            u_d = spatial(grid, d, dmag, None, 1.0)[0]
             K.temporal_unwrap(outc, pc, u_t, u_d, scale.astype(np.float64), t)
             if correct_residual and int(ok.sum()) >= 3:
                 wts = np.square(mc) if mc is not None else np.ones_like(pc)
