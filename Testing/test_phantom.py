@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from scipy import stats
 
 from QSMLogic.constants import ppm_to_hz
 from QSMLogic.dipole import forward_field
@@ -214,3 +215,24 @@ def test_bad_acquisition_inputs_are_named(model):
         simulate_acquisition(model, b0_direction=(0, 0, 2))
     with pytest.raises(QSMInputError, match="HeadModel"):
         simulate_acquisition("head")
+
+
+def test_noise_is_gaussian_and_independent_of_thread_count(model):
+    import numba
+
+    n_threads = numba.get_num_threads()
+    a = simulate_acquisition(model, te_s=TE[:2], snr=20.0, n_coils=4, seed=11)
+    numba.set_num_threads(1)
+    try:
+        b = simulate_acquisition(model, te_s=TE[:2], snr=20.0, n_coils=4, seed=11)
+    finally:
+        numba.set_num_threads(n_threads)
+    assert np.array_equal(a.gre.phase_rad, b.gre.phase_rad) and np.array_equal(a.gre.magnitude, b.gre.magnitude)
+    clean = simulate_acquisition(model, te_s=TE[:2], snr=None, n_coils=4, seed=11)
+    noise = (a.gre.complex_signal() - clean.gre.complex_signal()).ravel() / a.noise_sd
+    z = np.concatenate([noise.real, noise.imag]).astype(np.float64)
+    assert abs(np.mean(z)) < 0.01 and abs(np.std(z) - 1) < 0.01
+    for q in (0.5, 0.9, 0.99, 0.999):
+        assert np.quantile(z, q) == pytest.approx(float(stats.norm.ppf(q)), abs=0.02)
+    assert abs(np.corrcoef(noise.real, noise.imag)[0, 1]) < 0.01
+    assert abs(np.corrcoef(noise.real[:-1], noise.real[1:])[0, 1]) < 0.01  # neighbouring channels / voxels
