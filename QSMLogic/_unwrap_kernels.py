@@ -242,6 +242,22 @@ def grow_regions(phase, bins, nb, quality, n_bins):
     return region
 
 
+@njit(cache=True)
+def center_regions(u, region, n_regions):
+    """Shift each region (labels 1…n_regions) of ``u`` by 2π·k so that its mean lies in (−π, π], in place."""
+    sums = np.zeros(n_regions + 1, dtype=np.float64)
+    counts = np.zeros(n_regions + 1, dtype=np.int64)
+    for i in range(u.size):
+        sums[region[i]] += u[i]
+        counts[region[i]] += 1
+    shift = np.zeros(n_regions + 1, dtype=np.float32)
+    for r in range(n_regions + 1):
+        if counts[r]:
+            shift[r] = -TWO_PI * np.round(sums[r] / counts[r] / TWO_PI)
+    for i in range(u.size):
+        u[i] += shift[region[i]]
+
+
 @njit(cache=True, parallel=True)
 def second_difference_reliability(phase, mask):
     """Best-path reliability ``1/D`` of each voxel (Abdul-Rahman et al., Appl Opt 2007).

@@ -93,7 +93,7 @@ def _prepare(
         raise QSMInputError(f"phase must have shape (x, y, z[, echo]), got shape {ph.shape}")
     if min(ph.shape) < 1:
         raise QSMInputError(f"phase has an empty axis: shape {ph.shape}")
-    ph = np.array(ph, dtype=np.float32, order="C")
+    ph = np.asarray(ph, dtype=np.float32)  # no copy: inputs are only read unless NaN/Inf must be zeroed
     bad = ~np.isfinite(ph)
     if magnitude is not None:
         mag = np.asarray(magnitude)
@@ -101,7 +101,7 @@ def _prepare(
             mag = mag[..., None]
         if mag.shape != ph.shape:
             raise QSMInputError(f"magnitude shape {mag.shape} does not match phase shape {ph.shape}")
-        mag = np.array(mag, dtype=np.float32, order="C")
+        mag = np.asarray(mag, dtype=np.float32)
         bad |= ~np.isfinite(mag)
     else:
         mag = None
@@ -116,8 +116,10 @@ def _prepare(
             raise QSMInputError("the mask is empty: nothing to unwrap")
     n_bad = int(np.count_nonzero(bad.any(axis=3) & m))
     if bad.any():
+        ph = np.array(ph, order="C")
         ph[bad] = 0.0
         if mag is not None:
+            mag = np.array(mag, order="C")
             mag[bad] = 0.0
         if n_bad:
             m = m & ~bad.any(axis=3)
@@ -204,15 +206,8 @@ def romeo_quality(
 
 def _center_regions(u: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Shift each region of compact ``u`` by 2π·k so that its mean phase lies in (−π, π] (in place)."""
-    if region.size == 0:
-        return u
-    n = int(region.max()) + 1
-    sums = np.bincount(region, weights=u, minlength=n)
-    counts = np.bincount(region, minlength=n)
-    shift = np.zeros(n, np.float32)
-    nz = counts > 0
-    shift[nz] = -TWO_PI * np.round(sums[nz] / counts[nz] / TWO_PI)
-    u += shift[region]
+    if region.size:
+        K.center_regions(u, region, int(region.max()))
     return u
 
 
@@ -241,7 +236,8 @@ def _best_path_spatial(
     k, root = K.best_path_merge(ph.ravel(), order, _strides(ph.shape), mask.ravel())
     u = phase_c + np.float32(TWO_PI) * k[grid.idx].astype(np.float32)
     _, region = np.unique(root[grid.idx], return_inverse=True)
-    return _center_regions(u, region.ravel()), int(region.max()) + 1, None
+    region = region.ravel().astype(np.int32) + 1
+    return _center_regions(u, region), int(region.max()), None
 
 
 def _strides(shape: Tuple[int, ...]) -> np.ndarray:
@@ -294,8 +290,8 @@ def _multi_echo(
     t = _choose_template(template_echo, eq, ok, notes)
     p = _partner(t, ok) if n_e > 1 else t
     grid = _Grid.of(m)
-    pc = ph.reshape(-1, n_e)[grid.idx]
-    mc = mag.reshape(-1, n_e)[grid.idx] if mag is not None else None
+    pc = ph[m]  # (n, echo), mask voxels in C order like grid.idx
+    mc = mag[m] if mag is not None else None
 
     def spatial_echo(n: int, partner: Optional[int]):
         p2 = pc[:, partner] if partner is not None and partner != n else None
@@ -342,8 +338,8 @@ def _multi_echo(
                 pred = u_t + (u_p - u_t) * np.float32(scale[n])
                 k = np.round(np.median((pred - u_n)[sel]) / TWO_PI)
                 outc[:, n] = u_n + np.float32(TWO_PI * k)
-    out = ph.copy()
-    out.reshape(-1, n_e)[grid.idx] = outc
+    out = np.array(ph, order="C")
+    out[m] = outc
     unreliable = grid.full(unreliable_c, False)
     if not ok.any():
         unreliable = m.copy()
