@@ -21,9 +21,12 @@ in how they estimate the weights' phase:
 * Roemer / SENSE-style (Roemer et al., MRM 1990; Pruessmann et al., MRM 1999): sensitivities from a separate
   reference scan (``reference_signal``), whose object phase is removed with a virtual reference coil.
 
-Memory: the input is never copied when it is already complex64 and C-contiguous; the methods hold the weights
-(``(x, y, z, coil)`` complex64, the size of one echo of the input) plus a few 3D work arrays, and the final
-weighted sum runs voxel by voxel in a parallel numba kernel.
+Memory: the input is never copied when it is already complex64 and C-contiguous, and no full-size array per coil
+is made. Coil offsets are smooth, so the weights live on a coarse grid of blocks of ``b`` voxels per axis (``b`` ≈
+half the smoothing width in voxels, 1–4): block means of the per-coil offset estimate are accumulated in one pass
+over the signal (numba), smoothed there per coil, and interpolated trilinearly at every voxel inside the final
+weighted sum, which also runs in one parallel pass. Besides the input and the output ``(x, y, z, echo)`` the
+methods hold the coarse weights (``(x, y, z, coil)/b³``) and a few 3D work arrays.
 """
 from __future__ import annotations
 
@@ -31,19 +34,20 @@ from typing import Optional, Sequence, Tuple
 
 import numba
 import numpy as np
-import scipy.fft as sfft
 from scipy import ndimage as ndi
 
-from .dipole import FFT_WORKERS
 from .errors import QSMInputError
 from .geometry import check_voxel_size
 from .gre import check_echo_times
 from .params import MethodSpec, Param, register_method
+from .unwrap import laplacian_unwrap_3d
 
 #: Magnitude choices shared by all phase-combination methods.
 MAGNITUDE_CHOICES: Tuple[str, ...] = ("rss", "sensitivity_weighted")
 #: Relative tolerance on TE2 = 2·TE1 for ASPIRE's direct per-coil estimate.
 ASPIRE_TE_TOLERANCE = 0.01
+#: Largest coarse-grid block (voxels per axis) for the smoothed coil weights.
+MAX_BLOCK = 4
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -100,13 +104,6 @@ def _sigma_voxels(sigma_mm: float, voxel_size_mm: Sequence[float]) -> np.ndarray
     return sigma_mm / v
 
 
-def _smooth_complex(vol: np.ndarray, sigma_vox: np.ndarray) -> np.ndarray:
-    """Gaussian smoothing of a complex 3D field (real and imaginary parts alike); identity for zero width."""
-    if np.all(sigma_vox <= 0):
-        return vol
-    return ndi.gaussian_filter(vol, sigma=tuple(float(s) for s in sigma_vox), mode="nearest", truncate=2.5)
-
-
 def _unit(z: np.ndarray) -> np.ndarray:
     """``z/|z|`` (complex64), 1 where ``z`` is 0."""
     a = np.abs(z)
@@ -115,79 +112,151 @@ def _unit(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _echo_coils(signal: np.ndarray, echo: int) -> np.ndarray:
-    """One echo for all coils as a contiguous ``(coil, x, y, z)`` complex64 array (one pass over the input)."""
-    return np.ascontiguousarray(np.moveaxis(signal[:, :, :, echo, :], -1, 0))
-
-
-def laplacian_unwrap(phase_rad: np.ndarray) -> np.ndarray:
-    """Unwrap a 3D phase with the Laplacian method and return the congruent result (wrapped + 2πk).
-
-    ∇²φ = cos φ·∇²sin φ − sin φ·∇²cos φ is wrap-free; inverting the discrete Laplacian (DCT, i.e. mirror
-    boundaries) gives a smooth estimate, and rounding its difference to the wrapped input to multiples of 2π gives
-    an unwrapped phase that agrees with the input modulo 2π (Schofield & Zhu, Opt Lett 2003). Adequate for the
-    smooth difference phases used here; the unwrap stage offers better general-purpose unwrappers.
-    """
+def _unwrap_congruent(phase_rad: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
+    """Laplacian-unwrapped 3D phase made congruent with the input (wrapped + 2πk): the smooth Laplacian estimate
+    (:func:`QSMLogic.unwrap.laplacian_unwrap_3d`, Schofield & Zhu, Opt Lett 2003) picks each voxel's 2π multiple."""
     ph = np.asarray(phase_rad, dtype=np.float32)
-    if ph.ndim != 3:
-        raise QSMInputError(f"laplacian_unwrap needs a 3D phase, got shape {ph.shape}")
-    lap = np.zeros(ph.shape, dtype=np.float64)
-    for ax, n in enumerate(ph.shape):
-        sh = [1, 1, 1]
-        sh[ax] = n
-        lap = lap + (2.0 * np.cos(np.pi * np.arange(n) / n) - 2.0).reshape(sh)
+    est = laplacian_unwrap_3d(ph, voxel_size_mm)
+    est -= ph
+    est *= np.float32(1.0 / (2.0 * np.pi))
+    np.round(est, out=est)
+    est *= np.float32(2.0 * np.pi)
+    est += ph
+    return est
 
-    def dct_lap(a: np.ndarray) -> np.ndarray:
-        return sfft.idctn(sfft.dctn(a, type=2, workers=FFT_WORKERS) * lap, type=2, workers=FFT_WORKERS)
 
-    s, c = np.sin(ph), np.cos(ph)
-    rhs = sfft.dctn((c * dct_lap(s) - s * dct_lap(c)).astype(np.float32), type=2, workers=FFT_WORKERS)
-    lap.flat[0] = 1.0
-    rhs /= lap
-    rhs.flat[0] = 0.0
-    est = sfft.idctn(rhs, type=2, workers=FFT_WORKERS).astype(np.float32)
-    return (ph + 2.0 * np.pi * np.round((est - ph) / (2.0 * np.pi))).astype(np.float32)
+# ----------------------------------------------------------------------------------------------------------------
+# coarse weight grid: block means of a per-coil estimate, smoothing, trilinear interpolation in the final sum
+# ----------------------------------------------------------------------------------------------------------------
+#: What ``_block_means`` averages per coil: |S1|; S1²·conj(S2)/|S2|; S1·rot (rot a given 3D unit field).
+_MODULUS, _PRODUCT, _ROTATED = 0, 1, 2
+
+
+def _block_size(sigma_vox: np.ndarray) -> np.ndarray:
+    """Voxels per coarse block along each axis: half the smoothing width, 1 to :data:`MAX_BLOCK`. A block mean
+    adds a box of variance (b² − 1)/12 voxels² to the Gaussian's σ² ≥ 4b², under 2 % of it."""
+    return np.clip(np.floor(np.asarray(sigma_vox, dtype=np.float64) / 2.0), 1, MAX_BLOCK).astype(np.int64)
+
+
+def _coarse_shape(shape: Sequence[int], b: np.ndarray) -> Tuple[int, int, int]:
+    return tuple(int(-(-n // int(k))) for n, k in zip(shape, b))
 
 
 @numba.njit(parallel=True, cache=True)
-def _weighted_sum_kernel(sig: np.ndarray, w: np.ndarray, use_rss: bool, moduli: bool, out: np.ndarray) -> None:
-    """out[v, n] = M·P/|P| with P = Σ_c w[v, c]·sig[v, n, c] (|sig| if ``moduli``); M = RSS or |P|/||w[v]||."""
-    nvox, ne, nc = sig.shape
-    for v in numba.prange(nvox):
-        wn = 0.0
-        for c in range(nc):
-            wn += w[v, c].real ** 2 + w[v, c].imag ** 2
-        wn = np.sqrt(wn)
-        for n in range(ne):
-            pr = 0.0
-            pi = 0.0
-            ss = 0.0
-            for c in range(nc):
-                s = sig[v, n, c]
-                if moduli:
-                    s = complex(abs(s), 0.0)
-                a = w[v, c]
-                pr += a.real * s.real - a.imag * s.imag
-                pi += a.real * s.imag + a.imag * s.real
-                ss += s.real * s.real + s.imag * s.imag
-            ap = np.sqrt(pr * pr + pi * pi)
-            if use_rss:
-                m = np.sqrt(ss)
-            else:
-                m = ap / wn if wn > 0 else 0.0
-            if ap > 0:
-                out[v, n] = complex(m * pr / ap, m * pi / ap)
-            else:
-                out[v, n] = complex(m, 0.0)
+def _block_means(sig: np.ndarray, mode: int, rot: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out[i, j, k, c] = mean over block (i, j, k) of the per-coil quantity selected by ``mode`` (first echoes)."""
+    nx, ny, nz, _, nc = sig.shape
+    cx, cy, cz = out.shape[0], out.shape[1], out.shape[2]
+    for i in numba.prange(cx):
+        acc = np.zeros((cy, cz, nc), dtype=np.complex128)
+        cnt = np.zeros((cy, cz), dtype=np.float64)
+        for x in range(i * b[0], min((i + 1) * b[0], nx)):
+            for y in range(ny):
+                j = y // b[1]
+                for z in range(nz):
+                    k = z // b[2]
+                    cnt[j, k] += 1.0
+                    for c in range(nc):
+                        s1 = complex(sig[x, y, z, 0, c])
+                        if mode == 0:
+                            v = complex(abs(s1), 0.0)
+                        elif mode == 1:
+                            s2 = complex(sig[x, y, z, 1, c])
+                            a2 = abs(s2)
+                            v = s1 * s1 * s2.conjugate() / a2 if a2 > 0 else complex(0.0, 0.0)
+                        else:
+                            v = s1 * complex(rot[x, y, z])
+                        acc[j, k, c] += v
+        for j in range(cy):
+            for k in range(cz):
+                for c in range(nc):
+                    out[i, j, k, c] = acc[j, k, c] / cnt[j, k] if cnt[j, k] > 0 else 0.0
 
 
-def _apply_weights(signal: np.ndarray, weights: np.ndarray, magnitude: str, moduli: bool = False) -> np.ndarray:
-    """Combine ``signal`` (x,y,z,echo,coil) with per-voxel coil ``weights`` (x,y,z,coil) into (x,y,z,echo)."""
-    nx, ny, nz, ne, nc = signal.shape
-    out = np.empty((nx * ny * nz, ne), dtype=np.complex64)
-    _weighted_sum_kernel(signal.reshape(-1, ne, nc), np.ascontiguousarray(weights, dtype=np.complex64).reshape(
-        -1, nc), magnitude == "rss", moduli, out)
-    return out.reshape(nx, ny, nz, ne)
+def _smoothed_coarse(coarse: np.ndarray, sigma_vox: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Gaussian-smooth each coil of a coarse (cx, cy, cz, coil) field with σ/b blocks; returns the conjugate
+    (the weights that remove the field's phase), C-contiguous complex64."""
+    sig_c = np.asarray(sigma_vox, dtype=np.float64) / b
+    out = np.empty_like(coarse)
+    for c in range(coarse.shape[3]):
+        vol = np.ascontiguousarray(coarse[..., c])
+        if np.any(sig_c > 0):
+            vol = ndi.gaussian_filter(vol, sigma=tuple(float(s) for s in sig_c), mode="nearest", truncate=2.5)
+        out[..., c] = np.conj(vol)
+    return out
+
+
+def _coil_weights(signal: np.ndarray, mode: int, sigma_vox: np.ndarray,
+                  rot: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Coarse weights (cx, cy, cz, coil) and block size: conj(smooth(block mean of the ``mode`` quantity))."""
+    b = _block_size(sigma_vox)
+    coarse = np.empty(_coarse_shape(signal.shape[:3], b) + (signal.shape[4],), dtype=np.complex64)
+    r = np.ones((1, 1, 1), np.complex64) if rot is None else np.ascontiguousarray(rot, dtype=np.complex64)
+    _block_means(signal, mode, r, b, coarse)
+    return _smoothed_coarse(coarse, sigma_vox, b), b
+
+
+@numba.njit(inline="always")
+def _axis_interp(p: int, b: int, n: int):
+    f = min(max((p + 0.5) / b - 0.5, 0.0), n - 1.0)
+    p0 = min(int(f), n - 1)
+    return p0, min(p0 + 1, n - 1), f - p0
+
+
+@numba.njit(parallel=True, cache=True)
+def _weighted_sum_kernel(sig: np.ndarray, w: np.ndarray, b: np.ndarray, use_rss: bool, moduli: bool,
+                         out: np.ndarray) -> None:
+    """out[x,y,z,n] = M·P/|P|, P = Σ_c w̃_c·S_{c,n} (|S| if ``moduli``), w̃ the coarse weights ``w`` interpolated
+    trilinearly from block centres; M = RSS of the coils or |P|/||w̃||."""
+    nx, ny, nz, ne, nc = sig.shape
+    cx, cy, cz = w.shape[0], w.shape[1], w.shape[2]
+    for x in numba.prange(nx):
+        wv = np.empty(nc, dtype=np.complex128)
+        x0, x1, tx = _axis_interp(x, b[0], cx)
+        for y in range(ny):
+            y0, y1, ty = _axis_interp(y, b[1], cy)
+            for z in range(nz):
+                z0, z1, tz = _axis_interp(z, b[2], cz)
+                wn = 0.0
+                for c in range(nc):
+                    v = ((1 - tx) * ((1 - ty) * ((1 - tz) * w[x0, y0, z0, c] + tz * w[x0, y0, z1, c])
+                                     + ty * ((1 - tz) * w[x0, y1, z0, c] + tz * w[x0, y1, z1, c]))
+                         + tx * ((1 - ty) * ((1 - tz) * w[x1, y0, z0, c] + tz * w[x1, y0, z1, c])
+                                 + ty * ((1 - tz) * w[x1, y1, z0, c] + tz * w[x1, y1, z1, c])))
+                    wv[c] = v
+                    wn += v.real * v.real + v.imag * v.imag
+                wn = np.sqrt(wn)
+                for n in range(ne):
+                    pr = 0.0
+                    pi = 0.0
+                    ss = 0.0
+                    for c in range(nc):
+                        s = sig[x, y, z, n, c]
+                        sr, si = s.real, s.imag
+                        if moduli:
+                            sr, si = np.sqrt(sr * sr + si * si), 0.0
+                        a = wv[c]
+                        pr += a.real * sr - a.imag * si
+                        pi += a.real * si + a.imag * sr
+                        ss += sr * sr + si * si
+                    ap = np.sqrt(pr * pr + pi * pi)
+                    if use_rss:
+                        m = np.sqrt(ss)
+                    else:
+                        m = ap / wn if wn > 0 else 0.0
+                    if ap > 0:
+                        out[x, y, z, n] = complex(m * pr / ap, m * pi / ap)
+                    else:
+                        out[x, y, z, n] = complex(m, 0.0)
+
+
+def _apply_weights(signal: np.ndarray, weights: np.ndarray, b: np.ndarray, magnitude: str,
+                   moduli: bool = False) -> np.ndarray:
+    """Combine ``signal`` (x,y,z,echo,coil) with coarse coil ``weights`` (blocks of ``b``) into (x,y,z,echo)."""
+    out = np.empty(signal.shape[:4], dtype=np.complex64)
+    _weighted_sum_kernel(signal, np.ascontiguousarray(weights, dtype=np.complex64), np.asarray(b, np.int64),
+                         magnitude == "rss", moduli, out)
+    return out
 
 
 @numba.njit(parallel=True, cache=True)
@@ -218,50 +287,37 @@ def combine_magnitude(
         out = np.empty((nx * ny * nz, ne), dtype=np.float32)
         _rss_kernel(s.reshape(-1, ne, nc), out)
         return out.reshape(nx, ny, nz, ne)
-    sig = _sigma_voxels(sigma_mm, voxel_size_mm)
-    e1 = _echo_coils(s, 0)
-    w = np.empty((nx, ny, nz, nc), dtype=np.complex64)
-    for c in range(nc):
-        w[..., c] = ndi.gaussian_filter(np.abs(e1[c]), tuple(float(x) for x in sig), mode="nearest")
-    del e1
-    return np.abs(_apply_weights(s, w, "sensitivity_weighted", moduli=True))
+    w, b = _coil_weights(s, _MODULUS, _sigma_voxels(sigma_mm, voxel_size_mm))
+    return np.abs(_apply_weights(s, w, b, "sensitivity_weighted", moduli=True))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # ASPIRE and MCPC-3D-S
 # ----------------------------------------------------------------------------------------------------------------
-def _offset_free_difference(e1: np.ndarray, e2: np.ndarray) -> np.ndarray:
-    """Spatially unwrapped angle of the coil-summed Hermitian product Σ_c S_{c,2}·conj(S_{c,1}) (x,y,z)."""
-    h = np.zeros(e1.shape[1:], dtype=np.complex64)
-    for c in range(e1.shape[0]):
-        h += e2[c] * np.conj(e1[c])
-    return laplacian_unwrap(np.angle(h))
+@numba.njit(parallel=True, cache=True)
+def _hermitian_sum(sig: np.ndarray) -> np.ndarray:
+    """Σ_c S_{c,2}·conj(S_{c,1}) (x,y,z) complex64: the echo-difference signal, free of coil offsets."""
+    nx, ny, nz, _, nc = sig.shape
+    out = np.empty((nx, ny, nz), dtype=np.complex64)
+    for x in numba.prange(nx):
+        for y in range(ny):
+            for z in range(nz):
+                h = complex(0.0, 0.0)
+                for c in range(nc):
+                    h += complex(sig[x, y, z, 1, c]) * complex(sig[x, y, z, 0, c]).conjugate()
+                out[x, y, z] = h
+    return out
 
 
-def _offsets_from_two_echoes(
-    signal: np.ndarray, te: np.ndarray, sigma_vox: np.ndarray, per_coil_product: bool
-) -> np.ndarray:
-    """Weights ``w_c·exp(−i·φ0_c)`` (x,y,z,coil) from echoes 1 and 2, φ0 smoothed as a complex field."""
-    nx, ny, nz, _, nc = signal.shape
-    e1 = _echo_coils(signal, 0)
-    e2 = _echo_coils(signal, 1)
-    if not per_coil_product:
-        ratio = te[0] / (te[1] - te[0])
-        rot = np.exp(-1j * ratio * _offset_free_difference(e1, e2)).astype(np.complex64)
-    weights = np.empty((nx, ny, nz, nc), dtype=np.complex64)
-    for c in range(nc):
-        a1 = np.abs(e1[c])
-        if per_coil_product:
-            # exp(iφ0) = S1²·conj(S2)/|.|, weighted by |S1|: TE2 = 2·TE1 makes 2φ1 − φ2 = φ0 exactly
-            z = e1[c] * e1[c] * np.conj(e2[c])
-            den = a1 * np.abs(e2[c])
-            np.divide(z, den, out=z, where=den > 0)
-        else:
-            z = e1[c] * rot
-        zs = _smooth_complex(z, sigma_vox)
-        # |smoothed| is the smoothed coil magnitude (a sensitivity estimate); its conjugate phase removes φ0_c
-        weights[..., c] = np.conj(zs)
-    return weights
+def _offset_rotation(signal: np.ndarray, te: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
+    """exp(−i·TE1·Δφ/(TE2 − TE1)) (x,y,z) complex64, with Δφ the unwrapped phase of the coil-summed Hermitian
+    product of echoes 1 and 2: multiplied with S_{c,1} it leaves |S_{c,1}|·exp(iφ0_c)."""
+    dphi = _unwrap_congruent(np.angle(_hermitian_sum(signal)), voxel_size_mm)
+    dphi *= np.float32(-te[0] / (te[1] - te[0]))
+    rot = np.empty(dphi.shape, dtype=np.complex64)
+    np.cos(dphi, out=rot.real)
+    np.sin(dphi, out=rot.imag)
+    return rot
 
 
 def combine_aspire(
@@ -272,7 +328,7 @@ def combine_aspire(
     data from multi-echo acquisitions (ASPIRE)", MRM 2018).
 
     With TE2 = 2·TE1 the per-coil offset is φ0_c = 2φ_{c,1} − φ_{c,2}, computed wrap-free as the angle of
-    ``S1²·conj(S2)``. For other echo times the offset is extrapolated linearly from (TE1, TE2),
+    ``S1²·conj(S2)`` (weighted by |S1|). For other echo times the offset is extrapolated linearly from (TE1, TE2),
     φ0_c = φ_{c,1} − TE1·Δφ/(TE2 − TE1), with Δφ the spatially unwrapped phase of the coil-summed Hermitian product.
     The offsets are smoothed (Gaussian of ``sigma_mm``, as the magnitude-weighted complex field) and removed from
     every echo before the magnitude-weighted sum.
@@ -280,9 +336,11 @@ def combine_aspire(
     magnitude = _check_magnitude_choice(magnitude)
     s, te = _check_signal(signal, te_s, 2, "ASPIRE")
     sig = _sigma_voxels(sigma_mm, voxel_size_mm)
-    direct = abs(te[1] - 2.0 * te[0]) <= ASPIRE_TE_TOLERANCE * te[0]
-    w = _offsets_from_two_echoes(s, te, sig, per_coil_product=direct)
-    return _apply_weights(s, w, magnitude)
+    if abs(te[1] - 2.0 * te[0]) <= ASPIRE_TE_TOLERANCE * te[0]:
+        w, b = _coil_weights(s, _PRODUCT, sig)
+    else:
+        w, b = _coil_weights(s, _ROTATED, sig, _offset_rotation(s, te, voxel_size_mm))
+    return _apply_weights(s, w, b, magnitude)
 
 
 def combine_mcpc3ds(
@@ -297,32 +355,51 @@ def combine_mcpc3ds(
     """
     magnitude = _check_magnitude_choice(magnitude)
     s, te = _check_signal(signal, te_s, 2, "MCPC-3D-S")
-    w = _offsets_from_two_echoes(s, te, _sigma_voxels(sigma_mm, voxel_size_mm), per_coil_product=False)
-    return _apply_weights(s, w, magnitude)
+    sig = _sigma_voxels(sigma_mm, voxel_size_mm)
+    w, b = _coil_weights(s, _ROTATED, sig, _offset_rotation(s, te, voxel_size_mm))
+    return _apply_weights(s, w, b, magnitude)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Virtual reference coil
 # ----------------------------------------------------------------------------------------------------------------
-def _virtual_reference(coils: np.ndarray) -> np.ndarray:
-    """Virtual coil Σ_c S_c·exp(−iθ_c) with θ_c the mean phase of coil c relative to the strongest coil."""
-    power = np.einsum("cxyz,cxyz->c", coils.real, coils.real) + np.einsum("cxyz,cxyz->c", coils.imag, coils.imag)
-    ref = int(np.argmax(power))
-    v = np.zeros(coils.shape[1:], dtype=np.complex64)
-    for c in range(coils.shape[0]):
-        theta = np.angle(np.vdot(coils[ref], coils[c]))  # Σ conj(S_ref)·S_c
-        v += coils[c] * np.complex64(np.exp(-1j * theta))
-    return v
+@numba.njit(parallel=True, cache=True)
+def _first_echo_products(sig: np.ndarray, ref: int) -> np.ndarray:
+    """(coil,) complex128: Σ conj(S_ref)·S_c over the first echo (ref < 0: the coil energies Σ|S_c|²)."""
+    nx, ny, nz, _, nc = sig.shape
+    part = np.zeros((nx, nc), dtype=np.complex128)
+    for x in numba.prange(nx):
+        for y in range(ny):
+            for z in range(nz):
+                for c in range(nc):
+                    s = complex(sig[x, y, z, 0, c])
+                    r = s if ref < 0 else complex(sig[x, y, z, 0, ref])
+                    part[x, c] += r.conjugate() * s
+    return part.sum(axis=0)
 
 
-def _weights_relative_to(coils: np.ndarray, reference: np.ndarray, sigma_vox: np.ndarray) -> np.ndarray:
-    """Weights conj(smooth(S_c·exp(−i∠V))) (x,y,z,coil): removes each coil's phase relative to the reference V."""
-    nc = coils.shape[0]
-    u = _unit(np.conj(reference))
-    w = np.empty(coils.shape[1:] + (nc,), dtype=np.complex64)
-    for c in range(nc):
-        w[..., c] = np.conj(_smooth_complex(coils[c] * u, sigma_vox))
-    return w
+@numba.njit(parallel=True, cache=True)
+def _virtual_unit(sig: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """conj(V)/|V| (x,y,z) complex64 for the virtual coil V = Σ_c S_{c,1}·rot_c (1 where V = 0)."""
+    nx, ny, nz, _, nc = sig.shape
+    out = np.empty((nx, ny, nz), dtype=np.complex64)
+    for x in numba.prange(nx):
+        for y in range(ny):
+            for z in range(nz):
+                v = complex(0.0, 0.0)
+                for c in range(nc):
+                    v += complex(sig[x, y, z, 0, c]) * rot[c]
+                a = abs(v)
+                out[x, y, z] = v.conjugate() / a if a > 0 else complex(1.0, 0.0)
+    return out
+
+
+def _virtual_reference_unit(signal: np.ndarray) -> np.ndarray:
+    """conj(V)/|V| of the virtual coil Σ_c S_c·exp(−iθ_c), θ_c the mean first-echo phase of coil c relative to
+    the strongest coil (Parker et al., MRM 2014)."""
+    ref = int(np.argmax(_first_echo_products(signal, -1).real))
+    theta = np.angle(_first_echo_products(signal, ref))
+    return _virtual_unit(signal, np.exp(-1j * theta))
 
 
 def combine_vrc(
@@ -339,9 +416,8 @@ def combine_vrc(
     """
     magnitude = _check_magnitude_choice(magnitude)
     s, _ = _check_signal(signal, te_s, 1, "VRC")
-    e1 = _echo_coils(s, 0)
-    w = _weights_relative_to(e1, _virtual_reference(e1), _sigma_voxels(sigma_mm, voxel_size_mm))
-    return _apply_weights(s, w, magnitude)
+    w, b = _coil_weights(s, _ROTATED, _sigma_voxels(sigma_mm, voxel_size_mm), _virtual_reference_unit(s))
+    return _apply_weights(s, w, b, magnitude)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -388,36 +464,6 @@ def _block_eigenvectors(sig: np.ndarray, b: np.ndarray, n_iter: int) -> np.ndarr
     return out
 
 
-@numba.njit(parallel=True, cache=True)
-def _interpolate_weights(coarse: np.ndarray, b: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """Trilinear interpolation of conj(coarse block vectors) from block centres to every voxel (x,y,z,coil)."""
-    cx, cy, cz, nc = coarse.shape
-    nx, ny, nz = shape[0], shape[1], shape[2]
-    out = np.empty((nx, ny, nz, nc), dtype=np.complex64)
-    for x in numba.prange(nx):
-        fx = min(max((x + 0.5) / b[0] - 0.5, 0.0), cx - 1.0)
-        x0 = min(int(fx), cx - 1)
-        x1 = min(x0 + 1, cx - 1)
-        tx = fx - x0
-        for y in range(ny):
-            fy = min(max((y + 0.5) / b[1] - 0.5, 0.0), cy - 1.0)
-            y0 = min(int(fy), cy - 1)
-            y1 = min(y0 + 1, cy - 1)
-            ty = fy - y0
-            for z in range(nz):
-                fz = min(max((z + 0.5) / b[2] - 0.5, 0.0), cz - 1.0)
-                z0 = min(int(fz), cz - 1)
-                z1 = min(z0 + 1, cz - 1)
-                tz = fz - z0
-                for c in range(nc):
-                    v = ((1 - tx) * ((1 - ty) * ((1 - tz) * coarse[x0, y0, z0, c] + tz * coarse[x0, y0, z1, c])
-                                     + ty * ((1 - tz) * coarse[x0, y1, z0, c] + tz * coarse[x0, y1, z1, c]))
-                         + tx * ((1 - ty) * ((1 - tz) * coarse[x1, y0, z0, c] + tz * coarse[x1, y0, z1, c])
-                                 + ty * ((1 - tz) * coarse[x1, y1, z0, c] + tz * coarse[x1, y1, z1, c])))
-                    out[x, y, z, c] = np.conj(v)
-    return out
-
-
 def combine_adaptive(
     signal: np.ndarray, te_s: Sequence[float], voxel_size_mm: Sequence[float], block_size_mm: float = 6.0,
     magnitude: str = "sensitivity_weighted",
@@ -441,23 +487,21 @@ def combine_adaptive(
     power = np.sum(np.abs(coarse) ** 2, axis=(0, 1, 2))
     ref = int(np.argmax(power))
     coarse *= _unit(np.conj(coarse[..., ref]))[..., None]
-    w = _interpolate_weights(coarse, b, np.asarray(s.shape[:3], dtype=np.int64))
-    return _apply_weights(s, w, magnitude)
+    return _apply_weights(s, np.conj(coarse), b, magnitude)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Roemer / SENSE-style with a reference scan
 # ----------------------------------------------------------------------------------------------------------------
 def _resample_to(ref: np.ndarray, shape: Tuple[int, int, int]) -> np.ndarray:
-    """Resample a (coil, x', y', z') complex array to (coil, *shape) over the same field of view (trilinear)."""
-    if ref.shape[1:] == tuple(shape):
-        return ref
-    zoom = [n / m for n, m in zip(shape, ref.shape[1:])]
-    out = np.empty((ref.shape[0],) + tuple(shape), dtype=np.complex64)
-    for c in range(ref.shape[0]):
-        re = ndi.zoom(ref[c].real, zoom, order=1, mode="nearest", grid_mode=True)
-        im = ndi.zoom(ref[c].imag, zoom, order=1, mode="nearest", grid_mode=True)
-        out[c] = re + 1j * im
+    """Resample a (x', y', z', coil) complex array to (*shape, coil) over the same field of view (trilinear)."""
+    if ref.shape[:3] == tuple(shape):
+        return np.ascontiguousarray(ref, dtype=np.complex64)
+    zoom = [n / m for n, m in zip(shape, ref.shape[:3])]
+    out = np.empty(tuple(shape) + (ref.shape[3],), dtype=np.complex64)
+    for c in range(ref.shape[3]):
+        out[..., c].real = ndi.zoom(ref[..., c].real, zoom, order=1, mode="nearest", grid_mode=True)
+        out[..., c].imag = ndi.zoom(ref[..., c].imag, zoom, order=1, mode="nearest", grid_mode=True)
     return out
 
 
@@ -469,9 +513,9 @@ def combine_roemer(
     NMR phased array", MRM 1990; sensitivity maps as in Pruessmann et al., MRM 1999).
 
     ``reference_signal`` is a complex ``(x', y', z', coil)`` scan with the same coils and field of view (for
-    example a fast low-resolution pre-scan); it is resampled to the image grid. Its object phase is removed with a
-    virtual reference coil (Parker et al., MRM 2014) so the sensitivities keep only the coils' phases; they are
-    normalised by their root-sum-of-squares, smoothed with ``sigma_mm``, and the image is combined as
+    example a fast low-resolution pre-scan); it is resampled to the coarse grid of the weights. Its object phase
+    is removed with a virtual reference coil (Parker et al., MRM 2014) so the sensitivities keep only the coils'
+    phases; they are normalised by their root-sum-of-squares, smoothed with ``sigma_mm``, and the image is combined as
     ``Σ_c conj(ĉ_c)·S_c`` (identity noise covariance).
     """
     magnitude = _check_magnitude_choice(magnitude)
@@ -487,16 +531,14 @@ def combine_roemer(
         raise QSMInputError(f"reference_signal has {r.shape[3]} coils but signal has {s.shape[4]}")
     if not np.all(np.isfinite(r)):
         raise QSMInputError("reference_signal contains NaN/Inf values")
-    ref = _resample_to(np.ascontiguousarray(np.moveaxis(r, -1, 0), dtype=np.complex64), s.shape[:3])
-    u = _unit(np.conj(_virtual_reference(ref)))
-    rss = np.sqrt(np.sum(np.abs(ref) ** 2, axis=0))
-    inv = np.zeros_like(rss)
-    np.divide(1.0, rss, out=inv, where=rss > 0)
     sig = _sigma_voxels(sigma_mm, voxel_size_mm)
-    w = np.empty(s.shape[:3] + (s.shape[4],), dtype=np.complex64)
-    for c in range(ref.shape[0]):
-        w[..., c] = np.conj(_smooth_complex(ref[c] * u * inv, sig))
-    return _apply_weights(s, w, magnitude)
+    b = _block_size(sig)
+    ref = _resample_to(r, _coarse_shape(s.shape[:3], b))
+    # remove the object phase with the reference scan's own virtual coil, normalise by its root-sum-of-squares
+    ref *= _virtual_reference_unit(ref[..., None, :])[..., None]
+    rss = np.sqrt(np.sum(np.abs(ref) ** 2, axis=-1, keepdims=True))
+    np.divide(ref, rss, out=ref, where=rss > 0)
+    return _apply_weights(s, _smoothed_coarse(ref, sig, b), b, magnitude)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -580,4 +622,4 @@ register_method("coil_combination", MethodSpec(
 
 
 __all__ = ["combine_aspire", "combine_mcpc3ds", "combine_vrc", "combine_adaptive", "combine_roemer",
-           "combine_magnitude", "laplacian_unwrap", "count_residues", "MAGNITUDE_CHOICES"]
+           "combine_magnitude", "count_residues", "MAGNITUDE_CHOICES"]
