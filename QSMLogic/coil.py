@@ -40,7 +40,7 @@ from .errors import QSMInputError
 from .geometry import check_voxel_size
 from .gre import check_echo_times
 from .params import MethodSpec, Param, register_method
-from .unwrap import laplacian_unwrap_3d
+from .unwrap import laplacian_unwrap_3d, unwrap_romeo
 
 #: Magnitude choices shared by all phase-combination methods.
 MAGNITUDE_CHOICES: Tuple[str, ...] = ("rss", "sensitivity_weighted")
@@ -123,6 +123,27 @@ def _unwrap_congruent(phase_rad: np.ndarray, voxel_size_mm: Sequence[float]) -> 
     est *= np.float32(2.0 * np.pi)
     est += ph
     return est
+
+
+def _unwrap_difference(h: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
+    """Unwrapped phase of the echo-difference signal ``h`` (x,y,z complex): ROMEO region growing (Dymerska et al.,
+    MRM 2021) where ``|h|`` is above 5 % of its 99th percentile, the congruent Laplacian unwrap elsewhere. Each
+    connected ROMEO region takes the 2π multiple that agrees best with the Laplacian estimate, so separate regions
+    share one global solution; ROMEO avoids the Laplacian's local 2π misses in steep fields (sinuses)."""
+    ph = np.angle(h)
+    lap = _unwrap_congruent(ph, voxel_size_mm)
+    a = np.abs(h)
+    mask = a > np.float32(0.05) * np.percentile(a[:: max(1, a.shape[0] // 32)], 99)
+    if not mask.any():
+        return lap
+    romeo = unwrap_romeo(ph, magnitude=np.sqrt(a), mask=mask).unwrapped[..., 0]
+    del a
+    labels, n = ndi.label(mask)
+    lab = labels[mask]
+    diff = (lap[mask] - romeo[mask]) / np.float32(2.0 * np.pi)
+    k = np.round(np.bincount(lab, weights=diff, minlength=n + 1) / np.maximum(np.bincount(lab, minlength=n + 1), 1))
+    lap[mask] = romeo[mask] + np.float32(2.0 * np.pi) * k[lab].astype(np.float32)
+    return lap
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,8 +332,8 @@ def _hermitian_sum(sig: np.ndarray) -> np.ndarray:
 
 def _offset_rotation(signal: np.ndarray, te: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
     """exp(−i·TE1·Δφ/(TE2 − TE1)) (x,y,z) complex64, with Δφ the unwrapped phase of the coil-summed Hermitian
-    product of echoes 1 and 2: multiplied with S_{c,1} it leaves |S_{c,1}|·exp(iφ0_c)."""
-    dphi = _unwrap_congruent(np.angle(_hermitian_sum(signal)), voxel_size_mm)
+    product of echoes 1 and 2 (:func:`_unwrap_difference`): multiplied with S_{c,1} it leaves |S_{c,1}|·exp(iφ0_c)."""
+    dphi = _unwrap_difference(_hermitian_sum(signal), voxel_size_mm)
     dphi *= np.float32(-te[0] / (te[1] - te[0]))
     rot = np.empty(dphi.shape, dtype=np.complex64)
     np.cos(dphi, out=rot.real)

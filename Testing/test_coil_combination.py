@@ -133,9 +133,9 @@ def test_magnitude_combinations(coil_data, model):
 
 
 def test_general_echo_times_mcpc3ds_and_aspire(model):
-    """TE2 ≠ 2·TE1 (ratio TE1/ΔTE = 2/3): offsets from the unwrapped echo difference; still no residues. Where
-    the Laplacian unwrapping of the echo difference misses a 2π (steep background field near the sinuses) the
-    offset is off by 2π·2/3 in closed patches: they must stay rare."""
+    """TE2 ≠ 2·TE1 (ratio TE1/ΔTE = 2/3): offsets from the unwrapped echo difference; still no residues. A 2π
+    missed in unwrapping the echo difference (steep background field near the sinuses) would offset closed patches
+    by 2π·2/3: ROMEO with Laplacian-consistent region constants leaves (almost) none."""
     te = (0.003, 0.0075, 0.012)
     acq = simulate_acquisition(model, te_s=te, b0_tesla=3.0, n_coils=8, snr=100.0, seed=3)
     signal = _complex(acq)
@@ -145,7 +145,7 @@ def test_general_echo_times_mcpc3ds_and_aspire(model):
             off = _offset_phase(acq, out, n)
             assert coil.count_residues(off, _snr_mask(acq, out, n)) == 0
         off = np.abs(_offset_phase(acq, out, 0)[acq.brain_mask])
-        assert np.median(off) < 0.03 and np.mean(off > 1.0) < 0.01
+        assert np.median(off) < 0.03 and np.mean(off > 1.0) < 0.001
 
 
 @pytest.mark.parametrize("method", ("aspire", "vrc", "roemer"))
