@@ -149,7 +149,7 @@ def _unwrap_difference(h: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndar
 # ----------------------------------------------------------------------------------------------------------------
 # coarse weight grid: block means of a per-coil estimate, smoothing, trilinear interpolation in the final sum
 # ----------------------------------------------------------------------------------------------------------------
-#: What ``_block_means`` averages per coil: |S1|; S1²·conj(S2)/|S2|; S1·rot (rot a given 3D unit field).
+#: What ``_block_means`` averages per coil: |S1|; S1²·conj(S2)/(|S1|·|S2|); S1·rot (rot a given 3D unit field).
 _MODULUS, _PRODUCT, _ROTATED = 0, 1, 2
 
 
@@ -183,8 +183,8 @@ def _block_means(sig: np.ndarray, mode: int, rot: np.ndarray, b: np.ndarray, out
                             v = complex(abs(s1), 0.0)
                         elif mode == 1:
                             s2 = complex(sig[x, y, z, 1, c])
-                            a2 = abs(s2)
-                            v = s1 * s1 * s2.conjugate() / a2 if a2 > 0 else complex(0.0, 0.0)
+                            den = abs(s1) * abs(s2)
+                            v = s1 * s1 * s2.conjugate() / den if den > 0 else complex(0.0, 0.0)
                         else:
                             v = s1 * complex(rot[x, y, z])
                         acc[j, k, c] += v
