@@ -71,20 +71,24 @@ def _neg_laplacian_rhs(field, flat_idx, strides, w3, out):  # pragma: no cover -
 
 
 @njit(cache=True, parallel=True)
-def _neg_laplacian_rhs_wrapped(phase, flat_idx, strides, w3, out):  # pragma: no cover - compiled
-    """out_i = −∇²φ at interior voxel i from wrapped phase, each neighbour difference wrapped to (−π, π]."""
+def _neg_laplacian_rhs_wrapped(phase, flat_idx, strides, w3, out, max_step):  # pragma: no cover - compiled
+    """out_i = −∇²φ at interior voxel i from wrapped phase, each neighbour difference wrapped to (−π, π];
+    ``max_step`` gets the largest |wrapped neighbour difference| of the voxel (near π: possibly aliased)."""
     two_pi = 2.0 * np.pi
     for i in prange(flat_idx.shape[0]):
         p = flat_idx[i]
         c = phase[p]
         s = 0.0
+        big = 0.0
         for a in range(3):
             st = strides[a]
             for q in (p + st, p - st):
                 d = phase[q] - c
                 d -= two_pi * np.floor((d + np.pi) / two_pi)
                 s -= w3[a] * d
+                big = max(big, abs(d))
         out[i] = s
+        max_step[i] = big
 
 
 class MaskedPoisson:
@@ -125,12 +129,14 @@ class MaskedPoisson:
                            self.w3, out)
         return out
 
-    def rhs_from_wrapped_phase(self, phase_rad: np.ndarray) -> np.ndarray:
-        """``−∇²φ`` at the interior voxels from wrapped phase (neighbour differences wrapped to (−π, π])."""
+    def rhs_from_wrapped_phase(self, phase_rad: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``−∇²φ`` at the interior voxels from wrapped phase (neighbour differences wrapped to (−π, π]), and each
+        voxel's largest |wrapped neighbour difference| (rad)."""
         out = np.empty(self.n, dtype=np.float64)
+        step = np.empty(self.n, dtype=np.float64)
         _neg_laplacian_rhs_wrapped(np.ascontiguousarray(phase_rad, dtype=np.float64).ravel(), self.flat_idx,
-                                   self.strides, self.w3, out)
-        return out
+                                   self.strides, self.w3, out, step)
+        return out, step
 
     def solve(self, b: np.ndarray, tol: float, max_iter: int) -> Tuple[np.ndarray, int, float]:
         """SSOR-preconditioned CG for ``A x = b``; returns (x on the full grid, iterations, relative residual)."""

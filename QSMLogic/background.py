@@ -445,12 +445,18 @@ def pdf(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float],
 # ----------------------------------------------------------------------------------------------- Laplacian methods
 
 
-def _laplace_setup(mask: np.ndarray, vox: np.ndarray) -> Tuple[_Crop, np.ndarray, np.ndarray]:
+def _laplace_setup(mask: np.ndarray, vox: np.ndarray, boundary_mm: float) -> Tuple[_Crop, np.ndarray, np.ndarray]:
+    """Crop, cropped mask, and the Poisson solve's interior: the mask eroded by ``boundary_mm``, less one more
+    face-connected layer that carries the Dirichlet values."""
+    if not np.isfinite(boundary_mm) or boundary_mm < 0:
+        raise QSMInputError(f"boundary_mm must be ≥ 0 mm, got {boundary_mm!r}")
     crop = _Crop(mask, [2, 2, 2], fft_size=False)
     m_c = crop.take(mask, dtype=bool)
-    interior = ndimage.binary_erosion(m_c, structure=ndimage.generate_binary_structure(3, 1))
+    domain = m_c & _eroded(_distance_inside(m_c, vox), boundary_mm) if boundary_mm > 0 else m_c
+    interior = ndimage.binary_erosion(domain, structure=ndimage.generate_binary_structure(3, 1))
     if not interior.any():
-        raise QSMInputError("the mask has no interior voxel (it is one voxel thin everywhere)")
+        raise QSMInputError(f"the mask has no interior voxel {boundary_mm:g} mm plus one voxel inside its edge "
+                            "(it is too thin); lower boundary_mm")
     return crop, m_c, interior
 
 
@@ -463,54 +469,102 @@ def _peel(interior: np.ndarray, m_c: np.ndarray, vox: np.ndarray, peel_mm: float
     return keep
 
 
+#: Default depth (mm) of the Dirichlet boundary of the Laplacian methods. The outermost 1–2 mm of an intracranial
+#: mask border skull and sinus air, where the background field is steepest and its 7-point Laplacian is far from
+#: zero (the discrete Laplacian of a sampled harmonic field is harmonic only to O(h²·∂⁴b)); boundary values taken
+#: there leak that error into the whole brain. Measured on the head phantom (3 T, 1 mm, noise-free field): LBV
+#: local-field nRMSE 86 % with the boundary on the mask edge, 53 % at 1 mm, 36 % at 2 mm, 36 % at 3 mm.
+LAPLACE_BOUNDARY_MM = 2.0
+
+
 def lbv(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float], peel_mm: float = 0.0,
-        tol: float = 1e-4, max_iter: int = 500) -> BackgroundResult:
+        tol: float = 1e-4, max_iter: int = 500, boundary_mm: float = LAPLACE_BOUNDARY_MM) -> BackgroundResult:
     """LBV, Laplacian boundary value method (Zhou et al., NMR Biomed 2014).
 
-    The background is harmonic inside the mask and equals the total field on its boundary (the mask voxels with a
-    face neighbour outside it), so ``∇²b = 0`` inside with ``b = δ`` on the boundary. Equivalently the local field
-    ``x = δ − b`` solves ``−∇²x = −∇²δ`` inside with ``x = 0`` on the boundary; we solve that with the 7-point
-    Laplacian on the physical (anisotropic) grid by SSOR-preconditioned CG to relative residual ``tol``. The
-    boundary layer (1 voxel) is not part of the output; ``peel_mm`` removes a further shell whose values depend
-    most on the boundary assumption.
+    The background is harmonic inside the mask and equals the total field on its boundary, so ``∇²b = 0`` inside
+    with ``b = δ`` on the boundary. Equivalently the local field ``x = δ − b`` solves ``−∇²x = −∇²δ`` inside with
+    ``x = 0`` on the boundary; we solve that with the 7-point Laplacian on the physical (anisotropic) grid by
+    SSOR-preconditioned CG to relative residual ``tol``. The boundary is the face-connected shell of voxels
+    ``boundary_mm`` inside the mask edge (:data:`LAPLACE_BOUNDARY_MM`; 0 puts it on the mask's own outer layer, as
+    in the paper); the output is valid inside it. ``peel_mm`` removes a further shell of the output (from the mask
+    edge) without changing the solution, as the paper's peel option.
     """
     vox = check_voxel_size(voxel_size_mm)
     m = _check_mask(mask)
     f = _check_field("field_ppm", field_ppm, m)
-    crop, m_c, interior = _laplace_setup(m, vox)
+    crop, m_c, interior = _laplace_setup(m, vox, boundary_mm)
     f_c = crop.take(f)
     op = MaskedPoisson(interior, vox)
     local, it, rel = op.solve(op.rhs_from_field(f_c), tol, max_iter)
     keep = _peel(interior, m_c, vox, peel_mm)
     return _result("lbv", crop, f_c, local, keep, m,
-                   {"peel_mm": peel_mm, "iterations": it, "relative_residual": rel})
+                   {"peel_mm": peel_mm, "boundary_mm": boundary_mm, "iterations": it, "relative_residual": rel})
+
+
+def _wrapped_phase_laplacian(op: MaskedPoisson, crop: _Crop, m: np.ndarray, phase: np.ndarray, te: np.ndarray,
+                             max_step_rad: float) -> Tuple[np.ndarray, int]:
+    """−∇²(2π·Δf) (rad/s/mm²) at the interior voxels from wrapped multi-echo phase, and how many voxels were set to
+    zero as possibly aliased.
+
+    One echo: −∇²φ/TE (the transceiver phase φ0 taken as harmonic). Several echoes: the Laplacians of the wrapped
+    consecutive-echo differences ψ_n = arg exp(i(φ_{n+1} − φ_n)) summed and divided by TE_N − TE_1. The differences
+    hold no φ0 and grow only over ΔTE, so their neighbour steps are far below π where a single late echo's are not;
+    the sum equals ∇²(φ_N − φ_1) wherever no step aliases (on the 1 mm head phantom at 3 T, 5 echoes: local-field
+    nRMSE 37 % against 390 % from a TE fit of the per-echo Laplacians, whose late echoes alias next to the sinuses).
+    A voxel whose largest wrapped neighbour step exceeds ``max_step_rad`` in any difference may be aliased (a 2π
+    error there is a point source of 2π/h² in the Poisson problem): its right-hand side is set to zero, i.e. no
+    local source is assumed there (2 echoes at TE 4/20 ms on the 2 mm phantom: nRMSE 0.78 with, 2.66 without).
+    ``max_step_rad = π`` keeps every voxel.
+    """
+    def masked(a: np.ndarray) -> np.ndarray:
+        return crop.take(np.where(m, a, np.float32(0)))
+
+    if phase.shape[3] == 1:
+        lap, step = op.rhs_from_wrapped_phase(masked(phase[..., 0]))
+        lap /= te[0]
+        worst = step
+    else:
+        lap = np.zeros(op.n)
+        worst = np.zeros(op.n)
+        for n in range(phase.shape[3] - 1):
+            d = np.angle(np.exp(1j * (phase[..., n + 1] - phase[..., n]).astype(np.float32))).astype(np.float32)
+            rhs, step = op.rhs_from_wrapped_phase(masked(d))
+            lap += rhs
+            np.maximum(worst, step, out=worst)
+        lap /= float(te[-1] - te[0])
+    bad = worst > max_step_rad
+    lap[bad] = 0.0
+    return lap, int(bad.sum())
 
 
 def harperella(mask: np.ndarray, voxel_size_mm: Sequence[float], field_ppm: Optional[np.ndarray] = None,
                phase_rad: Optional[np.ndarray] = None, te_s: Optional[Any] = None,
                b0_tesla: Optional[float] = None, peel_mm: float = 0.0, tol: float = 1e-4,
-               max_iter: int = 500) -> BackgroundResult:
+               max_iter: int = 500, boundary_mm: float = LAPLACE_BOUNDARY_MM,
+               max_step_rad: float = 0.75 * np.pi) -> BackgroundResult:
     """HARPERELLA (Li et al., NMR Biomed 2015): phase unwrapping and background removal in one step.
 
     The Laplacian of the true phase can be computed from the *wrapped* phase (discretely: the sum of the wrapped
     neighbour differences, exact where they are below π), and the background phase is harmonic in the brain, so
     its Laplacian vanishes there. The local phase is the solution of ``∇²x = ∇²φ`` inside the mask with ``x = 0``
     on its boundary (the paper's constraint that the local phase vanishes outside the brain); we solve it with the
-    same SSOR-PCG Poisson solver as :func:`lbv` instead of the paper's iterative FFT scheme.
+    same SSOR-PCG Poisson solver and the same boundary depth ``boundary_mm`` as :func:`lbv` instead of the paper's
+    iterative FFT scheme.
 
     Input: ``phase_rad`` wrapped, in the internal sign convention, either 3D (one echo, or an echo combination at
-    one effective echo time: ``te_s`` a single value) or 4D ``(x, y, z, echo)`` with one ``te_s`` per echo, in
-    which case the per-echo Laplacians are fitted linearly in TE with an intercept (removing the Laplacian of the
-    echo-independent phase offset φ0; with one echo φ0's Laplacian is assumed negligible). ``b0_tesla`` converts to
-    ppm. Without ``phase_rad``, ``field_ppm`` (unwrapped) is used and the method is LBV's Laplacian formulation.
-    The background is then unavailable (``background_field_ppm`` is ``None`` for phase input).
+    one effective echo time: ``te_s`` a single value) or 4D ``(x, y, z, echo)`` with one ``te_s`` per echo, whose
+    Laplacian comes from the consecutive-echo differences (:func:`_wrapped_phase_laplacian`: no φ0, few aliased
+    steps; voxels with a wrapped step above ``max_step_rad`` get no source, counted in ``info["aliased_voxels"]``).
+    ``b0_tesla`` converts to ppm. Without
+    ``phase_rad``, ``field_ppm`` (unwrapped) is used and the method is LBV's Laplacian formulation. The background
+    is then unavailable (``background_field_ppm`` is ``None`` for phase input).
     """
     vox = check_voxel_size(voxel_size_mm)
     m = _check_mask(mask)
-    crop, m_c, interior = _laplace_setup(m, vox)
+    crop, m_c, interior = _laplace_setup(m, vox, boundary_mm)
     op = MaskedPoisson(interior, vox)
     f_c = None
-    info: Dict[str, Any] = {"peel_mm": peel_mm}
+    info: Dict[str, Any] = {"peel_mm": peel_mm, "boundary_mm": boundary_mm}
     if phase_rad is not None:
         ph = np.asarray(phase_rad)
         if ph.ndim == 3:
@@ -524,21 +578,18 @@ def harperella(mask: np.ndarray, voxel_size_mm: Sequence[float], field_ppm: Opti
         if te.size != ph.shape[3]:
             raise QSMInputError(f"phase_rad has {ph.shape[3]} echo(es) but te_s has {te.size} value(s); a combined "
                                 "3D phase needs its single effective echo time")
-        if not np.all(np.isfinite(te)) or np.any(te <= 0) or np.any(te > 1.0):
-            raise QSMInputError(f"te_s must be positive echo times in seconds, got {te.tolist()}")
+        if not np.all(np.isfinite(te)) or np.any(te <= 0) or np.any(te > 1.0) or np.any(np.diff(te) <= 0):
+            raise QSMInputError(f"te_s must be increasing positive echo times in seconds, got {te.tolist()}")
         if b0_tesla is None or not np.isfinite(b0_tesla) or b0_tesla <= 0:
             raise QSMInputError(f"harperella with phase_rad needs b0_tesla > 0, got {b0_tesla!r}")
         bad = m[..., None] & ~np.isfinite(ph)
         if bad.any():
             raise QSMInputError(f"phase_rad contains {int(bad.sum())} NaN/Inf voxel(s) inside the mask")
-        rhs = [op.rhs_from_wrapped_phase(crop.take(np.where(m, ph[..., e], 0))) for e in range(ph.shape[3])]
-        if len(rhs) == 1:
-            lap = rhs[0] / te[0]
-        else:
-            tc = te - te.mean()
-            lap = sum(t * r for t, r in zip(tc, rhs)) / float(np.sum(tc**2))
+        if not 0 < max_step_rad <= np.pi:
+            raise QSMInputError(f"max_step_rad must be in (0, π], got {max_step_rad!r}")
+        lap, n_bad = _wrapped_phase_laplacian(op, crop, m, ph, te, max_step_rad)
         rhs_ppm = lap / (2 * np.pi * GAMMA_BAR_HZ_PER_T * float(b0_tesla)) * 1e6
-        info["input"] = "wrapped phase"
+        info.update(input="wrapped phase", max_step_rad=max_step_rad, aliased_voxels=n_bad)
     else:
         f = _check_field("field_ppm", field_ppm, m)
         f_c = crop.take(f)
@@ -576,6 +627,10 @@ def edge_loss_mm(mask: np.ndarray, eroded_mask: np.ndarray, voxel_size_mm: Seque
 # ----------------------------------------------------------------------------------------------- registry
 
 _THR = Param("threshold", float, 0.05, "TSVD threshold on |1 − S(k)|", minimum=1e-4, maximum=0.5)
+_BOUNDARY = Param("boundary_mm", float, LAPLACE_BOUNDARY_MM,
+                  "depth of the Dirichlet boundary inside the mask edge (0: the mask's outer layer)", unit="mm",
+                  minimum=0.0, maximum=20.0)
+_PEEL = Param("peel_mm", float, 0.0, "extra boundary shell removed", unit="mm", minimum=0.0, maximum=20.0)
 register_method("background", MethodSpec(
     key="sharp", label="SHARP", reference="Schweser et al., NeuroImage 2011", func=sharp,
     params=(Param("radius_mm", float, 6.0, "SMV kernel radius", unit="mm", minimum=0.5, maximum=20.0), _THR)))
@@ -600,7 +655,7 @@ register_method("background", MethodSpec(
             Param("max_iter", int, 40, "CG iterations at most", minimum=1, maximum=5000))))
 register_method("background", MethodSpec(
     key="lbv", label="LBV", reference="Zhou et al., NMR Biomed 2014", func=lbv,
-    params=(Param("peel_mm", float, 0.0, "extra boundary shell removed", unit="mm", minimum=0.0, maximum=20.0),
+    params=(_BOUNDARY, _PEEL,
             Param("tol", float, 1e-4, "PCG relative residual", minimum=1e-10, maximum=0.5),
             Param("max_iter", int, 500, "PCG iterations at most", minimum=1, maximum=10000))))
 register_method("background", MethodSpec(
@@ -611,7 +666,9 @@ register_method("background", MethodSpec(
 register_method("background", MethodSpec(
     key="harperella", label="HARPERELLA", reference="Li et al., NMR Biomed 2015", func=harperella,
     help="Takes wrapped phase_rad (+ te_s, b0_tesla) when the stage inputs hold it, else field_ppm.",
-    params=(Param("peel_mm", float, 0.0, "extra boundary shell removed", unit="mm", minimum=0.0, maximum=20.0),
+    params=(_BOUNDARY, _PEEL,
+            Param("max_step_rad", float, float(0.75 * np.pi), "wrapped neighbour step above which a voxel counts as "
+                  "aliased and gets no source", unit="rad", minimum=0.1, maximum=float(np.pi)),
             Param("tol", float, 1e-4, "PCG relative residual", minimum=1e-10, maximum=0.5),
             Param("max_iter", int, 500, "PCG iterations at most", minimum=1, maximum=10000))))
 

@@ -3,9 +3,11 @@
 Phantom 96×96×64 at 2 mm, 3 T. nRMSE = ‖est − true‖/‖true‖ inside each method's eroded mask after removing the
 means. The phantom's background reaches ~5 ppm next to the sinuses, so the brain edge dominates the errors; the
 bounds below are the measured values plus a margin (measured, SNR = ∞ / SNR 100 fitted field):
-SHARP 0.37/0.38, V-SHARP 0.56/0.56, RESHARP 0.40/0.40, iSMV 0.31/0.31, PDF 0.39/0.51, LBV 1.06/1.06 (LBV's
-7-point Laplacian is least accurate next to the strongest sources). Residual background 12 mm inside the edge
-with χ = 0 in the brain: 0.1–0.5 % of max|background| (LBV 0.53 %).
+SHARP 0.37/0.38, V-SHARP 0.56/0.56, RESHARP 0.40/0.40, iSMV 0.31/0.31, PDF 0.39/0.51, LBV 0.48/0.48 (Dirichlet
+boundary 2 mm inside the edge; 1.06 with it on the edge itself, where the 7-point Laplacian of the steep background
+next to the sinuses is far from zero), HARPERELLA from the *wrapped* phase 0.78 (2 clean echoes, TE 4/20 ms) /
+0.49 (5 noisy echoes). Residual background 12 mm inside the edge with χ = 0 in the brain: 0.1–0.5 % of
+max|background| (LBV 0.31 %).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ BOUNDS = {
     "resharp": (0.46, 0.46, 4.0),
     "ismv": (0.36, 0.36, 5.0),
     "pdf": (0.44, 0.59, 0.0),
-    "lbv": (1.20, 1.20, 2.0),
+    "lbv": (0.55, 0.55, 4.0),
+    "harperella": (0.85, 0.56, 4.0),
 }
 
 
@@ -44,8 +47,11 @@ def phantom():
     return clean, noisy, field100, weight100
 
 
-def _run(key, field, mask, b0, weight=None):
+def _run(key, field, mask, b0, weight=None, acq=None):
+    """Run a method through the stage registry; HARPERELLA gets the acquisition's wrapped phase (not the field)."""
     inputs = {"field_ppm": field, "mask": mask, "voxel_size_mm": VOX, "b0_direction": b0, "weight": weight}
+    if key == "harperella" and acq is not None:
+        inputs.update(phase_rad=acq.gre.phase_rad, te_s=acq.gre.te_s, b0_tesla=acq.gre.b0_tesla)
     return run_method("background", key, inputs)
 
 
@@ -53,7 +59,7 @@ def _run(key, field, mask, b0, weight=None):
 def test_local_field_accuracy_and_edge_loss(phantom, key):
     clean, noisy, field100, weight100 = phantom
     m = clean.brain_mask
-    res = _run(key, clean.total_field_ppm, m, clean.gre.b0_direction)
+    res = _run(key, clean.total_field_ppm, m, clean.gre.b0_direction, acq=clean)
     assert res.local_field_ppm.dtype == np.float32 and res.local_field_ppm.shape == m.shape
     assert not np.any(res.local_field_ppm[~res.mask])
     assert np.all(m[res.mask])
@@ -61,9 +67,10 @@ def test_local_field_accuracy_and_edge_loss(phantom, key):
     assert err < BOUNDS[key][0], f"{key}: nRMSE {err:.3f}"
     loss = bgr.edge_loss_mm(m, res.mask, VOX)
     assert loss <= BOUNDS[key][2] + 1e-6, f"{key}: edge loss {loss} mm"
-    np.testing.assert_allclose(res.background_field_ppm[res.mask] + res.local_field_ppm[res.mask],
-                               clean.total_field_ppm[res.mask], atol=1e-4)
-    res100 = _run(key, field100, m, noisy.gre.b0_direction, weight100)
+    if res.background_field_ppm is not None:
+        np.testing.assert_allclose(res.background_field_ppm[res.mask] + res.local_field_ppm[res.mask],
+                                   clean.total_field_ppm[res.mask], atol=1e-4)
+    res100 = _run(key, field100, m, noisy.gre.b0_direction, weight100, acq=noisy)
     err100 = bgr.local_field_nrmse(res100.local_field_ppm, noisy.local_field_ppm, res100.mask)
     assert err100 < BOUNDS[key][1], f"{key}: nRMSE at SNR 100 {err100:.3f}"
 
@@ -74,7 +81,13 @@ def test_harmonic_background_removed_away_from_edge(phantom, key):
     clean = phantom[0]
     m = clean.brain_mask
     bg = clean.background_field_ppm
-    res = _run(key, bg, m, clean.gre.b0_direction)
+    if key == "harperella":  # the wrapped phase of the background alone (with the transceiver phase), 2 echoes
+        te = (0.004, 0.008)
+        hz = bg.astype(np.float64) * 1e-6 * 42.57747892e6 * clean.gre.b0_tesla
+        phase = np.stack([np.angle(np.exp(1j * (clean.phase0_rad + 2 * np.pi * hz * t))) for t in te], -1)
+        res = bgr.harperella(m, VOX, phase_rad=phase.astype(np.float32), te_s=te, b0_tesla=clean.gre.b0_tesla)
+    else:
+        res = _run(key, bg, m, clean.gre.b0_direction)
     deep = res.mask & (ndimage.distance_transform_edt(m, sampling=VOX) > 12.0)
     assert deep.sum() > 0.2 * m.sum()
     out = res.local_field_ppm - res.local_field_ppm[res.mask].mean()
@@ -108,15 +121,15 @@ def test_harperella_from_wrapped_phase_matches_lbv():
     phase = 2 * np.pi * 42.57747892e6 * b0 * te_s * total * 1e-6
     wrapped = np.angle(np.exp(1j * phase)).astype(np.float32)
     assert np.ptp(phase[mask]) > 4 * np.pi  # the input really wraps (several cycles)
-    h = bgr.harperella(mask, VOX, phase_rad=wrapped, te_s=te_s, b0_tesla=b0, tol=1e-8)
+    h = bgr.harperella(mask, VOX, phase_rad=wrapped, te_s=te_s, b0_tesla=b0, tol=1e-8, max_step_rad=np.pi)
     lbv = bgr.lbv(total, mask, VOX, tol=1e-8)
     assert h.background_field_ppm is None
     np.testing.assert_array_equal(h.mask, lbv.mask)
     assert np.abs(h.local_field_ppm - lbv.local_field_ppm).max() < 1e-3 * np.abs(local[mask]).max()
-    # 2 echoes with a phase offset: the TE fit removes the offset's Laplacian
+    # 2 echoes with a phase offset: the echo difference removes the offset
     phi0 = (0.3 * np.sin(x / 20.0) * np.cos(y / 25.0)).astype(np.float32)
     echoes = np.stack([np.angle(np.exp(1j * (phase * t / te_s + phi0))) for t in (0.01, 0.02)], -1)
-    h2 = bgr.harperella(mask, VOX, phase_rad=echoes, te_s=(0.01, 0.02), b0_tesla=b0, tol=1e-8)
+    h2 = bgr.harperella(mask, VOX, phase_rad=echoes, te_s=(0.01, 0.02), b0_tesla=b0, tol=1e-8, max_step_rad=np.pi)
     assert bgr.local_field_nrmse(h2.local_field_ppm, lbv.local_field_ppm, h2.mask) < 1e-3
     with pytest.raises(QSMInputError, match="te_s"):
         bgr.harperella(mask, VOX, phase_rad=echoes, te_s=0.02, b0_tesla=b0)
