@@ -91,23 +91,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _load_inputs(args: argparse.Namespace):
-    """(GREData, labels, label_names, truth χ or None, input paths)."""
+    """(GREData, labels, label_names, truth χ, user mask, input paths); labels/truth only for the phantom."""
     if args.phantom:
         model, acq = _phantom_acquisition(args)
-        return acq.gre, acq.labels, model.label_names, acq.chi_ppm, acq.brain_mask, []
-    if not args.magnitude or not args.phase:
-        raise QSMInputError("give --phantom, or --magnitude and --phase files (one 4D file or one per echo)")
+        return acq.gre, acq.labels, model.label_names, acq.chi_ppm, None, []
+    if not args.phase:
+        raise QSMInputError("give --phantom, or --phase (and --magnitude) files: one 4D file or one per echo")
+    if not args.magnitude and not args.mask_file:
+        raise QSMInputError("without --magnitude the brain mask cannot be computed: give --magnitude or --mask-file")
     from .io import load_gre
 
     te = None if args.te_ms_in is None else [t / 1000.0 for t in args.te_ms_in]
-    gre = load_gre(magnitude=args.magnitude if len(args.magnitude) > 1 else args.magnitude[0],
-                   phase=args.phase if len(args.phase) > 1 else args.phase[0], te_s=te, b0_tesla=args.b0_in,
-                   phase_rule=args.phase_rule, phase_sign=args.phase_sign)
-    return gre, None, None, None, None, list(args.magnitude) + list(args.phase)
+    mag = None if not args.magnitude else (args.magnitude if len(args.magnitude) > 1 else args.magnitude[0])
+    gre = load_gre(magnitude=mag, phase=args.phase if len(args.phase) > 1 else args.phase[0], te_s=te,
+                   b0_tesla=args.b0_in, phase_rule=args.phase_rule, phase_sign=args.phase_sign,
+                   nan_policy=args.nan_policy)
+    inputs = list(args.magnitude or []) + list(args.phase)
+    user_mask = None
+    if args.mask_file:
+        import nibabel as nib
+
+        img = nib.load(args.mask_file)
+        user_mask = np.asarray(img.dataobj) > 0
+        if user_mask.shape != gre.shape:
+            raise QSMInputError(f"mask {args.mask_file!r} has shape {user_mask.shape}, the data {gre.shape}")
+        if not np.allclose(img.affine, gre.affine, atol=1e-3):
+            raise QSMInputError(f"mask {args.mask_file!r} has a different geometry (affine) from the data")
+        inputs.append(args.mask_file)
+    return gre, None, None, None, user_mask, inputs
+
+
+def _map_provenance(name: str, res) -> Dict[str, Any]:
+    """Sidecar record of one output map: the stage and method that made it, with that stage's parameters."""
+    from .io.writer import make_provenance
+    from .pipeline import output_stage
+
+    key = output_stage(name)
+    rec = next((r for r in res.provenance["stages"] if r["stage"] == key), None)
+    if rec is None:
+        return make_provenance("pipeline", "pipeline", {}, res.provenance["total_seconds"], output=name,
+                               pipeline=res.provenance)
+    return make_provenance(key, rec["method"], rec["params"], rec["seconds"], output=name,
+                           method_reference=rec.get("reference", ""), pipeline=res.provenance)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .io.writer import make_provenance, write_result
+    from .io.writer import write_result
     from .pipeline import run_pipeline
     from .preview import save_preview
     from .quantify import format_roi_table, roi_table, write_roi_table
@@ -115,20 +144,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    gre, labels, names, truth, _, inputs = _load_inputs(args)
+    gre, labels, names, truth, user_mask, inputs = _load_inputs(args)
     print(f"input: {gre.shape} × {gre.n_echoes} echoes × {gre.n_coils} coil(s), B0 {gre.b0_tesla} T, "
           f"voxel {tuple(round(v, 3) for v in gre.voxel_size_mm)} mm")
 
     def progress(fraction: float, label: str) -> None:
         print(f"\r[{fraction * 100:5.1f} %] {label:<60}", end="", flush=True)
 
-    res = run_pipeline(gre, cfg, labels=labels, progress=progress)
+    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress)
     print()
     written = []
+    units = res.provenance["units"]
     for name, arr in res.outputs.items():
-        prov = make_provenance("pipeline", "qsm", cfg.to_dict(), res.provenance["total_seconds"],
-                               output=name, pipeline=res.provenance)
-        written.append(write_result(out / f"{name}.nii.gz", arr, res.affine, prov, input_paths=inputs))
+        ref = res.provenance["susceptibility_reference"]["reference"] if name == "chi_ppm" else None
+        written.append(write_result(out / f"{name}.nii.gz", arr, res.affine, _map_provenance(name, res),
+                                    input_paths=inputs, units=units.get(name), reference_region=ref))
     (out / "provenance.json").write_text(res.provenance_json())
     for rec in res.provenance["stages"]:
         print(f"  {rec['stage']:<18}{rec['method']:<22}{rec['seconds']:>8.2f} s")
@@ -217,6 +247,10 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--phase-rule", default="auto", help="phase scaling rule (auto, radians, dicom_uint12, ...)")
     src.add_argument("--phase-sign", type=int, default=1, choices=(1, -1),
                      help="-1 if veins come out negative in QSM (vendor convention)")
+    src.add_argument("--nan-policy", default="error", choices=("error", "mask"),
+                     help="NaN/Inf phase voxels: stop with an error (default), or leave them out of the mask")
+    src.add_argument("--mask-file", dest="mask_file",
+                     help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
     _add_phantom_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
     for key, spec in load_all().items():

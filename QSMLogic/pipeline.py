@@ -42,6 +42,34 @@ STAGE_ORDER = (
 #: Methods of the "inversion" stage that take the total field and remove the background themselves.
 SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
 
+#: The stage whose result each output map is (for per-map provenance); names not listed belong to ``swi`` when they
+#: start with "swi" or "mip", else to the pipeline as a whole.
+OUTPUT_STAGE = {
+    "magnitude": "coil_combination", "mask": "mask", "unwrap_quality": "unwrap", "field_mask": "unwrap",
+    "field_hz": "field_mapping", "total_field_ppm": "field_mapping", "noise_sd_hz": "field_mapping",
+    "r2star_hz": "r2star", "local_field_ppm": "background", "qsm_mask": "background", "chi_ppm": "reference",
+}
+
+
+def output_stage(name: str) -> Optional[str]:
+    """The stage key that produced output ``name`` (None for pipeline-level outputs)."""
+    if name in OUTPUT_STAGE:
+        return OUTPUT_STAGE[name]
+    return "swi" if name.startswith(("swi", "mip")) else None
+
+
+def spatial_valid_mask(gre: GREData) -> Optional[np.ndarray]:
+    """Voxels valid at every echo (and coil) when the reader masked NaN/Inf phase (``nan_policy="mask"``)."""
+    valid = gre.metadata.get("valid_mask") if isinstance(gre.metadata, dict) else None
+    if valid is None:
+        return None
+    v = np.asarray(valid, dtype=bool)
+    while v.ndim > 3:
+        v = v.all(axis=-1)
+    if v.shape != gre.shape:
+        raise QSMInputError(f"metadata['valid_mask'] has shape {v.shape}, not the data's spatial shape {gre.shape}")
+    return v
+
 
 @dataclass
 class PipelineConfig:
@@ -192,6 +220,14 @@ def run_pipeline(
         records.append({"stage": "mask", "method": "user", "params": {}, "seconds": 0.0})
     else:
         m = np.asarray(run_stage("mask", {"magnitude": magnitude, "phase": phase, "labels": labels}), dtype=bool)
+    valid = spatial_valid_mask(gre)
+    if valid is not None:  # NaN/Inf phase voxels (set to 0 by the reader) never enter the processing
+        n_invalid = int(np.count_nonzero(m & ~valid))
+        m = m & valid
+        log(f"[mask] {n_invalid} voxel(s) with NaN/Inf phase removed from the mask")
+        details["invalid_voxels_removed"] = n_invalid
+        if not m.any():
+            raise QSMInputError("no mask voxel has a finite phase at every echo (the NaN/Inf voxels cover the mask)")
     outputs["mask"] = m.astype(np.uint8)
 
     # 3. Unwrapping
@@ -202,6 +238,8 @@ def run_pipeline(
     # Voxels the unwrapping could not trust (low ROMEO quality: mostly the brain edge next to air, where the field
     # is steepest) leave the mask before background removal, whose error they would otherwise dominate.
     m = reliable_mask(m, unwrap.unreliable)
+    if valid is not None:  # hole filling must not put NaN voxels back
+        m &= valid
     outputs["field_mask"] = m.astype(np.uint8)
 
     # 4. Field mapping
@@ -212,7 +250,12 @@ def run_pipeline(
     weight = _weight_from_noise(fmap.noise_sd_hz, m)
 
     # 5. R2*
-    if enabled("r2star") and gre.n_echoes >= 2:
+    if enabled("r2star") and gre.n_echoes >= 2 and gre.magnitude is not None:
+        if cfg.stages["r2star"]["method"] == "arlo" and gre.n_echoes < 3:
+            # ARLO integrates over ≥ 3 echoes; with 2 the log-linear fit is the exact two-point solution
+            cfg = PipelineConfig.from_dict(cfg.to_dict())
+            cfg.set("r2star", "loglinear")
+            log("[r2star] ARLO needs ≥ 3 echoes; 2 echoes: the log-linear (two-point) fit is used")
         r2 = run_stage("r2star", {"magnitude": magnitude, "mask": m})
         outputs["r2star_hz"] = np.asarray(r2, dtype=np.float32)
 
@@ -255,7 +298,9 @@ def run_pipeline(
         "input": {"shape": list(gre.shape), "n_echoes": gre.n_echoes, "n_coils": gre.n_coils,
                   "te_s": [float(t) for t in gre.te_s], "b0_tesla": gre.b0_tesla,
                   "voxel_size_mm": list(vox), "b0_direction": list(gre.b0_direction),
-                  "phase_sign": gre.phase_sign, "metadata": gre.metadata},
+                  "phase_sign": gre.phase_sign,
+                  "metadata": {k: v for k, v in gre.metadata.items() if not isinstance(v, np.ndarray)},
+                  "invalid_voxels_removed": details.get("invalid_voxels_removed", 0)},
         "stages": records,
         "susceptibility_reference": reference_info,
         "units": {"chi_ppm": "ppm", "local_field_ppm": "ppm", "total_field_ppm": "ppm", "field_hz": "Hz",

@@ -73,3 +73,46 @@ def test_parameter_docs_are_generated_from_the_declarations(capsys):
     generated = capsys.readouterr().out.strip()
     doc = (Path(__file__).resolve().parents[1] / "docs" / "parameters.md").read_text()
     assert generated in doc, "docs/parameters.md is stale: regenerate it with `susceptibility-mri params --markdown`"
+
+
+def test_each_map_states_its_stage_method_and_reference(phantom_run):
+    chi = json.loads((phantom_run / "chi_ppm.json").read_text())
+    assert chi["stage"] == "reference" and chi["reference_region"] == chi["method"] == "whole_brain"
+    assert chi["units"] == "ppm"
+    r2 = json.loads((phantom_run / "r2star_hz.json").read_text())
+    assert r2["stage"] == "r2star" and r2["method"] == "arlo" and r2["units"] == "1/s"
+    assert "max_r2star_hz" in r2["parameters"] and "Pei" in r2["method_reference"]
+    local = json.loads((phantom_run / "local_field_ppm.json").read_text())
+    assert local["stage"] == "background" and local["method"] == "pdf"
+    swi = json.loads((phantom_run / "swi.json").read_text())
+    assert swi["stage"] == "swi"
+
+
+REAL = "/work/shared/data/real-gre-small"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(REAL), reason="real sample not available")
+def test_phase_only_with_nans_and_a_mask_file(tmp_path, capsys):
+    """The real phase volume with 1,280 NaN values (no magnitude): an error naming the file by default; with
+    --nan-policy mask and a user mask the NaN voxels leave the mask and the chain runs (no R2* without magnitude)."""
+    ph = f"{REAL}/phase_with_nan.nii.gz"
+    img = nib.load(ph)
+    raw = np.asarray(img.dataobj)
+    m = np.zeros(raw.shape[:3], np.uint8)
+    m[:-10, 10:-10, :] = 1
+    nib.save(nib.Nifti1Image(m, img.affine), tmp_path / "mask.nii.gz")
+    args = ["run", "--phase", ph, "--te-ms-in", "4", "8", "--b0-in", "3", "--phase-rule", "range", "--disable", "swi"]
+    assert main([*args, "--mask-file", str(tmp_path / "mask.nii.gz"), "--out", str(tmp_path / "a")]) == 2
+    assert "phase_with_nan.nii.gz" in capsys.readouterr().err
+    assert main([*args, "--nan-policy", "mask", "--out", str(tmp_path / "b")]) == 2
+    assert "--mask-file" in capsys.readouterr().err
+    out = tmp_path / "c"
+    assert main([*args, "--nan-policy", "mask", "--mask-file", str(tmp_path / "mask.nii.gz"), "--out", str(out)]) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    nan_vox = np.isnan(raw).any(axis=-1)
+    assert prov["input"]["invalid_voxels_removed"] == int((nan_vox & (m > 0)).sum()) > 0
+    qsm_mask = np.asarray(nib.load(out / "qsm_mask.nii.gz").dataobj) > 0
+    assert not qsm_mask[nan_vox].any()
+    assert np.isfinite(np.asarray(nib.load(out / "chi_ppm.nii.gz").dataobj)).all()
+    assert not (out / "r2star_hz.nii.gz").exists()
+    np.testing.assert_array_equal(np.isnan(np.asarray(nib.load(ph).dataobj)), np.isnan(raw))  # input untouched
