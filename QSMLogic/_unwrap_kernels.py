@@ -427,6 +427,33 @@ def mean_phase_coherence(phase, mask):
 
 
 @njit(cache=True, parallel=True)
+def gentle_phase_coherence(phase, mask, ref, limits):
+    """Per echo n, the mean of ``1 − |wrap(Δφ_n)|/π`` over the mask's neighbour pairs where echo ``ref`` steps by
+    less than ``limits[n]`` (rad); ``phase`` is (x, y, z, echo). Returns (sums, counts) per echo."""
+    nx, ny, nz, ne = phase.shape
+    sums = np.zeros((nx, ne), dtype=np.float64)
+    counts = np.zeros((nx, ne), dtype=np.int64)
+    for xp in prange(nx):
+        x = np.int64(xp)
+        for y in range(ny):
+            for z in range(nz):
+                if not mask[x, y, z]:
+                    continue
+                for a in range(3):
+                    x2 = x + 1 if a == 0 else x
+                    y2 = y + 1 if a == 1 else y
+                    z2 = z + 1 if a == 2 else z
+                    if x2 >= nx or y2 >= ny or z2 >= nz or not mask[x2, y2, z2]:
+                        continue
+                    sr = abs(_wrap(phase[x2, y2, z2, ref] - phase[x, y, z, ref]))
+                    for n in range(ne):
+                        if sr < limits[n]:
+                            sums[x, n] += 1.0 - abs(_wrap(phase[x2, y2, z2, n] - phase[x, y, z, n])) / np.pi
+                            counts[x, n] += 1
+    return sums.sum(axis=0), counts.sum(axis=0)
+
+
+@njit(cache=True, parallel=True)
 def sine_laplacian(phase, mask, inv_h2):
     """Schofield & Zhu's ``cos φ ∇² sin φ − sin φ ∇² cos φ`` with the 7-point Laplacian and mirrored borders.
 
