@@ -74,7 +74,7 @@ def test_adaptive_residues_reported(coil_data, capsys):
     counts = [coil.count_residues(_offset_phase(acq, out, n), _snr_mask(acq, out, n)) for n in range(5)]
     with capsys.disabled():
         print(f"\nadaptive combination, {acq.gre.n_coils} coils: residues per echo in the brain {counts}")
-    assert max(counts) <= 0.001 * int(acq.brain_mask.sum())
+    assert max(counts) == 0  # no open-ended singularity where the combined SNR is ≥ 10, as for the other methods
 
 
 def test_aspire_removes_the_whole_offset(coil_data):

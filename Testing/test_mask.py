@@ -30,7 +30,7 @@ def acq50(model):
 
 @pytest.mark.parametrize("snr", [50.0, 100.0])
 def test_magnitude_mask_dice(model, acq50, snr):
-    """Measured Dice 0.985 (2.5 mm grid) — required ≥ 0.95 at SNR 50 and 100 on the 2 mm grid."""
+    """Required Dice ≥ 0.95 at SNR 50 and 100 on the 2 mm grid; measured 0.989 at both."""
     acq = acq50 if snr == 50.0 else simulate_acquisition(model, te_s=TE, b0_tesla=3.0, snr=snr, seed=0)
     m = mask_from_magnitude(acq.gre.magnitude, VOX)
     assert m.dtype == bool and m.shape == model.shape
@@ -39,10 +39,13 @@ def test_magnitude_mask_dice(model, acq50, snr):
     assert np.count_nonzero(m & (model.labels == 1)) < 0.01 * np.count_nonzero(model.labels == 1)
 
 
-def test_phase_quality_mask_dice(model, acq50):
-    g = acq50.gre
+@pytest.mark.parametrize("snr", [50.0, 100.0])
+def test_phase_quality_mask_dice(model, acq50, snr):
+    """Required Dice ≥ 0.95; measured 0.972 at SNR 50 and at SNR 100 (2 mm grid)."""
+    acq = acq50 if snr == 50.0 else simulate_acquisition(model, te_s=TE, b0_tesla=3.0, snr=snr, seed=0)
+    g = acq.gre
     m = mask_from_phase_quality(g.phase_rad, VOX, g.magnitude, g.te_s)
-    assert dice(m, model.brain_mask) >= 0.93  # measured 0.96 (2.5 mm grid)
+    assert dice(m, model.brain_mask) >= 0.95
 
 
 def test_erosion_shrinks_by_the_given_distance(model, acq50):
