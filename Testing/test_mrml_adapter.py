@@ -1,5 +1,6 @@
 """MRML adapter and node-level runs on real MRML nodes (slicer-core): geometry, B0 direction, new result nodes,
-storage round trips, echo handling and the QSM/SWI runs on the head phantom."""
+storage round trips, echo times / B0 from attributes, a (stand-in) DICOM database and BIDS sidecars, sequence
+inputs, segmentation masks, colour legends and the QSM/SWI runs on the head phantom."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ from QSMLib import mrml_adapter as ad  # noqa: E402
 from QSMLib import runner  # noqa: E402
 from QSMLib.worker_protocol import parse_worker_line  # noqa: E402
 
-from QSMLogic.errors import QSMInputError  # noqa: E402
+from QSMLib import param_forms  # noqa: E402
+
+from QSMLogic.errors import QSMCancelled, QSMInputError  # noqa: E402
 from QSMLogic.geometry import b0_direction_from_affine, reverse_axes_affine, rotation_matrix  # noqa: E402
 
 SPACING = (0.8, 1.1, 2.5)
@@ -33,9 +36,29 @@ def scene():
     slicer.mrmlScene = s
     colors = slicer.vtkMRMLColorLogic()  # default colour tables (Grey, Labels) as in Slicer
     colors.SetMRMLScene(s)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()  # as Slicer's Segmentations module does
+    segmentations.SetMRMLScene(s)
+    s.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # as Slicer's Colors module does
     yield s
+    segmentations.SetMRMLScene(None)
     colors.SetMRMLScene(None)
     s.Clear(1)
+
+
+class FakeDicomDatabase:
+    """Stand-in for Slicer's ctkDICOMDatabase: ``instanceValue(uid, "gggg,eeee")`` and ``fileForInstance(uid)``."""
+
+    def __init__(self, values=None, files=None):
+        self.values = dict(values or {})
+        self.files = dict(files or {})
+        self.asked = []
+
+    def instanceValue(self, uid, tag):
+        self.asked.append((uid, tag))
+        return self.values.get((uid, tag), "")
+
+    def fileForInstance(self, uid):
+        return self.files.get(uid, "")
 
 
 def oblique_affine() -> np.ndarray:
@@ -253,6 +276,164 @@ def test_gre_from_nodes_bad_inputs(scene):
         ad.echo_times_from_nodes_s(phs)
 
 
+def _write_dicom(path, uid, echo_time_ms, b0_t, image_type):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, uid
+    ds.EchoTime, ds.MagneticFieldStrength, ds.ImageType = echo_time_ms, b0_t, image_type
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+
+
+def test_echo_times_and_b0_from_slicer_dicom_database(scene, tmp_path):
+    # Slicer's DICOM scalar-volume plugin sets only DICOM.instanceUIDs on the volume; the tags are in the database
+    mags, phs = _echo_nodes(scene, with_attributes=False)
+    values = {}
+    for e, (m, p) in enumerate(zip(mags, phs)):
+        for node, kind in ((m, "M"), (p, "P")):
+            uids = [f"1.2.3.{kind}.{e}.{i}" for i in range(3)]
+            node.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+            for uid in uids:
+                values[(uid, "0018,0081")] = f"{5.0 * (e + 1):g}"
+                values[(uid, "0018,0087")] = "2.89"
+                values[(uid, "0008,0008")] = f"ORIGINAL\\PRIMARY\\{kind}\\ND"
+    db = FakeDicomDatabase(values)
+    assert ad.dicom_instance_uids(phs[0]) == ["1.2.3.P.0.0", "1.2.3.P.0.1", "1.2.3.P.0.2"]
+    assert ad.echo_time_of_node_s(phs[1], db) == (pytest.approx(0.010), "DICOM database (EchoTime)")
+    gre = ad.gre_from_nodes(mags, phs, dicom_database=db)
+    np.testing.assert_allclose(gre.te_s, [0.005, 0.010, 0.015])
+    assert gre.b0_tesla == pytest.approx(2.89)
+    assert gre.metadata["te_source"] == "DICOM database (EchoTime)"
+    assert gre.metadata["b0_source"] == "DICOM database (MagneticFieldStrength)"
+    # the tags are looked up by the node's instance UIDs
+    assert ("1.2.3.P.2.0", "0018,0081") in db.asked and ("1.2.3.P.2.2", "0018,0081") in db.asked
+    # ordering by echo time works through the database too
+    assert ad.sort_echo_nodes(phs[::-1], db) == phs
+    # without a database (slicer-core has no slicer.dicomDatabase) nothing is found, and the user is asked
+    assert ad.default_dicom_database() is None
+    assert ad.echo_times_from_nodes_s(phs) is None
+    with pytest.raises(QSMInputError, match="echo times are missing"):
+        ad.gre_from_nodes(mags, phs)
+    # ImageType: magnitude selected as phase is flagged
+    assert ad.dicom_image_kind(phs[0], db) == "phase" and ad.dicom_image_kind(mags[0], db) == "magnitude"
+    text = ad.describe_inputs(phs, mags, db)
+    assert "Warning: 'mag0' is a magnitude image (DICOM ImageType) but is selected as phase." in text
+    right = ad.describe_inputs(mags, phs, db)
+    assert "Warning" not in right and right.startswith("Detected phase scaling: radians")
+    # a volume mixing echo times across its instances (the echoes were not split into volumes) is an error
+    values[("1.2.3.P.0.2", "0018,0081")] = "20"
+    with pytest.raises(QSMInputError, match="'phase0' mixes EchoTime values \\(5 and 20\\)"):
+        ad.echo_times_from_nodes_s(phs, FakeDicomDatabase(values))
+
+
+def test_dicom_tags_read_from_the_instance_file_when_the_database_has_no_value(scene, tmp_path):
+    node = add_volume(scene, np.zeros((4, 4, 3), np.float32), np.eye(4), "dicom phase")
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.826.0.1.3680043.2.1125.1")
+    path = tmp_path / "im1.dcm"
+    _write_dicom(path, "1.2.826.0.1.3680043.2.1125.1", "7.5", "1.5", ["ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE"])
+    db = FakeDicomDatabase(files={"1.2.826.0.1.3680043.2.1125.1": str(path)})
+    assert ad.dicom_tag_value(node, "EchoTime", db) == "7.5"
+    assert ad.echo_time_of_node_s(node, db) == (pytest.approx(0.0075), "DICOM database (EchoTime)")
+    assert ad.field_strength_of_node_t(node, db) == (pytest.approx(1.5), "DICOM database (MagneticFieldStrength)")
+    assert ad.dicom_image_kind(node, db) == "phase"
+
+
+def test_bids_echo_time_is_seconds_and_sidecars_are_read(scene, tmp_path):
+    mags, phs = _echo_nodes(scene, with_attributes=False)
+    for e, n in enumerate(phs):  # BIDS-style attribute: seconds
+        n.SetAttribute("EchoTime", str(0.005 * (e + 1)))
+    assert ad.echo_times_and_source(phs) == (pytest.approx([0.005, 0.010, 0.015]), "EchoTime attributes (BIDS, s)")
+    with pytest.raises(QSMInputError, match="look like milliseconds"):  # milliseconds there are caught, not used
+        phs[0].SetAttribute("EchoTime", "5")
+        ad.gre_from_nodes(mags, phs, b0_tesla=3.0)
+    # files with BIDS JSON sidecars: EchoTime (s) and MagneticFieldStrength (T) next to the storage file
+    loaded = []
+    for e, n in enumerate(phs):
+        path = tmp_path / f"sub-01_echo-{e + 1}_part-phase_MEGRE.nii.gz"
+        ad.save_volume(n, str(path))
+        (tmp_path / f"sub-01_echo-{e + 1}_part-phase_MEGRE.json").write_text(
+            json.dumps({"EchoTime": 0.004 * (e + 1), "MagneticFieldStrength": 2.89}))
+        loaded.append(ad.load_volume(scene, str(path), f"bids phase {e + 1}"))
+    assert ad.storage_file(loaded[0]).endswith("echo-1_part-phase_MEGRE.nii.gz")
+    acq = ad.acquisition_from_nodes(None, loaded)
+    np.testing.assert_allclose(acq.te_s, [0.004, 0.008, 0.012])
+    assert (acq.te_source, acq.b0_tesla, acq.b0_source) == ("BIDS JSON sidecars", 2.89, "BIDS JSON sidecar")
+    gre = ad.gre_from_nodes(None, loaded)
+    assert gre.metadata["te_source"] == "BIDS JSON sidecars" and gre.b0_tesla == pytest.approx(2.89)
+    # a 4D file loaded as a sequence: the sequence's own sidecar lists the echo times; a "time" index is not one
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "bids 4D phase")
+    seq.SetIndexName("time")
+    seq.SetIndexUnit("s")
+    for e, n in enumerate(phs):
+        seq.SetDataNodeAtValue(n, str(float(e)))
+    assert ad.echo_times_from_sequence_s(seq) is None
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
+    storage.SetFileName(str(tmp_path / "sub-01_part-phase_MEGRE.nii.gz"))
+    seq.SetAndObserveStorageNodeID(storage.GetID())
+    (tmp_path / "sub-01_part-phase_MEGRE.json").write_text(
+        json.dumps({"EchoTime": [0.003, 0.006, 0.009], "MagneticFieldStrength": 7.0}))
+    acq = ad.acquisition_from_nodes(None, seq)
+    np.testing.assert_allclose(acq.te_s, [0.003, 0.006, 0.009])
+    assert acq.te_source == "BIDS JSON sidecar" and acq.b0_tesla == 7.0
+
+
+def test_segmentation_mask_is_exported_onto_the_echo_grid(scene):
+    aff = oblique_affine()
+    ref = add_volume(scene, np.zeros((12, 10, 8), np.float32), aff, "ref")
+    m = np.zeros((12, 10, 8), np.int16)
+    m[3:8, 2:7, 2:6] = 1
+    m[9:11, 7:9, 5:7] = 2  # a second segment
+    lab = add_volume(scene, m, aff, "labels", "vtkMRMLLabelMapVolumeNode")
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "brain segmentation")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(lab, seg)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 2
+    n_labelmaps = scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode")
+    mask = ad.mask_from_node(seg, ref)
+    np.testing.assert_array_equal(mask, m > 0)  # union of all segments, on the reference grid
+    assert scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == n_labelmaps  # temporary node removed
+    # a segmentation drawn on another grid (coarser, shifted) is resampled onto the echo grid
+    coarse = np.eye(4)
+    coarse[:3, :3] = aff[:3, :3] * 2.0
+    coarse[:3, 3] = aff[:3, 3]
+    c = np.zeros((6, 5, 4), np.int16)
+    c[1:4, 1:4, 1:3] = 1
+    seg2 = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "coarse segmentation")
+    slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+        add_volume(scene, c, coarse, "coarse labels", "vtkMRMLLabelMapVolumeNode"), seg2)
+    mask2 = ad.mask_from_node(seg2, ref)
+    assert mask2.shape == (12, 10, 8)
+    fine_inside = np.argwhere(mask2)
+    assert mask2.sum() == pytest.approx(c.sum() * 8, rel=0.35)  # each coarse voxel covers 2x2x2 fine voxels
+    assert fine_inside.min(axis=0).tolist() >= [1, 1, 1] and fine_inside.max(axis=0).tolist() <= [8, 8, 6]
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty segmentation")
+    with pytest.raises(QSMInputError, match="segmentation 'empty segmentation' has no segments"):
+        ad.mask_from_node(empty, ref)
+
+
+def test_qsm_results_get_a_colour_legend(scene):
+    src = add_volume(scene, np.zeros((5, 4, 3), np.float32), np.eye(4), "ref")
+    out = ad.outputs_to_nodes(scene, {"chi_ppm": np.zeros((5, 4, 3), np.float32),
+                                      "swi": np.ones((5, 4, 3), np.float32)}, src, "legend run")
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(out["chi_ppm"])
+    assert legend is not None and legend.IsA("vtkMRMLColorLegendDisplayNode")
+    assert legend.GetTitleText() == "Susceptibility (ppm)" and legend.GetLabelFormat() == "%.2f"
+    assert legend.GetVisibility() and legend.GetPrimaryDisplayNode() is out["chi_ppm"].GetDisplayNode()
+    assert slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(out["swi"]) is None  # SWI: no quantitative scale
+    # where colour legends are unavailable (no Colors module registering the node class), none is added
+    bare = slicer.vtkMRMLScene()
+    node = add_volume(bare, np.zeros((3, 3, 3), np.float32), np.eye(4), "bare")
+    node.CreateDefaultDisplayNodes()
+    assert ad.add_color_legend(node, "x") is None
+    bare.Clear(1)
+
+
 def test_parse_echo_times_ms():
     assert ad.parse_echo_times_ms("4, 8;12  16") == pytest.approx([0.004, 0.008, 0.012, 0.016])
     with pytest.raises(QSMInputError, match="cannot read echo times"):
@@ -306,7 +487,7 @@ def _phantom_nodes(scene, acq):
 @pytest.fixture(scope="module")
 def direct_result(phantom):
     pipeline = pytest.importorskip("QSMLogic.pipeline")
-    return pipeline.run_pipeline(phantom.gre)
+    return pipeline.run_pipeline(phantom.gre, runner.as_config(None))  # the module defaults (16 mm mIP slab)
 
 
 def test_qsm_run_on_nodes_matches_library_and_truth(scene, phantom, direct_result):
@@ -314,7 +495,7 @@ def test_qsm_run_on_nodes_matches_library_and_truth(scene, phantom, direct_resul
     events = []
     out = runner.run_qsm_on_nodes(scene, mags, phs, phantom.gre.te_s, 3.0, run_name="phantom run",
                                   progress=lambda f, label: events.append((f, label)))
-    assert set(runner.DEFAULT_OUTPUTS) - {"mip"} <= set(out)
+    assert set(runner.DEFAULT_OUTPUTS) <= set(out)  # the mIP included: the module asks for a 16 mm slab
     for key, node in out.items():  # exactly the library's maps, on the input grid
         np.testing.assert_array_equal(ad.array_ijk(node), direct_result.outputs[key].astype(np.asarray(
             ad.array_ijk(node)).dtype))
@@ -335,6 +516,11 @@ def test_qsm_run_on_nodes_matches_library_and_truth(scene, phantom, direct_resul
     assert prov["run_name"] == "phantom run" and prov["output"] == "chi_ppm"
     assert [s["stage"] for s in prov["stages"]][-1] == "swi"
     assert prov["slicer_inputs"]["phase_nodes"] == [f"phase{e}" for e in range(5)]
+    swi_params = next(st for st in prov["stages"] if st["stage"] == "swi")["params"]
+    assert swi_params["mip_slab_mm"] == param_forms.MODULE_DEFAULTS["swi"]["mip_slab_mm"] == 16.0
+    assert out["mip"].GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
+    mip, swi = np.asarray(ad.array_ijk(out["mip"])), np.asarray(ad.array_ijk(out["swi"]))
+    assert mip.shape == swi.shape and (mip <= swi + 1e-6).all()  # a minimum over a slab containing the voxel
 
 
 def test_worker_round_trip_matches_in_process_run(scene, phantom, direct_result, tmp_path):
@@ -369,7 +555,12 @@ def test_swi_run_on_nodes_matches_library(scene, phantom):
     from QSMLogic.swi import swi_homodyne
 
     mags, phs = _phantom_nodes(scene, phantom)
-    out = runner.run_swi_on_nodes(scene, mags, phs, phantom.gre.te_s, params={"mip_slab_mm": 12.0})
+    events = []
+    out = runner.run_swi_on_nodes(scene, mags, phs, phantom.gre.te_s, params={"mip_slab_mm": 12.0},
+                                  progress=lambda f, label: events.append((f, label)))
+    fractions = [f for f, _ in events]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert any(label.startswith("SWI: ") for _, label in events)
     g = phantom.gre
     ref = swi_homodyne(g.magnitude, g.phase_rad, g.voxel_size_mm, te_s=g.te_s, b0_direction=g.b0_direction,
                        mip_slab_mm=12.0)
@@ -386,6 +577,20 @@ def test_swi_run_on_nodes_matches_library(scene, phantom):
     assert vein.sum() > 20
     swi = np.asarray(ad.array_ijk(out["swi"]))
     assert swi[vein].mean() < 0.9 * swi[wm].mean()
+    # module default: a 16 mm mIP slab when the caller does not choose one
+    default = runner.run_swi_on_nodes(scene, mags, phs, g.te_s, run_name="SWI default")
+    assert "mip" in default and ad.read_provenance(default["swi"])["stages"][0]["params"]["mip_slab_mm"] == 16.0
+    # cancel: QSMCancelled at the next step, and no node is added
+    n_nodes = scene.GetNumberOfNodes()
+    calls = []
+
+    def cancel_after_reading():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(QSMCancelled):
+        runner.run_swi_on_nodes(scene, mags, phs, g.te_s, cancel=cancel_after_reading)
+    assert scene.GetNumberOfNodes() == n_nodes
     with pytest.raises(QSMInputError, match="needs QSM maps"):
         runner.run_swi_on_nodes(scene, mags, phs, g.te_s, method="swim")
     with pytest.raises(QSMInputError, match="needs magnitude"):

@@ -13,6 +13,7 @@ gives an oblique B0 direction ``R^T·(0, 0, 1)`` (R the unit IJK-to-RAS directio
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,15 +25,22 @@ import vtk
 from QSMLogic.errors import QSMInputError
 from QSMLogic.geometry import b0_direction_from_affine, check_affine, voxel_size_from_affine
 from QSMLogic.gre import GREData
-from QSMLogic.io.phase_scaling import phase_to_radians
+
+# QSMLogic.io.phase_scaling is imported where it is used: importing the QSMLogic.io package loads nibabel, pydicom
+# and pynrrd, which may not be installed yet when the widget first reads the selected nodes.
 
 #: Node attribute holding the JSON provenance of a result.
 PROVENANCE_ATTRIBUTE = "SusceptibilityMRI.Provenance"
 #: Node attribute naming the output (e.g. "chi_ppm") of a result node.
 OUTPUT_ATTRIBUTE = "SusceptibilityMRI.Output"
-#: Node attributes read for echo time (milliseconds, as DICOM EchoTime) and field strength (tesla).
-ECHO_TIME_ATTRIBUTES_MS = ("DICOM.EchoTime", "EchoTime")
-FIELD_STRENGTH_ATTRIBUTES_T = ("DICOM.MagneticFieldStrength", "MagneticFieldStrength")
+#: Node attributes read for echo time: DICOM-style in milliseconds, BIDS-style in seconds; field strength in tesla.
+ECHO_TIME_ATTRIBUTES_MS = ("DICOM.EchoTime",)
+ECHO_TIME_ATTRIBUTES_S = ("EchoTime", "BIDS.EchoTime")
+FIELD_STRENGTH_ATTRIBUTES_T = ("DICOM.MagneticFieldStrength", "MagneticFieldStrength", "BIDS.MagneticFieldStrength")
+#: Attribute Slicer's DICOM scalar-volume plugin sets on a loaded volume: its SOP instance UIDs, space separated.
+INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+#: DICOM tags read through Slicer's DICOM database for such volumes ("gggg,eeee" as ctkDICOMDatabase expects).
+DICOM_TAGS = {"EchoTime": "0018,0081", "MagneticFieldStrength": "0018,0087", "ImageType": "0008,0008"}
 #: Relative and absolute tolerances for "same geometry" between echo volumes.
 GEOMETRY_RTOL = 1e-5
 GEOMETRY_ATOL_MM = 1e-4
@@ -43,21 +51,24 @@ LABEL_OUTPUTS = frozenset({"mask", "qsm_mask", "field_mask"})
 
 @dataclass(frozen=True)
 class DisplayPreset:
-    """Window/level of a result volume (``None`` = automatic window) and its grey colour map."""
+    """Window/level of a result volume (``None`` = automatic window), its grey colour map, and the title and number
+    format of its colour legend (``legend=None``: no legend)."""
 
     window: Optional[float] = None
     level: Optional[float] = None
     description: str = ""
+    legend: Optional[str] = None
+    legend_format: str = "%.2f"
 
 
 #: Display of each pipeline output: QSM grey at −0.15..+0.25 ppm (window 0.40, level 0.05), fields ±0.1 ppm, SWI,
-#: mIP and magnitude grey with an automatic window.
+#: mIP and magnitude grey with an automatic window. Quantitative maps get a colour legend (colour bar).
 DISPLAY_PRESETS: Dict[str, DisplayPreset] = {
-    "chi_ppm": DisplayPreset(0.40, 0.05, "QSM: -0.15..+0.25 ppm"),
-    "local_field_ppm": DisplayPreset(0.10, 0.0, "local field: -0.05..+0.05 ppm"),
-    "total_field_ppm": DisplayPreset(2.0, 0.0, "total field: -1..+1 ppm"),
-    "field_hz": DisplayPreset(200.0, 0.0, "field: -100..+100 Hz"),
-    "r2star_hz": DisplayPreset(60.0, 30.0, "R2*: 0..60 1/s"),
+    "chi_ppm": DisplayPreset(0.40, 0.05, "QSM: -0.15..+0.25 ppm", "Susceptibility (ppm)", "%.2f"),
+    "local_field_ppm": DisplayPreset(0.10, 0.0, "local field: -0.05..+0.05 ppm", "Local field (ppm)", "%.3f"),
+    "total_field_ppm": DisplayPreset(2.0, 0.0, "total field: -1..+1 ppm", "Total field (ppm)", "%.1f"),
+    "field_hz": DisplayPreset(200.0, 0.0, "field: -100..+100 Hz", "Field (Hz)", "%.0f"),
+    "r2star_hz": DisplayPreset(60.0, 30.0, "R2*: 0..60 1/s", "R2* (1/s)", "%.0f"),
     "swi": DisplayPreset(None, None, "SWI: automatic"),
     "mip": DisplayPreset(None, None, "mIP: automatic"),
     "magnitude": DisplayPreset(None, None, "magnitude: automatic"),
@@ -150,11 +161,21 @@ def nodes_from_sequence(sequence_node: Any) -> List[Any]:
     return [sequence_node.GetNthDataNode(i) for i in range(n)]
 
 
+#: A sequence's index gives echo times only when its name says so (Slicer's MultiVolume importer names it after the
+#: frame-identifying DICOM tag, "EchoTime") and its unit is ms or s; a 4D NIfTI loaded as a sequence has a "time"
+#: index, which is not an echo time.
+ECHO_INDEX_NAMES = re.compile(r"echo|^te$", re.IGNORECASE)
+
+
+def is_sequence(node: Any) -> bool:
+    return node is not None and not isinstance(node, (list, tuple)) and node.IsA("vtkMRMLSequenceNode")
+
+
 def echo_times_from_sequence_s(sequence_node: Any) -> Optional[List[float]]:
-    """Echo times from a sequence's index values when its index unit is ms or s; ``None`` otherwise."""
+    """Echo times from a sequence's index values when the index is an echo time in ms or s; ``None`` otherwise."""
     unit = (sequence_node.GetIndexUnit() or "").strip().lower()
     factor = {"ms": 1e-3, "s": 1.0}.get(unit)
-    if factor is None:
+    if factor is None or not ECHO_INDEX_NAMES.search((sequence_node.GetIndexName() or "").strip()):
         return None
     try:
         return [float(sequence_node.GetNthIndexValue(i)) * factor for i in range(sequence_node.GetNumberOfDataNodes())]
@@ -173,13 +194,13 @@ def as_node_list(nodes: Any) -> List[Any]:
     return [nodes]
 
 
-def sort_echo_nodes(nodes: Sequence[Any]) -> List[Any]:
-    """Echo volumes ordered by their DICOM.EchoTime attribute when every node has one, else as given."""
+def sort_echo_nodes(nodes: Sequence[Any], database: Any = None) -> List[Any]:
+    """Echo volumes ordered by echo time when every node has one (see :func:`echo_time_of_node_s`), else as given."""
     nodes = list(nodes)
-    te = [_first_attribute(n, ECHO_TIME_ATTRIBUTES_MS) for n in nodes]
+    te = [echo_time_of_node_s(n, database) for n in nodes]
     if any(t is None for t in te):
         return nodes
-    return [n for _, n in sorted(zip(te, nodes), key=lambda p: p[0])]
+    return [n for _, n in sorted(zip(te, nodes), key=lambda p: p[0][0])]
 
 
 def stack_echoes(nodes: Sequence[Any], what: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -194,7 +215,16 @@ def stack_echoes(nodes: Sequence[Any], what: str) -> Tuple[np.ndarray, np.ndarra
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Acquisition parameters
+# Acquisition parameters: echo time and field strength from node attributes, Slicer's DICOM database or BIDS
+#
+# Where each value is looked for, per node, first hit wins:
+#   1. node attributes DICOM.EchoTime (ms) / DICOM.MagneticFieldStrength (T), as scripts or other importers set them;
+#   2. Slicer's DICOM database, for volumes loaded by the DICOM module (their attribute DICOM.instanceUIDs names the
+#      SOP instances): tags EchoTime (0018,0081, ms) and MagneticFieldStrength (0018,0087, T);
+#   3. BIDS-style attributes EchoTime (s) / MagneticFieldStrength (T);
+#   4. the BIDS JSON sidecar next to the node's storage file (``x.nii.gz`` → ``x.json``; EchoTime in s).
+# A sequence node is asked first for its echo-time index, then for its own storage file's sidecar (a 4D file's
+# sidecar lists every echo time), then through its data nodes.
 
 
 def parse_echo_times_ms(text: str) -> List[float]:
@@ -209,32 +239,224 @@ def parse_echo_times_ms(text: str) -> List[float]:
     return [v * 1e-3 for v in values]
 
 
-def _first_attribute(node: Any, names: Sequence[str]) -> Optional[float]:
+def _number(node: Any, what: str, text: Any) -> float:
+    try:
+        return float(str(text).split("\\")[0])
+    except ValueError:
+        raise QSMInputError(f"node '{_node_name(node)}' {what}={text!r} is not a number") from None
+
+
+def _attribute(node: Any, names: Sequence[str]) -> Optional[Tuple[str, float]]:
+    """(attribute name, value) of the first of ``names`` the node carries."""
     for name in names:
         v = node.GetAttribute(name)
         if v:
-            try:
-                return float(str(v).split("\\")[0])
-            except ValueError:
-                raise QSMInputError(f"node '{_node_name(node)}' attribute {name}={v!r} is not a number") from None
+            return name, _number(node, f"attribute {name}", v)
     return None
 
 
-def echo_times_from_nodes_s(nodes: Sequence[Any]) -> Optional[List[float]]:
-    """Echo times (s) from the nodes' DICOM.EchoTime attributes (ms); ``None`` if any node lacks it."""
-    values = [_first_attribute(n, ECHO_TIME_ATTRIBUTES_MS) for n in nodes]
-    if any(v is None for v in values):
+def _first_attribute(node: Any, names: Sequence[str]) -> Optional[float]:
+    found = _attribute(node, names)
+    return None if found is None else found[1]
+
+
+def default_dicom_database() -> Any:
+    """Slicer's DICOM database (``slicer.dicomDatabase``) when the application has one, else ``None``."""
+    return getattr(slicer, "dicomDatabase", None)
+
+
+def dicom_instance_uids(node: Any) -> List[str]:
+    """SOP instance UIDs of a volume loaded by Slicer's DICOM module (attribute DICOM.instanceUIDs)."""
+    return (node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split()
+
+
+def _tag_with_pydicom(path: str, keyword: str) -> Optional[str]:
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:
         return None
-    return [float(v) * 1e-3 for v in values]  # type: ignore[arg-type]
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[keyword])
+    except (OSError, InvalidDicomError):
+        return None
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__"):  # pydicom MultiValue
+        return "\\".join(str(v) for v in value)
+    return str(value)
 
 
-def field_strength_from_nodes_t(nodes: Sequence[Any]) -> Optional[float]:
-    """B0 (T) from the first node carrying DICOM.MagneticFieldStrength; ``None`` if none does."""
-    for n in nodes:
-        v = _first_attribute(n, FIELD_STRENGTH_ATTRIBUTES_T)
-        if v is not None:
-            return v
+def dicom_tag_value(node: Any, keyword: str, database: Any = None, instance: int = 0) -> Optional[str]:
+    """A DICOM tag (a key of :data:`DICOM_TAGS`) of one SOP instance of a volume loaded by Slicer's DICOM module.
+
+    ``database`` is a ctkDICOMDatabase (default: ``slicer.dicomDatabase``); its ``instanceValue(uid, "gggg,eeee")``
+    answers from the tag cache or the file header. When it has no value, the instance's file
+    (``fileForInstance(uid)``) is read with pydicom. ``None`` for nodes without DICOM.instanceUIDs, without a
+    database, or without the tag.
+    """
+    uids = dicom_instance_uids(node)
+    db = default_dicom_database() if database is None else database
+    if not uids or db is None:
+        return None
+    uid = uids[instance]
+    value = db.instanceValue(uid, DICOM_TAGS[keyword]) if hasattr(db, "instanceValue") else ""
+    if value and str(value).strip():
+        return str(value).strip()
+    path = db.fileForInstance(uid) if hasattr(db, "fileForInstance") else ""
+    if path and os.path.isfile(str(path)):
+        return _tag_with_pydicom(str(path), keyword)
     return None
+
+
+def _dicom_number(node: Any, keyword: str, database: Any, consistent: bool = False) -> Optional[float]:
+    """A numeric DICOM tag of the node's first instance; with ``consistent``, the last instance must agree."""
+    first = dicom_tag_value(node, keyword, database, 0)
+    if first is None:
+        return None
+    value = _number(node, f"DICOM {keyword}", first)
+    if consistent and len(dicom_instance_uids(node)) > 1:
+        last = dicom_tag_value(node, keyword, database, -1)
+        if last is not None:
+            other = _number(node, f"DICOM {keyword}", last)
+            if not np.isclose(other, value, rtol=1e-6, atol=1e-9):
+                raise QSMInputError(
+                    f"volume '{_node_name(node)}' mixes {keyword} values ({value:g} and {other:g}) across its DICOM "
+                    f"instances: load each echo as its own volume (DICOM module: one loadable per echo)")
+    return value
+
+
+def storage_file(node: Any) -> Optional[str]:
+    """The file a node was loaded from (its storage node's file name), ``None`` if it has none."""
+    get = getattr(node, "GetStorageNode", None)
+    storage = get() if get is not None else None
+    name = storage.GetFileName() if storage is not None else None
+    return str(name) if name else None
+
+
+def sidecar_of_node(node: Any) -> Dict[str, Any]:
+    """The BIDS JSON sidecar next to the node's storage file ({} when there is none); see QSMLogic.io.nifti."""
+    path = storage_file(node)
+    if not path:
+        return {}
+    from QSMLogic.io.nifti import read_sidecar
+
+    return read_sidecar(path)
+
+
+def _sidecar_echo_times(meta: Dict[str, Any]) -> Optional[List[float]]:
+    if not meta:
+        return None
+    from QSMLogic.io.nifti import sidecar_echo_times
+
+    return sidecar_echo_times(meta)
+
+
+def echo_time_of_node_s(node: Any, database: Any = None) -> Optional[Tuple[float, str]]:
+    """(echo time in s, where it came from) of one echo volume, or ``None`` (lookup order: see the section notes)."""
+    found = _attribute(node, ECHO_TIME_ATTRIBUTES_MS)
+    if found is not None:
+        return found[1] * 1e-3, f"{found[0]} attributes"
+    ms = _dicom_number(node, "EchoTime", database, consistent=True)
+    if ms is not None:
+        return ms * 1e-3, "DICOM database (EchoTime)"
+    found = _attribute(node, ECHO_TIME_ATTRIBUTES_S)
+    if found is not None:
+        return found[1], f"{found[0]} attributes (BIDS, s)"
+    te = _sidecar_echo_times(sidecar_of_node(node))
+    if te is not None and len(te) == 1:
+        return te[0], "BIDS JSON sidecars"
+    return None
+
+
+def field_strength_of_node_t(node: Any, database: Any = None) -> Optional[Tuple[float, str]]:
+    """(B0 in T, where it came from) of one volume, or ``None``."""
+    found = _attribute(node, FIELD_STRENGTH_ATTRIBUTES_T[:1])
+    if found is not None:
+        return found[1], f"{found[0]} attribute"
+    t = _dicom_number(node, "MagneticFieldStrength", database)
+    if t is not None:
+        return t, "DICOM database (MagneticFieldStrength)"
+    found = _attribute(node, FIELD_STRENGTH_ATTRIBUTES_T[1:])
+    if found is not None:
+        return found[1], f"{found[0]} attribute"
+    meta = sidecar_of_node(node)
+    if meta.get("MagneticFieldStrength") is not None:
+        return _number(node, "sidecar MagneticFieldStrength", meta["MagneticFieldStrength"]), "BIDS JSON sidecar"
+    return None
+
+
+def _join_sources(sources: Sequence[str]) -> str:
+    return " + ".join(dict.fromkeys(sources))
+
+
+def echo_times_and_source(nodes: Sequence[Any], database: Any = None) -> Tuple[Optional[List[float]], str]:
+    """Echo times (s) of the echo volumes and their source; ``(None, "")`` if any volume has none."""
+    found = [echo_time_of_node_s(n, database) for n in nodes]
+    if not found or any(f is None for f in found):
+        return None, ""
+    return [f[0] for f in found], _join_sources([f[1] for f in found])  # type: ignore[index]
+
+
+def echo_times_from_nodes_s(nodes: Sequence[Any], database: Any = None) -> Optional[List[float]]:
+    """Echo times (s) of the echo volumes (attributes, DICOM database or BIDS); ``None`` if any volume lacks one."""
+    return echo_times_and_source(nodes, database)[0]
+
+
+def field_strength_from_nodes_t(nodes: Sequence[Any], database: Any = None) -> Optional[float]:
+    """B0 (T) from the first node that has one (attributes, DICOM database or BIDS sidecar); ``None`` if none does."""
+    return field_strength_and_source(nodes, database)[0]
+
+
+def field_strength_and_source(nodes: Sequence[Any], database: Any = None) -> Tuple[Optional[float], str]:
+    for n in nodes:
+        found = field_strength_of_node_t(n, database)
+        if found is not None:
+            return found
+    return None, ""
+
+
+def sequence_echo_times_and_source(sequence_node: Any, database: Any = None) -> Tuple[Optional[List[float]], str]:
+    """Echo times (s) of a sequence: its echo-time index, its storage file's sidecar, or its data nodes."""
+    te = echo_times_from_sequence_s(sequence_node)
+    if te is not None:
+        return te, "sequence index"
+    te = _sidecar_echo_times(sidecar_of_node(sequence_node))
+    if te is not None and len(te) == sequence_node.GetNumberOfDataNodes():
+        return te, "BIDS JSON sidecar"
+    return echo_times_and_source(nodes_from_sequence(sequence_node), database)
+
+
+@dataclass(frozen=True)
+class AcquisitionInfo:
+    """Echo times (s) and B0 (T) found in the data, each with where it came from (``None``/"" when not found)."""
+
+    te_s: Optional[List[float]]
+    te_source: str
+    b0_tesla: Optional[float]
+    b0_source: str
+
+
+def acquisition_from_nodes(magnitude_nodes: Any, phase_nodes: Any, database: Any = None) -> AcquisitionInfo:
+    """Echo times and B0 of the selected echoes from the data (phase first, then magnitude), for the GUI and runs."""
+    te: Optional[List[float]] = None
+    te_source = ""
+    for nodes in (phase_nodes, magnitude_nodes):
+        if te is not None or nodes is None or (isinstance(nodes, (list, tuple)) and not nodes):
+            continue
+        te, te_source = (sequence_echo_times_and_source(nodes, database) if is_sequence(nodes)
+                         else echo_times_and_source(as_node_list(nodes), database))
+    b0, b0_source = field_strength_and_source(as_node_list(phase_nodes) + as_node_list(magnitude_nodes), database)
+    if b0 is None:
+        for seq in (phase_nodes, magnitude_nodes):
+            if is_sequence(seq):
+                meta = sidecar_of_node(seq)
+                if meta.get("MagneticFieldStrength") is not None:
+                    b0 = _number(seq, "sidecar MagneticFieldStrength", meta["MagneticFieldStrength"])
+                    b0_source = "BIDS JSON sidecar"
+                    break
+    return AcquisitionInfo(te, te_source, b0, b0_source)
 
 
 def gre_from_nodes(
@@ -245,14 +467,18 @@ def gre_from_nodes(
     phase_rule: str = "auto",
     phase_sign: int = 1,
     b0_world: Sequence[float] = (0.0, 0.0, 1.0),
+    dicom_database: Any = None,
 ) -> GREData:
     """Build a :class:`GREData` ((i, j, k, echo) arrays) from echo volume nodes or sequence nodes.
 
-    Echo times: ``echo_times_s`` if given, else the sequence index (ms/s) or the nodes' DICOM.EchoTime (ms). B0:
-    ``b0_tesla`` if given, else DICOM.MagneticFieldStrength. Phase is converted to radians by
+    Echo times: ``echo_times_s`` if given, else from the data (:func:`acquisition_from_nodes`: sequence index, node
+    attributes, Slicer's DICOM database — ``dicom_database``, default ``slicer.dicomDatabase`` — or BIDS). B0:
+    ``b0_tesla`` if given and positive, else from the data the same way. Phase is converted to radians by
     :func:`QSMLogic.io.phase_to_radians` with ``phase_rule`` (``"auto"`` chooses only on checked evidence); the
     rule and its evidence go into ``metadata["phase_scaling"]``. Magnitude nodes may be empty (phase-only data).
     """
+    from QSMLogic.io.phase_scaling import phase_to_radians
+
     ph_nodes = as_node_list(phase_nodes)
     mag_nodes = as_node_list(magnitude_nodes)
     if not ph_nodes:
@@ -263,22 +489,24 @@ def gre_from_nodes(
     raw_phase, aff = stack_echoes(ph_nodes, "phase volumes")
     names = ", ".join(_node_name(n) for n in ph_nodes)
     phase, rule, evidence = phase_to_radians(raw_phase, rule=phase_rule, name=f"phase volumes ({names})")
+    del raw_phase
     magnitude = stack_echoes(mag_nodes, "magnitude volumes")[0] if mag_nodes else None
 
-    te_source = "user"
     te = list(echo_times_s) if echo_times_s is not None and len(echo_times_s) else None
-    if te is None and phase_nodes is not None and not isinstance(phase_nodes, (list, tuple)) \
-            and phase_nodes.IsA("vtkMRMLSequenceNode"):
-        te, te_source = echo_times_from_sequence_s(phase_nodes), "sequence index"
+    te_source, b0_source = "user", "user"
+    user_b0 = b0_tesla is not None and b0_tesla > 0
+    if te is None or not user_b0:
+        acq = acquisition_from_nodes(magnitude_nodes, phase_nodes, dicom_database)
+        if te is None:
+            te, te_source = acq.te_s, acq.te_source
+        if not user_b0:
+            b0_tesla, b0_source = acq.b0_tesla, acq.b0_source
     if te is None:
-        te, te_source = echo_times_from_nodes_s(ph_nodes), "DICOM.EchoTime attributes"
-    if te is None:
-        raise QSMInputError("echo times are missing: the volumes carry no DICOM.EchoTime; enter them (ms)")
-    b0_source = "user"
-    if b0_tesla is None or b0_tesla <= 0:
-        b0_tesla, b0_source = field_strength_from_nodes_t(ph_nodes + mag_nodes), "DICOM.MagneticFieldStrength"
+        raise QSMInputError("echo times are missing: the volumes carry none (DICOM.EchoTime attribute, DICOM "
+                            "database, BIDS EchoTime or JSON sidecar); enter them (ms)")
     if b0_tesla is None:
-        raise QSMInputError("B0 is missing: the volumes carry no DICOM.MagneticFieldStrength; enter it (T)")
+        raise QSMInputError("B0 is missing: the volumes carry no field strength (DICOM MagneticFieldStrength or "
+                            "BIDS sidecar); enter it (T)")
     meta = {
         "phase_nodes": [_node_name(n) for n in ph_nodes],
         "magnitude_nodes": [_node_name(n) for n in mag_nodes],
@@ -289,8 +517,88 @@ def gre_from_nodes(
                    phase_sign=phase_sign, b0_direction=b0_direction_from_affine(aff, b0_world), metadata=meta)
 
 
+def dicom_image_kind(node: Any, database: Any = None) -> Optional[str]:
+    """"magnitude" or "phase" from the DICOM ImageType (0008,0008) of a DICOM-loaded volume; ``None`` if unclear.
+
+    Siemens writes ``ORIGINAL\\PRIMARY\\M\\ND`` / ``…\\P\\ND``, Philips ``…\\M_FFE\\M\\FFE`` / ``…\\PHASE MAP\\P\\FFE``.
+    """
+    value = dicom_tag_value(node, "ImageType", database)
+    if not value:
+        return None
+    parts = {p.strip().upper() for p in value.split("\\")}
+    magnitude = bool(parts & {"M", "MAGNITUDE"})
+    phase = bool(parts & {"P", "PHASE", "PHASE MAP"})
+    if magnitude == phase:
+        return None
+    return "magnitude" if magnitude else "phase"
+
+
+def describe_inputs(magnitude_nodes: Any, phase_nodes: Any, database: Any = None) -> str:
+    """Text for the GUI: the phase scaling the "auto" rule would choose (or why it cannot), and DICOM ImageType
+    warnings for a magnitude image selected as phase or the reverse. Never raises for missing packages."""
+    lines = []
+    ph, mags = as_node_list(phase_nodes), as_node_list(magnitude_nodes)
+    try:
+        from QSMLogic.io.phase_scaling import phase_to_radians
+
+        raw, _ = stack_echoes(ph, "phase volumes")
+        _, rule, evidence = phase_to_radians(raw, "auto", name="phase")
+        lines.append(f"Detected phase scaling: {rule} ({evidence})")
+    except ImportError as exc:
+        lines.append(f"Phase scaling is checked once the Python packages are installed ({exc.name or exc} is "
+                     "missing): use 'Install Python packages…'.")
+    except QSMInputError as exc:
+        lines.append(f"Phase scaling: {exc}")
+    for role, nodes, wrong in (("phase", ph, "magnitude"), ("magnitude", mags, "phase")):
+        for n in nodes:
+            if dicom_image_kind(n, database) == wrong:
+                lines.append(f"Warning: '{_node_name(n)}' is a {wrong} image (DICOM ImageType) but is selected as "
+                             f"{role}.")
+    return "\n".join(lines)
+
+
+def segmentation_to_mask(segmentation_node: Any, reference_node: Any) -> np.ndarray:
+    """Boolean (i, j, k) mask on the reference volume's grid: the union of all segments of a segmentation node.
+
+    Exported with ``vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode`` in the reference geometry
+    (resampled where the segmentation's own grid differs) into a temporary label map that is removed afterwards.
+    """
+    _check_volume(reference_node, "reference volume")
+    segmentation = segmentation_node.GetSegmentation()
+    name = _node_name(segmentation_node)
+    if segmentation is None or segmentation.GetNumberOfSegments() == 0:
+        raise QSMInputError(f"segmentation '{name}' has no segments")
+    logic = getattr(slicer, "vtkSlicerSegmentationsModuleLogic", None)
+    scene = segmentation_node.GetScene() or reference_node.GetScene()
+    if logic is None or scene is None:
+        raise QSMInputError(f"segmentation '{name}': a mask from a segmentation needs the Segmentations module logic "
+                            "and the node in a scene")
+    labelmap_name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    if not segmentation.ContainsRepresentation(labelmap_name):
+        segmentation_node.CreateBinaryLabelmapRepresentation()
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName(f"{name} mask"))
+    label.SetHideFromEditors(True)
+    try:
+        ids = vtk.vtkStringArray()
+        segmentation.GetSegmentIDs(ids)
+        ok = logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, label, reference_node,
+                                                slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        if not ok or label.GetImageData() is None:
+            raise QSMInputError(f"segmentation '{name}' could not be exported onto '{_node_name(reference_node)}'")
+        check_same_geometry([reference_node, label], "mask (from segmentation) and echo volumes")
+        m = np.asarray(array_ijk(label)) != 0
+    finally:
+        scene.RemoveNode(label)
+    if not m.any():
+        raise QSMInputError(f"segmentation '{name}' does not cover any voxel of '{_node_name(reference_node)}'")
+    return m
+
+
 def mask_from_node(mask_node: Any, reference_node: Any) -> np.ndarray:
-    """Boolean (i, j, k) mask from a label map / scalar volume on the reference node's grid (non-zero = inside)."""
+    """Boolean (i, j, k) mask on the reference node's grid from a label map / scalar volume (non-zero = inside,
+    same grid required) or a segmentation node (all segments, exported onto the reference grid)."""
+    if mask_node is not None and mask_node.IsA("vtkMRMLSegmentationNode"):
+        return segmentation_to_mask(mask_node, reference_node)
     check_same_geometry([reference_node, mask_node], "mask and echo volumes")
     m = np.asarray(array_ijk(mask_node)) != 0
     if not m.any():
@@ -339,6 +647,39 @@ def _apply_display(node: Any, name: str) -> None:
         disp.SetWindowLevel(preset.window, preset.level)
     else:
         disp.AutoWindowLevelOn()
+    if preset is not None and preset.legend:
+        add_color_legend(node, preset.legend, preset.legend_format)
+
+
+def _color_logic() -> Any:
+    """The Colors module logic in Slicer (``slicer.modules.colors.logic()``), else the vtkSlicerColorLogic class
+    (its legend methods are static), else ``None``."""
+    colors = getattr(getattr(slicer, "modules", None), "colors", None)
+    if colors is not None:
+        return colors.logic()
+    return getattr(slicer, "vtkSlicerColorLogic", None)
+
+
+def add_color_legend(node: Any, title: str, label_format: str = "%.2f", color_logic: Any = None) -> Optional[Any]:
+    """A colour legend (colour bar) of the node's display in the views that show it (Slicer >= 5.0).
+
+    Uses ``AddDefaultColorLegendDisplayNode`` of the Colors module logic; returns the vtkMRMLColorLegendDisplayNode,
+    or ``None`` where the application has no colour legends (no logic, or the node class not registered).
+    """
+    disp = node.GetDisplayNode()
+    scene = node.GetScene()
+    logic = _color_logic() if color_logic is None else color_logic
+    if disp is None or scene is None or logic is None or not hasattr(logic, "AddDefaultColorLegendDisplayNode"):
+        return None
+    if hasattr(scene, "IsNodeClassRegistered") and not scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):
+        return None
+    legend = logic.AddDefaultColorLegendDisplayNode(disp)
+    if legend is None:
+        return None
+    legend.SetTitleText(title)
+    legend.SetLabelFormat(label_format)
+    legend.SetVisibility(True)
+    return legend
 
 
 def add_result_volume(
@@ -485,11 +826,14 @@ def load_volume(scene: Any, path: str, name: Optional[str] = None, label: bool =
 
 
 __all__ = [
-    "DISPLAY_PRESETS", "DisplayPreset", "LABEL_OUTPUTS", "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE",
-    "RESULTS_LAYOUT_ID", "RESULTS_LAYOUT_XML", "RESULTS_VIEWS", "VolumeArrays",
-    "add_result_volume", "array_ijk", "as_node_list", "check_same_geometry", "create_folder",
-    "echo_times_from_nodes_s", "echo_times_from_sequence_s", "field_strength_from_nodes_t", "gre_from_nodes",
-    "ijk_to_ras", "load_volume", "mask_from_node", "nodes_from_sequence", "outputs_to_nodes", "parse_echo_times_ms",
-    "place_in_folder", "read_provenance", "save_volume", "show_side_by_side", "sort_echo_nodes", "stack_echoes",
-    "volume_arrays",
+    "DICOM_TAGS", "DISPLAY_PRESETS", "AcquisitionInfo", "DisplayPreset", "INSTANCE_UIDS_ATTRIBUTE", "LABEL_OUTPUTS",
+    "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE", "RESULTS_LAYOUT_ID", "RESULTS_LAYOUT_XML", "RESULTS_VIEWS",
+    "VolumeArrays", "acquisition_from_nodes", "add_color_legend", "add_result_volume", "array_ijk", "as_node_list",
+    "check_same_geometry", "create_folder", "default_dicom_database", "describe_inputs", "dicom_image_kind",
+    "dicom_instance_uids", "dicom_tag_value", "echo_time_of_node_s", "echo_times_and_source",
+    "echo_times_from_nodes_s", "echo_times_from_sequence_s", "field_strength_and_source",
+    "field_strength_from_nodes_t", "field_strength_of_node_t", "gre_from_nodes", "ijk_to_ras", "is_sequence",
+    "load_volume", "mask_from_node", "nodes_from_sequence", "outputs_to_nodes", "parse_echo_times_ms",
+    "place_in_folder", "read_provenance", "save_volume", "segmentation_to_mask", "sequence_echo_times_and_source",
+    "show_side_by_side", "sidecar_of_node", "sort_echo_nodes", "stack_echoes", "storage_file", "volume_arrays",
 ]

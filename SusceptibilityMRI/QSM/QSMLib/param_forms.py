@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from QSMLogic.errors import QSMInputError
-from QSMLogic.params import MethodSpec, Param, StageSpec, load_all
+from QSMLogic.params import MethodSpec, Param, StageSpec, load_all, stage
 from QSMLogic.pipeline import PipelineConfig
 
 #: Widget kinds: QDoubleSpinBox, QSpinBox, QCheckBox, QComboBox, QLineEdit; "scientific" is a line edit holding a
@@ -32,6 +32,19 @@ SCIENTIFIC_BELOW = 10.0 ** (2 - MAX_DECIMALS)
 UNIT_ENDINGS = ("_mm", "_ms", "_s", "_hz", "_ppm", "_rad", "_tesla", "_deg", "_percent", "_voxels")
 #: Stages whose pipeline entry can be switched off from the GUI.
 OPTIONAL_STAGES = ("r2star", "swi")
+#: Stages the Slicer module cannot feed, with the reason shown in their section (the form stays, read-only, so the
+#: declaration still documents the method). Slicer volumes and sequences hold one coil-combined image per echo;
+#: per-coil data (5D NIfTI: x, y, z, echo, coil) go through the command line, which runs coil combination.
+UNAVAILABLE_STAGES: Dict[str, str] = {
+    "coil_combination": (
+        "Not used in Slicer: the echo volumes (or sequence items) are coil-combined images, so the pipeline skips "
+        "this stage. Per-coil data (5D NIfTI: x, y, z, echo, coil) can be combined with the command line: "
+        "susceptibility-mri run --magnitude mag.nii.gz --phase phase.nii.gz --out results (python -m QSMLogic)."),
+}
+#: Where the Slicer modules' defaults differ from the library's, and why: a default QSM run lists the minimum-
+#: intensity projection among its outputs (runner.DEFAULT_OUTPUTS) but the library's SWI stage computes one only
+#: for mip_slab_mm > 0 (library default 0), so the modules ask for a 16 mm slab (a common clinical SWI mIP).
+MODULE_DEFAULTS: Dict[str, Dict[str, Any]] = {"swi": {"mip_slab_mm": 16.0}}
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,37 @@ def stage_widget_names(stage_key: str) -> Dict[str, str]:
              "parameters": f"{p}ParametersFrame"}
     if stage_key in OPTIONAL_STAGES:
         names["enabled"] = f"{p}EnabledCheckBox"
+    if stage_key in UNAVAILABLE_STAGES:
+        names["note"] = f"{p}NoteLabel"
     return names
+
+
+def refill_from_data(current: Any, last_filled: Any, from_data: Any, empty: Any) -> Tuple[Any, Any]:
+    """(new field value, new remembered fill) for an input field the widget fills from the data (echo times, B0).
+
+    Called whenever the selected echoes change. ``current`` is the field's value, ``last_filled`` what the widget
+    put there from the data last time (``None``: nothing), ``from_data`` what the new selection's data give
+    (``None``: nothing), ``empty`` the field's "not set" value. New data values replace the field; the same data
+    values leave it alone (so a user's override stays); without data values a stale fill is cleared while the
+    user's own entry stays.
+    """
+    if from_data is not None:
+        if from_data != last_filled:
+            return from_data, from_data
+        return current, last_filled
+    if last_filled is not None and current == last_filled:
+        return empty, None
+    return current, None
+
+
+def acquisition_text(acq: Any) -> str:
+    """One line for the GUI on the echo times and B0 the data give (a mrml_adapter.AcquisitionInfo)."""
+    if acq.te_s:
+        te = "echo times " + ", ".join(f"{t * 1e3:g}" for t in acq.te_s) + f" ms ({acq.te_source})"
+    else:
+        te = "no echo times (enter them)"
+    b0 = f"B0 {acq.b0_tesla:g} T ({acq.b0_source})" if acq.b0_tesla is not None else "no B0 (enter it)"
+    return f"From the data: {te}; {b0}."
 
 
 def label_text(name: str) -> str:
@@ -176,20 +219,46 @@ def method_items(stage: StageSpec) -> List[Tuple[str, str]]:
     return items
 
 
+def module_defaults_for(stage_key: str, method_key: str) -> Dict[str, Any]:
+    """The entries of :data:`MODULE_DEFAULTS` that apply to a method (those of its declared parameters)."""
+    names = {p.name for p in stage(stage_key).method(method_key).params}
+    return {k: v for k, v in MODULE_DEFAULTS.get(stage_key, {}).items() if k in names}
+
+
+def apply_module_defaults(config: PipelineConfig) -> PipelineConfig:
+    """Set :data:`MODULE_DEFAULTS` on ``config`` wherever the stage's parameters do not set them already."""
+    for key in MODULE_DEFAULTS:
+        entry = config.stages.get(key)
+        if entry is None:
+            continue
+        given = set(entry.get("params") or {})
+        values = {k: v for k, v in module_defaults_for(key, entry["method"]).items() if k not in given}
+        if values:
+            config.set(key, **values)
+    return config
+
+
+def module_default_config() -> PipelineConfig:
+    """The library's default pipeline with :data:`MODULE_DEFAULTS` applied (what a default module run uses)."""
+    return apply_module_defaults(PipelineConfig.default())
+
+
 def config_to_json(config: PipelineConfig) -> str:
     """The chosen methods/parameters as the JSON string stored in the parameter node."""
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
 def config_from_json(text: str) -> PipelineConfig:
-    """A validated PipelineConfig from the parameter node's JSON (defaults when the string is empty)."""
+    """A validated PipelineConfig from the parameter node's JSON (module defaults when the string is empty; module
+    defaults also fill parameters the JSON leaves unset)."""
     if not text or not text.strip():
-        return PipelineConfig.default()
-    return PipelineConfig.from_dict(json.loads(text))
+        return module_default_config()
+    return apply_module_defaults(PipelineConfig.from_dict(json.loads(text)))
 
 
 __all__ = [
-    "OPTIONAL_STAGES", "SCIENTIFIC_BELOW", "WIDGET_CLASSES", "WidgetSpec", "config_from_json", "config_to_json",
-    "label_text", "method_form", "method_items", "stage_specs", "stage_ui_name", "stage_widget_names",
-    "value_from_widget", "widget_spec",
+    "MODULE_DEFAULTS", "OPTIONAL_STAGES", "SCIENTIFIC_BELOW", "UNAVAILABLE_STAGES", "WIDGET_CLASSES", "WidgetSpec",
+    "acquisition_text", "apply_module_defaults", "config_from_json", "config_to_json", "label_text", "method_form",
+    "method_items", "module_default_config", "module_defaults_for", "refill_from_data", "stage_specs",
+    "stage_ui_name", "stage_widget_names", "value_from_widget", "widget_spec",
 ]

@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
-from QSMLogic.errors import QSMInputError
+from QSMLogic.errors import QSMCancelled, QSMInputError
 from QSMLogic.params import run_method, stage
 from QSMLogic.pipeline import PipelineConfig, run_pipeline
 
 from . import mrml_adapter as ad
+from .param_forms import apply_module_defaults, module_default_config, module_defaults_for
 from .worker_protocol import read_worker_output, worker_command, write_worker_input
 
 ConfigLike = Union[None, PipelineConfig, Dict[str, Any], str]
@@ -31,15 +32,17 @@ SWI_PLACEHOLDER_B0_T = 3.0
 
 
 def as_config(config: ConfigLike) -> PipelineConfig:
-    """A validated PipelineConfig from ``None`` (defaults), a PipelineConfig, its dict or its JSON string."""
+    """A validated PipelineConfig from ``None`` (module defaults), a PipelineConfig (used as it is), its dict or its
+    JSON string (library defaults overridden by it, then :data:`~QSMLib.param_forms.MODULE_DEFAULTS` wherever it
+    leaves a parameter unset — e.g. the 16 mm mIP slab of the SWI stage)."""
     if config is None:
-        return PipelineConfig.default()
+        return module_default_config()
     if isinstance(config, PipelineConfig):
         config.validate()
         return config
     if isinstance(config, str):
         config = json.loads(config) if config.strip() else {}
-    return PipelineConfig.from_dict(config)
+    return apply_module_defaults(PipelineConfig.from_dict(config))
 
 
 @dataclass
@@ -53,9 +56,11 @@ class PreparedInputs:
 
 def prepare_inputs(magnitude_nodes: Any, phase_nodes: Any, echo_times_s: Optional[Sequence[float]],
                    b0_tesla: Optional[float], mask_node: Any = None, phase_rule: str = "auto",
-                   phase_sign: int = 1) -> PreparedInputs:
-    """Read the echo volumes (and mask) into a GREData in (i, j, k) order with checked geometry."""
-    gre = ad.gre_from_nodes(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, phase_rule, phase_sign)
+                   phase_sign: int = 1, dicom_database: Any = None) -> PreparedInputs:
+    """Read the echo volumes (and mask: label map or segmentation) into a GREData in (i, j, k) order with checked
+    geometry. ``echo_times_s``/``b0_tesla`` ``None`` (or B0 <= 0): read from the data (see mrml_adapter)."""
+    gre = ad.gre_from_nodes(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, phase_rule, phase_sign,
+                            dicom_database=dicom_database)
     reference = ad.as_node_list(phase_nodes)[0]
     mask = ad.mask_from_node(mask_node, reference) if mask_node is not None else None
     return PreparedInputs(gre, mask, reference)
@@ -84,6 +89,7 @@ def run_qsm_on_nodes(
     phase_rule: str = "auto",
     phase_sign: int = 1,
     output_names: Optional[Sequence[str]] = DEFAULT_OUTPUTS,
+    dicom_database: Any = None,
 ) -> Dict[str, Any]:
     """Run the QSM pipeline on echo volume nodes (lists or sequence nodes) and add NEW result nodes to ``scene``.
 
@@ -92,7 +98,8 @@ def run_qsm_on_nodes(
     :class:`QSMLogic.errors.QSMCancelled` when ``cancel()`` turns true.
     """
     cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign)
+    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
+                         dicom_database)
     res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log)
     prov = _provenance_with_inputs(res.provenance, inp.gre, run_name)
     return ad.outputs_to_nodes(scene, res.outputs, inp.reference_node, run_name, prov, output_names)
@@ -112,10 +119,11 @@ class WorkerRun:
 def prepare_worker_run(magnitude_nodes: Any, phase_nodes: Any, echo_times_s: Optional[Sequence[float]],
                        b0_tesla: Optional[float], config: ConfigLike = None, mask_node: Any = None,
                        phase_rule: str = "auto", phase_sign: int = 1, workdir: Optional[str] = None,
-                       python: Optional[str] = None) -> WorkerRun:
+                       python: Optional[str] = None, dicom_database: Any = None) -> WorkerRun:
     """Write the inputs for ``python -m QSMLogic.worker`` and return the command line (nothing is started)."""
     cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign)
+    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
+                         dicom_database)
     wd = workdir or tempfile.mkdtemp(prefix="SusceptibilityMRI-")
     i, c, o = write_worker_input(wd, inp.gre, cfg.to_dict(), inp.mask)
     meta = {k: inp.gre.metadata.get(k) for k in ("phase_nodes", "magnitude_nodes", "phase_scaling", "te_source",
@@ -142,31 +150,49 @@ def run_swi_on_nodes(
     run_name: str = "SWI",
     phase_rule: str = "auto",
     phase_sign: int = 1,
+    progress: Optional[Callable[[float, str], None]] = None,
+    cancel: Optional[Callable[[], bool]] = None,
+    dicom_database: Any = None,
 ) -> Dict[str, Any]:
-    """SWI (and mIP when ``mip_slab_mm > 0``) from magnitude and wrapped phase nodes, as NEW nodes.
+    """SWI (and mIP when ``mip_slab_mm > 0``; the module default is 16 mm) from magnitude and wrapped phase nodes,
+    as NEW nodes.
 
     Only the SWI stage runs (``method`` one of :data:`SWI_MODULE_METHODS`). Echo times come from ``echo_times_s``
-    or the nodes' DICOM.EchoTime; B0 is not used by SWI (a placeholder is recorded when the nodes carry none).
+    or the data; B0 is not used by SWI (a placeholder is recorded when the nodes carry none). ``progress(fraction,
+    label)`` is called between the steps (reading, filtering, writing nodes) and ``cancel()`` is checked there:
+    :class:`QSMCancelled` is raised before any node is added.
     """
     if method not in SWI_MODULE_METHODS:
         raise QSMInputError(f"SWI method {method!r} needs QSM maps; the SWI module offers {list(SWI_MODULE_METHODS)}")
+    report = progress or (lambda fraction, label: None)
+    cancelled = cancel or (lambda: False)
+
+    def step(fraction: float, label: str) -> None:
+        if cancelled():
+            raise QSMCancelled(f"SWI cancelled before: {label}")
+        report(fraction, label)
+
     mags = ad.as_node_list(magnitude_nodes)
     if not mags:
         raise QSMInputError("SWI needs magnitude volumes (one per echo)")
+    step(0.0, "Reading echo volumes")
     ph = ad.as_node_list(phase_nodes)
-    b0 = ad.field_strength_from_nodes_t(ph + mags)
-    inp = prepare_inputs(mags, ph, echo_times_s, b0 or SWI_PLACEHOLDER_B0_T, mask_node, phase_rule, phase_sign)
+    b0 = ad.field_strength_from_nodes_t(ph + mags, dicom_database)
+    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0 or SWI_PLACEHOLDER_B0_T, mask_node,
+                         phase_rule, phase_sign, dicom_database)
     if b0 is None:
         inp.gre.metadata["b0_source"] = f"not needed by SWI ({SWI_PLACEHOLDER_B0_T} T placeholder)"
     gre = inp.gre
+    chosen = dict(module_defaults_for("swi", method), **(params or {}))
+    step(0.15, f"SWI: {stage('swi').method(method).label}")
     t0 = time.perf_counter()
     res = run_method("swi", method, {"magnitude": gre.magnitude, "phase": gre.phase_rad, "mask": inp.mask,
                                      "voxel_size_mm": gre.voxel_size_mm, "te_s": gre.te_s,
-                                     "b0_direction": gre.b0_direction}, params)
+                                     "b0_direction": gre.b0_direction}, chosen)
     spec = stage("swi").method(method)
     prov = _provenance_with_inputs({
         "software": "SusceptibilityMRI (QSMLogic)",
-        "stages": [{"stage": "swi", "method": method, "reference": spec.reference, "params": spec.resolve(params),
+        "stages": [{"stage": "swi", "method": method, "reference": spec.reference, "params": spec.resolve(chosen),
                     "seconds": round(time.perf_counter() - t0, 3)}],
         "input": {"shape": list(gre.shape), "te_s": [float(t) for t in gre.te_s],
                   "voxel_size_mm": list(gre.voxel_size_mm), "b0_direction": list(gre.b0_direction)},
@@ -174,7 +200,10 @@ def run_swi_on_nodes(
     outputs = {"swi": res.swi}
     if res.mip is not None:
         outputs["mip"] = res.mip
-    return ad.outputs_to_nodes(scene, outputs, inp.reference_node, run_name, prov)
+    step(0.9, "Creating result volumes")
+    nodes = ad.outputs_to_nodes(scene, outputs, inp.reference_node, run_name, prov)
+    report(1.0, "Done")
+    return nodes
 
 
 __all__ = ["DEFAULT_OUTPUTS", "PreparedInputs", "SWI_MODULE_METHODS", "WorkerRun", "as_config",
