@@ -1,34 +1,41 @@
-"""Python dependencies of the extension: which requirements of Resources/requirements.txt are missing.
+"""Python dependencies of the extension: which requirements of the module's requirements file are missing, and
+their installation at first use after the user agrees (never at import or in ``setup()``).
 
-Slicer installs them at first use, after the user agrees (never at import or in ``setup()``): the module asks
-:func:`missing_requirements`, and if any are missing and the user confirms, calls Slicer's installer
-(``slicer.pydeps.pip_ensure`` / ``slicer.packaging.pip_ensure`` where present, else ``slicer.util.pip_install``).
+The file is ``Resources/QSM/requirements.txt`` of the QSM module: a resource of the module (listed in its
+CMakeLists.txt), so it sits one folder above this package both in the source tree (``SusceptibilityMRI/QSM/``) and
+in Slicer's build and install trees (``qt-scripted-modules/``), inside a folder named for the module so that no
+other extension's ``Resources/requirements.txt`` collides with it.
+
+:func:`ensure_requirements` installs what is missing: with ``slicer.packaging.pip_ensure`` (Slicer >= 5.12, which
+asks the user itself) when no ``confirm`` callback is given, else after ``confirm(message)`` (default
+``slicer.util.confirmOkCancelDisplay``) with ``slicer.util.pip_install``.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from importlib import metadata
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:>=\s*([0-9][0-9A-Za-z.]*))?\s*$")
 
 
+#: Location of the requirements file relative to the folder holding QSMLib/ (module folder or qt-scripted-modules).
+REQUIREMENTS_RELPATH = ("Resources", "QSM", "requirements.txt")
+
+
 def requirements_path() -> str:
-    """Resources/requirements.txt of the extension: next to the module when installed, else at the repo root."""
+    """The QSM module's ``Resources/QSM/requirements.txt`` (source, build and install trees alike)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.path.join(os.path.dirname(here), "Resources", "requirements.txt"),
-                  os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), "Resources",
-                               "requirements.txt")]
-    for c in candidates:
-        if os.path.isfile(c):
-            return c
-    return candidates[-1]
+    return os.path.join(os.path.dirname(here), *REQUIREMENTS_RELPATH)
 
 
 def read_requirements(path: str) -> List[Tuple[str, Optional[str]]]:
     """(distribution name, lower bound or None) for each ``name`` / ``name>=version`` line; comments skipped."""
     out = []
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"requirements file {path} is missing (it is a resource of the QSM module)")
     with open(path, encoding="utf-8") as f:
         for raw in f:
             line = raw.split("#", 1)[0].strip()
@@ -68,4 +75,49 @@ def missing_requirements(path: Optional[str] = None) -> List[str]:
     return missing
 
 
-__all__ = ["missing_requirements", "read_requirements", "requirements_path", "version_tuple"]
+def install_message(missing: List[str], requester: str = "SusceptibilityMRI") -> str:
+    return (f"{requester} needs these Python packages, which will be downloaded and installed now:\n"
+            + "\n".join(missing) + "\n\nInstall them?")
+
+
+def slicer_packaging() -> Any:
+    """``slicer.packaging`` (Slicer >= 5.12) when it offers ``pip_ensure``, else ``None``."""
+    try:
+        packaging = importlib.import_module("slicer.packaging")
+    except ImportError:
+        return None
+    return packaging if hasattr(packaging, "pip_ensure") else None
+
+
+_AUTO: Any = object()
+
+
+def ensure_requirements(confirm: Optional[Callable[[str], bool]] = None, path: Optional[str] = None,
+                        requester: str = "SusceptibilityMRI", packaging: Any = _AUTO, util: Any = None) -> bool:
+    """Install the missing requirements of ``path`` after the user agrees; True when all are satisfied afterwards.
+
+    ``confirm(message)`` given: it decides, then ``util.pip_install(missing)`` installs. Not given: on Slicer >=
+    5.12 ``packaging.pip_ensure(load_requirements(path), requester=…)`` checks, asks and installs; before,
+    ``util.confirmOkCancelDisplay`` asks. ``packaging`` (default: :func:`slicer_packaging`) and ``util`` (default
+    ``slicer.util``) are arguments so that tests can pass stand-ins. Nothing is installed without a yes.
+    """
+    path = path or requirements_path()
+    missing = missing_requirements(path)
+    if not missing:
+        return True
+    if util is None:
+        import slicer.util as util
+    pkg = slicer_packaging() if packaging is _AUTO else packaging
+    if confirm is None and pkg is not None:
+        pkg.pip_ensure(pkg.load_requirements(path), requester=requester)
+    else:
+        ask = confirm if confirm is not None else util.confirmOkCancelDisplay
+        if not ask(install_message(missing, requester)):
+            return False
+        util.pip_install(missing)
+    importlib.invalidate_caches()
+    return not missing_requirements(path)
+
+
+__all__ = ["REQUIREMENTS_RELPATH", "ensure_requirements", "install_message", "missing_requirements",
+           "read_requirements", "requirements_path", "slicer_packaging", "version_tuple"]
