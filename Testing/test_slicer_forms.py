@@ -1,10 +1,15 @@
 """Parameter forms generated from the QSMLogic declarations (every registered parameter), the configuration JSON
-kept in the parameter node, the dependency check, echo ordering and the results layout — all without Qt."""
+kept in the parameter node, module defaults, the dependency check and first-use install, echo ordering, the results
+layout, and the widgets' behaviour (echo times / B0 filled from the data, cancel, scene close, missing packages,
+the coil-combination section) driven with stand-ins for Qt — all without Qt."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
 import os
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -119,7 +124,8 @@ def test_config_json_round_trip_restores_methods_and_parameters():
     assert back.stages["background"]["method"] == "vsharp"
     assert back.resolved("background")[spec.name] == value == first_param["params"][spec.name]
     assert back.stages["swi"]["enabled"] is False
-    assert param_forms.config_from_json("").to_dict() == PipelineConfig.default().to_dict()
+    module_defaults = param_forms.apply_module_defaults(PipelineConfig.default())
+    assert param_forms.config_from_json("").to_dict() == module_defaults.to_dict()
     with pytest.raises(QSMInputError, match="no_such_param"):
         param_forms.config_from_json('{"stages": {"inversion": {"params": {"no_such_param": 1}}}}')
     with pytest.raises(QSMInputError, match="no method 'nope'"):
@@ -128,7 +134,8 @@ def test_config_json_round_trip_restores_methods_and_parameters():
 
 def test_requirements_file_and_missing_requirements(tmp_path):
     reqs = dependencies.read_requirements(dependencies.requirements_path())
-    assert dict(reqs)["numpy"] == "1.22" and len(reqs) == 7 and all(low for _, low in reqs)
+    assert dict(reqs)["numpy"] == "1.22" and len(reqs) == 6 and all(low for _, low in reqs)
+    assert "SimpleITK" not in dict(reqs)  # Slicer bundles its own; QSMLogic does not use it
     assert dependencies.missing_requirements() == []  # the test environment has them all
     f = tmp_path / "requirements.txt"
     f.write_text("# comment\nnumpy>=1.0\nnumpy>=999.0  # too new\nno-such-package-qsm-xyz\n\n")
@@ -139,6 +146,101 @@ def test_requirements_file_and_missing_requirements(tmp_path):
     f.write_text("numpy==1.0\n")
     with pytest.raises(ValueError, match="cannot read requirement"):
         dependencies.read_requirements(str(f))
+    with pytest.raises(FileNotFoundError, match="resource of the QSM module"):
+        dependencies.read_requirements(str(tmp_path / "none.txt"))
+
+
+class FakeUtil:
+    """slicer.util stand-in: records the consent prompt and pip_install; ``install`` makes the file satisfied."""
+
+    def __init__(self, answer, path):
+        self.answer, self.path, self.asked, self.installed = answer, path, [], []
+
+    def confirmOkCancelDisplay(self, message):
+        self.asked.append(message)
+        return self.answer
+
+    def pip_install(self, requirements):
+        self.installed.append(list(requirements))
+        self.path.write_text("numpy>=1.0\n")
+
+
+class FakePackaging:
+    """slicer.packaging (Slicer >= 5.12) stand-in: pip_ensure checks, asks and installs by itself."""
+
+    def __init__(self, path):
+        self.path, self.ensured = path, []
+
+    def load_requirements(self, path):
+        return ["parsed:" + os.path.basename(path)]
+
+    def pip_ensure(self, reqs, requester):
+        self.ensured.append((reqs, requester))
+        self.path.write_text("numpy>=1.0\n")
+
+
+def test_first_use_install_always_asks(tmp_path, monkeypatch):
+    f = tmp_path / "requirements.txt"
+    # nothing missing: nothing asked, nothing installed
+    f.write_text("numpy>=1.0\n")
+    util = FakeUtil(True, f)
+    assert dependencies.ensure_requirements(path=str(f), util=util, packaging=None)
+    assert util.asked == [] and util.installed == []
+    # Slicer < 5.12, no callback: slicer.util.confirmOkCancelDisplay asks; "Cancel" installs nothing
+    f.write_text("no-such-package-qsm-xyz>=1.0\n")
+    util = FakeUtil(False, f)
+    assert not dependencies.ensure_requirements(path=str(f), util=util, packaging=None, requester="QSM")
+    assert len(util.asked) == 1 and "no-such-package-qsm-xyz>=1.0" in util.asked[0] and util.installed == []
+    # "OK" installs the missing requirements with pip_install
+    util = FakeUtil(True, f)
+    assert dependencies.ensure_requirements(path=str(f), util=util, packaging=None)
+    assert util.installed == [["no-such-package-qsm-xyz>=1.0"]]
+    # Slicer >= 5.12, no callback: pip_ensure (which prompts itself) gets the parsed requirements file
+    f.write_text("no-such-package-qsm-xyz>=1.0\n")
+    util, pkg = FakeUtil(True, f), FakePackaging(f)
+    assert dependencies.ensure_requirements(path=str(f), util=util, packaging=pkg, requester="SusceptibilityMRI")
+    assert pkg.ensured == [(["parsed:requirements.txt"], "SusceptibilityMRI")] and util.asked == []
+    # an explicit callback decides (the self-test passes one): no second prompt, pip_install installs
+    f.write_text("no-such-package-qsm-xyz>=1.0\n")
+    util, pkg, seen = FakeUtil(False, f), FakePackaging(f), []
+    assert dependencies.ensure_requirements(lambda m: seen.append(m) or True, str(f), util=util, packaging=pkg)
+    assert len(seen) == 1 and util.asked == [] and pkg.ensured == [] and util.installed
+    # slicer.packaging is imported as a submodule (slicer-core has none)
+    assert dependencies.slicer_packaging() is None
+    fake = types.ModuleType("slicer.packaging")
+    fake.pip_ensure = lambda reqs, requester: None
+    monkeypatch.setitem(sys.modules, "slicer.packaging", fake)
+    assert dependencies.slicer_packaging() is fake
+
+
+def test_module_defaults_request_a_mip_slab():
+    cfg = param_forms.config_from_json("")
+    assert cfg.resolved("swi")["mip_slab_mm"] == param_forms.MODULE_DEFAULTS["swi"]["mip_slab_mm"] == 16.0
+    assert param_forms.module_default_config().to_dict() == cfg.to_dict()
+    # a stored configuration that sets the slab (even to 0) keeps it; one that does not gets the module default
+    assert param_forms.config_from_json('{"stages": {"swi": {"params": {"mip_slab_mm": 0.0}}}}').resolved(
+        "swi")["mip_slab_mm"] == 0.0
+    assert param_forms.config_from_json('{"stages": {"inversion": {}}}').resolved("swi")["mip_slab_mm"] == 16.0
+    # only parameters the method declares
+    assert param_forms.module_defaults_for("swi", "homodyne") == {"mip_slab_mm": 16.0}
+    assert param_forms.module_defaults_for("inversion", param_forms.stage_specs()["inversion"].default_method) == {}
+
+
+def test_refill_from_data_keeps_user_edits():
+    fill = param_forms.refill_from_data
+    assert fill("", None, "5, 10", "") == ("5, 10", "5, 10")  # data fill an empty field
+    assert fill("4, 8", "5, 10", "5, 10", "") == ("4, 8", "5, 10")  # same data: the user's override stays
+    assert fill("4, 8", "5, 10", "6, 12", "") == ("6, 12", "6, 12")  # other data: they replace it
+    assert fill("6, 12", "6, 12", None, "") == ("", None)  # data without values: a stale fill is cleared
+    assert fill("7, 14", "6, 12", None, "") == ("7, 14", None)  # ... the user's own entry stays
+    assert fill(0.0, None, 2.89, 0.0) == (2.89, 2.89) and fill(2.89, 2.89, None, 0.0) == (0.0, None)
+
+
+def test_stage_the_module_cannot_feed_is_annotated():
+    names = param_forms.stage_widget_names("coil_combination")
+    assert names["note"] == "coilCombinationNoteLabel"
+    assert "coil-combined" in param_forms.UNAVAILABLE_STAGES["coil_combination"]
+    assert "note" not in param_forms.stage_widget_names("unwrap")
 
 
 slicer = pytest.importorskip("slicer")
@@ -174,3 +276,294 @@ def test_sort_echo_nodes_and_results_layout():
     shown = ad.show_side_by_side(scene, {"magnitude": nodes[0], "swi": nodes[1], "mip": nodes[2]})
     assert shown == {"Red": nodes[0].GetID(), "Yellow": nodes[1].GetID(), "Green": nodes[2].GetID()}
     assert ad.show_side_by_side(scene, {"swi": nodes[1]}) == {"Red": nodes[1].GetID()}  # each node shown once
+
+
+# ------------------------------------------------------------------------------- widgets, with stand-ins for Qt
+#
+# Slicer's Qt side cannot run here, so the module files are imported with minimal stand-ins for qt,
+# slicer.ScriptedLoadableModule and slicer.parameterNodeWrapper (slicer-core provides the rest), and the widget
+# methods are driven with fake .ui widgets and a plain parameter object. This checks the widgets' own logic: what
+# they fill in, what they pass to the module logic, and how they react to cancel, scene close and missing packages.
+
+
+class FakeWidget:
+    """Any .ui widget: free attributes, and the few methods the widgets call."""
+
+    def __init__(self, name):
+        self.objectName, self.text, self.toolTip, self.enabled, self.count = name, "", "", True, 0
+        self.nodes, self.connections, self.currentData = [], [], None
+
+    def checkedNodes(self):
+        return list(self.nodes)
+
+    def connect(self, signal, slot):
+        self.connections.append(signal)
+
+    def blockSignals(self, block):
+        return False
+
+    def clear(self):
+        self.count = 0
+
+    def addItem(self, label, data=None):
+        self.count += 1
+
+    def setItemData(self, *args):
+        pass
+
+    def findData(self, data):
+        return 0
+
+    def layout(self):
+        return types.SimpleNamespace(count=lambda: 0, addRow=lambda *a: None)
+
+
+class FakeUI:
+    def __getattr__(self, name):
+        widget = FakeWidget(name)
+        setattr(self, name, widget)
+        return widget
+
+
+class FakeDialog:
+    def __init__(self, canceled=False):
+        self.wasCanceled, self.value, self.labelText, self.closed = canceled, 0, "", False
+
+    def close(self):
+        self.closed = True
+
+
+def _load_module(monkeypatch, module):
+    fake_qt = types.ModuleType("qt")
+    fake_qt.Qt = types.SimpleNamespace(Checked=2, Unchecked=0, ToolTipRole=3)
+    fake_qt.QProcess = types.SimpleNamespace(NotRunning=0, Running=2)
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class Base:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+                 "ScriptedLoadableModuleWidget"):
+        setattr(slm, name, type(name, (Base,), {}))
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
+    for name, mod in (("qt", fake_qt), ("slicer.ScriptedLoadableModule", slm), ("slicer.parameterNodeWrapper", pnw)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    path = os.path.join(ROOT, "SusceptibilityMRI", module, f"{module}.py")
+    spec = importlib.util.spec_from_file_location(f"{module}_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _parameters(**kw):
+    p = types.SimpleNamespace(magnitudeVolumes=[], phaseVolumes=[], magnitudeSequence=None, phaseSequence=None,
+                              echoTimesMs="", b0Tesla=0.0, phaseScaling="auto", flipPhase=False, maskVolume=None,
+                              runName="run", runInBackground=False, allOutputs=False, showResults=False,
+                              configJson="", paramsJson="")
+    p.__dict__.update(kw)
+    return p
+
+
+@pytest.fixture()
+def widget_scene():
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    yield s
+    s.Clear(1)
+
+
+def _echoes(scene, tes_ms, b0=None, name="phase"):
+    nodes = []
+    rng = np.random.default_rng(0)
+    for e, te in enumerate(tes_ms):
+        n = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{name}{e}")
+        slicer.util.updateVolumeFromArray(n, rng.uniform(-np.pi, np.pi, (4, 5, 6)).astype(np.float32))
+        if te is not None:
+            n.SetAttribute("DICOM.EchoTime", str(te))
+        if b0 is not None:
+            n.SetAttribute("DICOM.MagneticFieldStrength", str(b0))
+        nodes.append(n)
+    return nodes
+
+
+@contextlib.contextmanager
+def _recording_error_display(errors):
+    def try_with_error_display(message=None, **kwargs):
+        @contextlib.contextmanager
+        def cm():
+            try:
+                yield
+            except Exception as exc:  # Slicer shows an error box, then re-raises
+                errors.append((message, exc))
+                raise
+        return cm()
+    yield try_with_error_display
+
+
+def _qsm_widget(monkeypatch, **params):
+    mod = _load_module(monkeypatch, "QSM")
+    w = mod.QSMWidget()
+    w.ui, w.logic, w._parameterNode = FakeUI(), mod.QSMLogic(), _parameters(**params)
+    return mod, w
+
+
+def test_qsm_widget_fills_echo_times_and_b0_from_the_data_on_every_selection(monkeypatch, widget_scene):
+    mod, w = _qsm_widget(monkeypatch)
+    p = w._parameterNode
+    a = _echoes(widget_scene, (15.0, 5.0, 10.0), b0=2.89)
+    w.ui.phaseVolumesComboBox.nodes = a
+    w.onEchoVolumesChanged()
+    assert p.phaseVolumes == a and (p.echoTimesMs, p.b0Tesla) == ("5, 10, 15", 2.89)
+    assert w.ui.acquisitionLabel.text.startswith("From the data: echo times 5, 10, 15 ms (DICOM.EchoTime")
+    assert "Detected phase scaling" in w.ui.phaseScalingLabel.text
+    args = w._runArguments()  # values from the data: the logic reads them itself (and records their source)
+    assert args["echo_times_s"] is None and args["b0_tesla"] is None
+    assert [n.GetName() for n in args["phase_nodes"]] == ["phase1", "phase2", "phase0"]  # echo-time order
+    # the user overrides both; the same data keep the override
+    p.echoTimesMs, p.b0Tesla = "4, 8, 12", 3.0
+    w.ui.magnitudeVolumesComboBox.nodes = _echoes(widget_scene, (15.0, 5.0, 10.0), name="mag")
+    w.onEchoVolumesChanged()
+    assert (p.echoTimesMs, p.b0Tesla) == ("4, 8, 12", 3.0)
+    args = w._runArguments()
+    assert args["echo_times_s"] == pytest.approx([0.004, 0.008, 0.012]) and args["b0_tesla"] == 3.0
+    # other echoes with other echo times and no B0: their echo times replace the field; the typed B0 stays
+    w.ui.magnitudeVolumesComboBox.nodes = []
+    w.ui.phaseVolumesComboBox.nodes = _echoes(widget_scene, (6.0, 12.0), name="b")
+    w.onEchoVolumesChanged()
+    assert (p.echoTimesMs, p.b0Tesla) == ("6, 12", 3.0)
+    assert "no B0 (enter it)" in w.ui.acquisitionLabel.text
+    # echoes without echo times: the stale fill is cleared, not left from the previous selection
+    w.ui.phaseVolumesComboBox.nodes = _echoes(widget_scene, (None, None), name="c")
+    w.onEchoVolumesChanged()
+    assert p.echoTimesMs == "" and "no echo times (enter them)" in w.ui.acquisitionLabel.text
+    # a phase sequence takes precedence over the checked volumes
+    seq = widget_scene.AddNewNodeByClass("vtkMRMLSequenceNode", "phase sequence")
+    seq.SetIndexName("EchoTime")
+    seq.SetIndexUnit("ms")
+    for te, n in zip((3.0, 6.0, 9.0), a):
+        seq.SetDataNodeAtValue(n, str(te))
+    p.phaseSequence = seq
+    w.onSequenceChanged()
+    assert p.echoTimesMs == "3, 6, 9" and "sequence index" in w.ui.acquisitionLabel.text
+    assert w._runArguments()["phase_nodes"] is seq
+
+
+def test_qsm_widget_without_packages_prompts_instead_of_failing(monkeypatch, widget_scene):
+    mod, w = _qsm_widget(monkeypatch)
+    w.ui.phaseVolumesComboBox.nodes = _echoes(widget_scene, (5.0, 10.0))
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'nibabel'", name="nibabel")
+
+    monkeypatch.setattr(w.logic, "acquisitionFromNodes", missing)
+    monkeypatch.setitem(sys.modules, "QSMLogic.io.phase_scaling", None)  # importing it fails as without packages
+    w.onEchoVolumesChanged()  # no exception
+    assert "Install the Python packages (nibabel is missing)" in w.ui.acquisitionLabel.text
+    assert "once the Python packages are installed" in w.ui.phaseScalingLabel.text
+
+
+def test_qsm_widget_cancel_is_not_an_error(monkeypatch, widget_scene, tmp_path):
+    mod, w = _qsm_widget(monkeypatch)
+    w._parameterNode.phaseVolumes = _echoes(widget_scene, (5.0, 10.0))
+    w._config = param_forms.config_from_json("")
+    errors = []
+    dialog = FakeDialog(canceled=True)
+    monkeypatch.setattr(w.logic, "ensureDependencies", lambda confirm=None: True)
+    monkeypatch.setattr(w, "_updateDependencyState", lambda: None)
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: dialog, raising=False)
+    seen = {}
+
+    def run(**kwargs):
+        seen.update(kwargs)
+        if kwargs["cancel"]():
+            raise mod.qsmlib.QSMCancelled("cancelled before Dipole inversion")
+        return {}
+
+    monkeypatch.setattr(w.logic, "run", run)
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onApplyButton()
+    assert errors == [] and dialog.closed
+    assert w.ui.statusLabel.text == "Cancelled; no results were added."
+    assert seen["echo_times_s"] is None and seen["b0_tesla"] is None  # nothing typed: from the data
+
+    # a scene closed during an in-process run stops it at its next cancel check
+    dialog2 = FakeDialog(canceled=False)
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: dialog2, raising=False)
+    monkeypatch.setattr(w, "setParameterNode", lambda node: None)
+
+    def run_closing(**kwargs):
+        assert not kwargs["cancel"]()
+        w.onSceneStartClose(None, None)
+        assert kwargs["cancel"]()
+        raise mod.qsmlib.QSMCancelled("scene closed")
+
+    monkeypatch.setattr(w.logic, "run", run_closing)
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onApplyButton()
+    assert errors == [] and w.ui.statusLabel.text == "Cancelled; no results were added."
+
+
+def test_qsm_scene_close_stops_the_background_worker(monkeypatch, widget_scene, tmp_path):
+    mod, w = _qsm_widget(monkeypatch)
+    events = []
+    process = types.SimpleNamespace(state=lambda: 2, kill=lambda: events.append("kill"),
+                                    waitForFinished=lambda ms: events.append("wait"))
+    timer = types.SimpleNamespace(stop=lambda: events.append("timer stopped"))
+    workdir = tmp_path / "worker"
+    workdir.mkdir()
+    (workdir / "input.npz").write_bytes(b"x")
+    w._process, w._timer, w._progressDialog = process, timer, FakeDialog()
+    w._run = types.SimpleNamespace(workdir=str(workdir))
+    cleared = []
+    monkeypatch.setattr(w, "setParameterNode", lambda node: cleared.append(node))
+    w.onSceneStartClose(None, None)
+    assert events == ["timer stopped", "kill", "wait"] and w._process is None and w._timer is None
+    assert not workdir.exists() and w._run is None  # its results are discarded
+    assert cleared == [None] and "scene was closed" in w.ui.statusLabel.text
+
+
+def test_qsm_coil_combination_section_is_annotated_and_read_only(monkeypatch):
+    mod, w = _qsm_widget(monkeypatch)
+    w._buildStageForms()
+    assert w.ui.coilCombinationNoteLabel.text == param_forms.UNAVAILABLE_STAGES["coil_combination"]
+    assert w.ui.coilCombinationMethodComboBox.enabled is False
+    assert w.ui.coilCombinationParametersFrame.enabled is False
+    assert w.ui.coilCombinationMethodComboBox.count > 0  # still built from the declarations
+    assert w.ui.unwrapMethodComboBox.enabled is True
+
+
+def test_swi_widget_progress_cancel_and_phase_scaling(monkeypatch, widget_scene):
+    mod = _load_module(monkeypatch, "SWI")
+    w = mod.SWIWidget()
+    w.ui, w.logic = FakeUI(), mod.SWILogic()
+    w._parameterNode = _parameters(runName="SWI")
+    mags, phs = _echoes(widget_scene, (10.0, 20.0), name="mag"), _echoes(widget_scene, (20.0, 10.0))
+    w.ui.magnitudeVolumesComboBox.nodes, w.ui.phaseVolumesComboBox.nodes = mags, phs
+    w.onEchoVolumesChanged()
+    assert w.ui.phaseScalingLabel.text.startswith("Detected phase scaling: ")  # shown, as in the QSM module
+    w._method = param_forms.stage_specs()["swi"].method("homodyne")
+    w._params = w._method.resolve(param_forms.module_defaults_for("swi", "homodyne"))
+    assert w._params["mip_slab_mm"] == 16.0
+    errors, dialog, seen = [], FakeDialog(), {}
+    monkeypatch.setattr(w.logic, "ensureDependencies", lambda confirm=None: True)
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: dialog, raising=False)
+
+    def run(magnitude_nodes, phase_nodes, echo_times_s, **kwargs):
+        seen.update(kwargs, magnitude_nodes=magnitude_nodes, phase_nodes=phase_nodes)
+        dialog.wasCanceled = True
+        if kwargs["cancel"]():
+            raise mod.qsmlib.QSMCancelled("cancelled")
+        return {}
+
+    monkeypatch.setattr(w.logic, "run", run)
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onApplyButton()
+    assert errors == [] and dialog.closed and w.ui.statusLabel.text == "Cancelled; no results were added."
+    assert callable(seen["progress"]) and seen["params"]["mip_slab_mm"] == 16.0
+    assert [n.GetName() for n in seen["phase_nodes"]] == ["phase1", "phase0"]  # echo-time order

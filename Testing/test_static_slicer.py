@@ -24,14 +24,15 @@ def read(path: str) -> str:
         return f.read()
 
 
-def module_files(module: str, exts=(".py", ".ui", ".png")) -> list:
+def module_files(module: str) -> list:
+    """Every file of a module folder that the build must copy (all but its CMakeLists.txt and bytecode)."""
     base = os.path.join(MODULES_DIR, module)
     out = []
     for dirpath, dirnames, filenames in os.walk(base):
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         out += [os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/")
-                for f in filenames if f.endswith(exts)]
-    return sorted(out)
+                for f in filenames if not f.endswith((".pyc", ".pyo")) and not f.startswith(".")]
+    return sorted(f for f in out if f != "CMakeLists.txt")
 
 
 def ui_tree(module: str) -> ET.ElementTree:
@@ -70,11 +71,17 @@ def test_stage_widgets_exist_for_every_stage():
     from QSMLogic.params import stages
 
     names = ui_widgets("QSM")
+    from QSMLib.param_forms import UNAVAILABLE_STAGES
+
     expected_class = {"collapsible": "ctkCollapsibleButton", "method": "QComboBox", "parameters": "QFrame",
-                      "enabled": "QCheckBox"}
+                      "enabled": "QCheckBox", "note": "QLabel"}
     for key in stages():
         for role, name in stage_widget_names(key).items():
             assert names.get(name) == expected_class[role], f"stage {key}: {name} ({role}) missing from QSM.ui"
+    # coil combination cannot be fed from Slicer volumes: its section says why (and the code disables its form)
+    assert "coil_combination" in UNAVAILABLE_STAGES and "note" in stage_widget_names("coil_combination")
+    src = read(os.path.join(MODULES_DIR, "QSM", "QSM.py"))
+    assert 'if "note" in names:' in src and "UNAVAILABLE_STAGES[key]" in src
     for name in ("inputsCollapsibleButton", "outputsCollapsibleButton"):
         assert names.get(name) == "ctkCollapsibleButton"
     # the parameter frames carry a form layout the widget fills
@@ -93,8 +100,15 @@ def parameter_node_fields(module: str) -> dict:
     raise AssertionError(f"{module}.py has no @parameterNodeWrapper class")
 
 
+def node_classes(annotation: str) -> set:
+    """vtkMRML classes of a node annotation (``vtkMRMLX``, ``Union[vtkMRMLX, vtkMRMLY, None]``, ``Optional[…]``)."""
+    if annotation.startswith("list["):
+        return set()
+    return set(re.findall(r"vtkMRML\w+", annotation))
+
+
 def compatible(widget_class: str, annotation: str) -> bool:
-    if annotation.startswith("vtkMRML"):
+    if node_classes(annotation):
         return widget_class == "qMRMLNodeComboBox"
     if "Choice(" in annotation:
         return widget_class == "QComboBox"
@@ -117,6 +131,63 @@ def test_slicer_parameter_names_are_parameter_node_fields(module):
     assert not unknown, f"{module}.ui binds {unknown}, which are not fields of {module}ParameterNode"
     for name, cls in bound.items():
         assert compatible(cls, fields[name]), f"{name}: a {cls} cannot show a {fields[name]}"
+    # a node selector offers exactly the node classes its parameter accepts
+    for w in ui_tree(module).iter("widget"):
+        param = next((p.findtext("string") for p in w.findall("property") if p.get("name") == "SlicerParameterName"),
+                     None)
+        if param and node_classes(fields[param]):
+            types = {t.text for p in w.findall("property") if p.get("name") == "nodeTypes" for t in p.iter("string")}
+            assert types == node_classes(fields[param]), f"{w.get('name')}: nodeTypes {types} vs {fields[param]}"
+
+
+@pytest.mark.parametrize("module", ["QSM", "SWI"])
+def test_inputs_offer_sequences_and_segmentation_masks(module):
+    fields = parameter_node_fields(module)
+    assert fields["magnitudeSequence"] == fields["phaseSequence"] == "vtkMRMLSequenceNode"
+    assert node_classes(fields["maskVolume"]) == {"vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"}
+    names = ui_widgets(module)
+    assert names["magnitudeSequenceSelector"] == names["phaseSequenceSelector"] == "qMRMLNodeComboBox"
+    # every MRML selector gets the scene (otherwise it lists nothing)
+    root = ui_tree(module).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    selectors = {n for n, c in names.items() if c in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox")}
+    assert selectors <= receivers, f"{module}.ui: selectors without the scene: {sorted(selectors - receivers)}"
+    src = read(os.path.join(MODULES_DIR, module, f"{module}.py"))
+    assert "def _selectedInputs(self)" in src and "p.phaseSequence if p.phaseSequence is not None" in src
+
+
+def _method(module: str, cls: str, name: str) -> ast.FunctionDef:
+    tree = ast.parse(read(os.path.join(MODULES_DIR, module, f"{module}.py")))
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+@pytest.mark.parametrize("module", ["QSM", "SWI"])
+def test_apply_shows_progress_and_treats_cancel_as_cancel(module):
+    fn = _method(module, f"{module}Widget", "onApplyButton")
+    src = ast.unparse(fn)
+    assert "createProgressDialog" in src and "wasCanceled" in src and "cancel=" in src and "progress=" in src
+    handlers = [h for h in ast.walk(fn) if isinstance(h, ast.ExceptHandler)]
+    cancelled = [h for h in handlers if h.type is not None and ast.unparse(h.type).endswith("QSMCancelled")]
+    assert cancelled, f"{module}.onApplyButton does not catch QSMCancelled"
+    body = "\n".join(ast.unparse(n) for n in cancelled[0].body)
+    assert "statusLabel" in body and "errorDisplay" not in body and "raise" not in body
+
+
+def test_scene_close_stops_the_background_worker():
+    src = ast.unparse(_method("QSM", "QSMWidget", "onSceneStartClose"))
+    assert "self._stopWorker()" in src and "self._cancelRequested = True" in src
+    assert src.index("_stopWorker") < src.index("setParameterNode(None)")
+
+
+def test_widget_degrades_without_packages():
+    src = ast.unparse(_method("QSM", "QSMWidget", "_updateInputInfo"))
+    assert "except ImportError" in src and "Install the Python packages" in src
+    adapter = read(os.path.join(MODULES_DIR, "QSM", "QSMLib", "mrml_adapter.py"))
+    top = [n for n in ast.parse(adapter).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not any(isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("QSMLogic.io") for n in top), \
+        "mrml_adapter must not import QSMLogic.io at module level (it needs nibabel, pydicom, pynrrd)"
 
 
 @pytest.mark.parametrize("module", ["QSM", "SWI"])
@@ -303,12 +374,32 @@ def test_icons_are_128_png(module):
 
 
 def test_requirements_and_docs():
-    reqs = read(os.path.join(ROOT, "Resources", "requirements.txt"))
+    sys.path.insert(0, os.path.join(MODULES_DIR, "QSM"))
+    from QSMLib import dependencies
+
+    path = os.path.join(MODULES_DIR, "QSM", "Resources", "QSM", "requirements.txt")
+    assert os.path.realpath(dependencies.requirements_path()) == os.path.realpath(path)
+    reqs = read(path)
     names = dict(re.findall(r"^([A-Za-z0-9_.-]+)>=([0-9.]+)\s*$", reqs, re.M))
-    assert set(names) == {"numpy", "scipy", "numba", "nibabel", "pynrrd", "pydicom", "SimpleITK"}
+    # SimpleITK: bundled with Slicer and unused by QSMLogic, so not installed into Slicer's Python
+    assert set(names) == {"numpy", "scipy", "numba", "nibabel", "pynrrd", "pydicom"}
     pyproject = read(os.path.join(ROOT, "pyproject.toml"))
     for name, low in names.items():
         assert f'"{name}>={low}"' in pyproject, f"{name}>={low} differs from pyproject.toml"
+    # installed as a resource of the QSM module, in its own folder under Resources (same place relative to QSMLib
+    # in the source, build and install trees), not into the shared qt-scripted-modules/Resources
+    cmake = read(os.path.join(MODULES_DIR, "QSM", "CMakeLists.txt"))
+    assert "Resources/${MODULE_NAME}/requirements.txt" in _cmake_list(cmake, "MODULE_PYTHON_RESOURCES")
+    assert "requirements.txt" not in re.sub(r"#.*", "", read(os.path.join(MODULES_DIR, "QSMLogicPackage",
+                                                                         "CMakeLists.txt")))
+    for module in MODULES:
+        src = read(os.path.join(MODULES_DIR, module, f"{module}.py"))
+        assert 'getattr(slicer, "pydeps"' not in src and 'getattr(slicer, "packaging"' not in src
+        assert "dependencies.ensure_requirements(" in ast.unparse(_method(module, f"{module}Logic",
+                                                                           "ensureDependencies"))
+        assert "ensureDependencies(confirm=None)" not in src  # the self-test gives its consent explicitly
+    deps = read(os.path.join(MODULES_DIR, "QSM", "QSMLib", "dependencies.py"))
+    assert 'import_module("slicer.packaging")' in deps
     doc = read(os.path.join(ROOT, "docs", "slicer.md"))
     assert ("--additional-module-paths <repo>/SusceptibilityMRI/QSM <repo>/SusceptibilityMRI/SWI" in doc)
     assert "slicer.testing.runUnitTest(['<repo>/SusceptibilityMRI/QSM'], 'QSM')" in doc

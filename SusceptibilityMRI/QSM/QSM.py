@@ -10,12 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLSequenceNode,
+)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -63,15 +68,22 @@ class QSM(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class QSMParameterNode:
-    """GUI state saved with the scene. ``configJson`` holds the chosen methods/parameters of every stage."""
+    """GUI state saved with the scene. ``configJson`` holds the chosen methods/parameters of every stage.
+
+    Inputs are the checked echo volumes, or a sequence (4D) node per role, which takes precedence when set.
+    ``b0Tesla`` 0 means "from the data"; ``echoTimesMs`` empty likewise. ``maskVolume`` is a label map or a
+    segmentation.
+    """
 
     magnitudeVolumes: list[vtkMRMLScalarVolumeNode]
     phaseVolumes: list[vtkMRMLScalarVolumeNode]
+    magnitudeSequence: vtkMRMLSequenceNode
+    phaseSequence: vtkMRMLSequenceNode
     echoTimesMs: str = ""
-    b0Tesla: Annotated[float, WithinRange(0.1, 21.1)] = 3.0
+    b0Tesla: Annotated[float, WithinRange(0.0, 21.1)] = 0.0
     phaseScaling: Annotated[str, Choice(PHASE_SCALING_CHOICES)] = "auto"
     flipPhase: bool = False
-    maskVolume: vtkMRMLLabelMapVolumeNode
+    maskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     runName: str = "QSM"
     runInBackground: bool = True
     allOutputs: bool = False
@@ -102,6 +114,10 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._progressDialog = None
         self._run = None
         self._outputBuffer = ""
+        self._cancelRequested = False
+        #: Echo-time text and B0 last filled in from the data: a field still holding it was not edited by the user.
+        self._autoEchoTimesMs: Optional[str] = None
+        self._autoB0Tesla: Optional[float] = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -117,6 +133,8 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
         self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.magnitudeSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
+        self.ui.phaseSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.resetParametersButton.connect("clicked(bool)", self.onResetParameters)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -138,6 +156,13 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        # A run must not outlive its scene: kill the background worker and discard its files, and make a run in
+        # this process stop at its next cancel check (its results would reference nodes of the closed scene).
+        self._cancelRequested = True
+        if self._process is not None:
+            self._stopWorker()
+            self.ui.statusLabel.text = "Stopped: the scene was closed during the run; no results were added."
+        self._autoEchoTimesMs = self._autoB0Tesla = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -164,9 +189,11 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        ready = bool(p and p.phaseVolumes) and self._config is not None and self._process is None
+        hasPhase = bool(p and (p.phaseVolumes or p.phaseSequence is not None))
+        ready = hasPhase and self._config is not None and self._process is None
         self.ui.applyButton.enabled = ready
-        self.ui.applyButton.toolTip = "Compute QSM" if ready else "Select phase echo volumes (and install dependencies)"
+        self.ui.applyButton.toolTip = ("Compute QSM" if ready else
+                                       "Select phase echo volumes or a phase sequence (and install dependencies)")
 
     # ---- inputs
 
@@ -184,15 +211,68 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onEchoVolumesChanged(self) -> None:
         if not self._parameterNode:
             return
-        mags = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
-        phases = list(self.ui.phaseVolumesComboBox.checkedNodes())
-        self._parameterNode.magnitudeVolumes = mags
-        self._parameterNode.phaseVolumes = phases
-        self.ui.phaseScalingLabel.text = self.logic.describeInputs(mags, phases) if phases else ""
-        if phases and not self._parameterNode.echoTimesMs.strip():
-            te = self.logic.echoTimesFromNodesMs(phases)
-            if te:
-                self._parameterNode.echoTimesMs = ", ".join(f"{t:g}" for t in te)
+        self._parameterNode.magnitudeVolumes = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
+        self._parameterNode.phaseVolumes = list(self.ui.phaseVolumesComboBox.checkedNodes())
+        self._updateInputInfo()
+
+    def onSequenceChanged(self, node=None) -> None:
+        if self._parameterNode:
+            self._updateInputInfo()
+
+    def _selectedInputs(self):
+        """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
+        p = self._parameterNode
+        mags = p.magnitudeSequence if p.magnitudeSequence is not None else self.logic.sortEchoNodes(p.magnitudeVolumes)
+        phases = p.phaseSequence if p.phaseSequence is not None else self.logic.sortEchoNodes(p.phaseVolumes)
+        return mags, phases
+
+    def _updateInputInfo(self) -> None:
+        """Phase scaling, echo times and B0 of the selected echoes, refreshed on every selection change.
+
+        The echo-time and B0 fields are filled from the data whenever the data's values change; a value the user
+        typed stays (and overrides the data) until the selected data give different values. Without packages this
+        degrades to a prompt to install them instead of an exception.
+        """
+        p = self._parameterNode
+        try:
+            from QSMLib import param_forms
+
+            mags, phases = self._selectedInputs()
+            if not phases:
+                self.ui.phaseScalingLabel.text = self.ui.acquisitionLabel.text = ""
+                return
+            self.ui.phaseScalingLabel.text = self.logic.describeInputs(mags, phases)
+            acq = self.logic.acquisitionFromNodes(mags, phases)
+        except ImportError as exc:
+            self.ui.acquisitionLabel.text = (f"Install the Python packages ({exc.name or exc} is missing) to read echo "
+                                             "times and B0 from BIDS sidecars; or enter them.")
+            return
+        except qsmlib.QSMInputError as exc:
+            self.ui.acquisitionLabel.text = f"Echo times / B0: {exc}"
+            return
+        dataTe = ", ".join(f"{t * 1e3:g}" for t in acq.te_s) if acq.te_s else None
+        p.echoTimesMs, self._autoEchoTimesMs = param_forms.refill_from_data(
+            p.echoTimesMs.strip(), self._autoEchoTimesMs, dataTe, "")
+        b0, self._autoB0Tesla = param_forms.refill_from_data(
+            float(p.b0Tesla), self._autoB0Tesla, None if acq.b0_tesla is None else round(acq.b0_tesla, 2), 0.0)
+        p.b0Tesla = b0
+        self.ui.acquisitionLabel.text = param_forms.acquisition_text(acq)
+
+    def _userEchoTimesS(self) -> Optional[List[float]]:
+        """Echo times the user entered (s); ``None`` when the field is empty or holds the data's values."""
+        from QSMLib import mrml_adapter
+
+        text = self._parameterNode.echoTimesMs.strip()
+        if not text or text == self._autoEchoTimesMs:
+            return None
+        return mrml_adapter.parse_echo_times_ms(text)
+
+    def _userB0Tesla(self) -> Optional[float]:
+        """B0 the user entered (T); ``None`` for 0 ("from the data") or the data's own value."""
+        b0 = float(self._parameterNode.b0Tesla)
+        if b0 <= 0 or (self._autoB0Tesla is not None and b0 == self._autoB0Tesla):
+            return None
+        return b0
 
     # ---- dependencies and stage forms
 
@@ -207,10 +287,12 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onInstallDependencies(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to install Python packages.", waitCursor=True):
-            if self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay):
+            if self.logic.ensureDependencies():  # asks the user (Slicer's prompt) before installing anything
                 self._updateDependencyState()
                 self._loadConfig()
                 self._checkCanApply()
+                if self._parameterNode:
+                    self._updateInputInfo()
 
     def _buildStageForms(self) -> None:
         from QSMLib import param_forms
@@ -219,6 +301,10 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for key, stage in self._stages.items():
             names = param_forms.stage_widget_names(key)
             getattr(self.ui, names["collapsible"]).toolTip = stage.help
+            if "note" in names:  # a stage the module cannot feed: the form stays visible, read-only, with the reason
+                getattr(self.ui, names["note"]).text = param_forms.UNAVAILABLE_STAGES[key]
+                getattr(self.ui, names["method"]).enabled = False
+                getattr(self.ui, names["parameters"]).enabled = False
             combo = getattr(self.ui, names["method"])
             wasBlocked = combo.blockSignals(True)
             combo.clear()
@@ -268,6 +354,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         combo = getattr(self.ui, param_forms.stage_widget_names(stageKey)["method"])
         self._config.set(stageKey, method=combo.currentData)
+        param_forms.apply_module_defaults(self._config)
         self._rebuildParameterForm(stageKey)
         self._storeConfig()
 
@@ -340,19 +427,16 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- run
 
     def _runArguments(self) -> Dict[str, Any]:
-        from QSMLib import mrml_adapter
-
         p = self._parameterNode
+        mags, phases = self._selectedInputs()
         return dict(
-            magnitude_nodes=mrml_adapter.sort_echo_nodes(p.magnitudeVolumes),
-            phase_nodes=mrml_adapter.sort_echo_nodes(p.phaseVolumes),
-            echo_times_s=mrml_adapter.parse_echo_times_ms(p.echoTimesMs) if p.echoTimesMs.strip() else None,
-            b0_tesla=p.b0Tesla, config=self._config, mask_node=p.maskVolume, phase_rule=p.phaseScaling,
+            magnitude_nodes=mags, phase_nodes=phases, echo_times_s=self._userEchoTimesS(),
+            b0_tesla=self._userB0Tesla(), config=self._config, mask_node=p.maskVolume, phase_rule=p.phaseScaling,
             phase_sign=-1 if p.flipPhase else 1)
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to compute QSM.", waitCursor=True):
-            if not self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay):
+            if not self.logic.ensureDependencies():  # asks the user (Slicer's prompt) before installing anything
                 return
             self._updateDependencyState()
             if self._config is None:
@@ -362,6 +446,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if p.runInBackground:
                 self._startWorker(self._runArguments(), p.runName, outputs)
                 return
+            self._cancelRequested = False
             dialog = slicer.util.createProgressDialog(windowTitle="QSM", labelText="Starting…", maximum=100)
             try:
                 def progress(fraction: float, label: str) -> None:
@@ -369,8 +454,11 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     slicer.app.processEvents()
 
                 nodes = self.logic.run(**self._runArguments(), progress=progress, log=logging.info,
-                                       cancel=lambda: dialog.wasCanceled, run_name=p.runName,
-                                       output_names=outputs)
+                                       cancel=lambda: dialog.wasCanceled or self._cancelRequested,
+                                       run_name=p.runName, output_names=outputs)
+            except qsmlib.QSMCancelled:  # the user asked for it: a status message, not an error box
+                self.ui.statusLabel.text = "Cancelled; no results were added."
+                return
             finally:
                 dialog.close()
             self._showResults(nodes)
@@ -407,7 +495,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 logging.info(event.text)
         if self._progressDialog.wasCanceled:
             self._stopWorker()
-            self.ui.statusLabel.text = "Cancelled."
+            self.ui.statusLabel.text = "Cancelled; no results were added."
             return
         if self._process.state() != qt.QProcess.NotRunning:
             return
@@ -460,7 +548,8 @@ class QSMLogic(ScriptedLoadableModuleLogic):
         nodes = QSM.QSMLogic().run(magnitude_nodes, phase_nodes, echo_times_s=[0.004, 0.008], b0_tesla=3.0)
 
     Plain arguments (nodes or sequence nodes, numbers), returns ``{output name: new volume node}``, raises
-    ``QSMInputError`` for bad input and ``QSMCancelled`` when ``cancel()`` turns true; never opens dialogs.
+    ``QSMInputError`` for bad input and ``QSMCancelled`` when ``cancel()`` turns true; opens no dialogs, except the
+    consent prompt of :meth:`ensureDependencies` when packages are missing and no ``confirm`` callback is given.
     """
 
     def __init__(self) -> None:
@@ -476,41 +565,43 @@ class QSMLogic(ScriptedLoadableModuleLogic):
         return dependencies.missing_requirements()
 
     def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
-        """Install missing packages after ``confirm(message)`` agrees; True when everything is available."""
-        missing = self.missingDependencies()
-        if not missing:
-            return True
-        if confirm is not None and not confirm(
-                "QSM needs these Python packages, which will be downloaded and installed now:\n"
-                + "\n".join(missing) + "\n\nInstall them?"):
-            return False
-        pydeps = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
-        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
-            pydeps.pip_ensure(pydeps.load_requirements(dependencies.requirements_path()), requester="QSM")
-        else:
-            slicer.util.pip_install(missing)
-        return not self.missingDependencies()
+        """Install the missing packages of Resources/QSM/requirements.txt; True when everything is available.
+
+        Nothing is installed without consent: ``confirm(message)`` decides when given (the self-test passes one);
+        by default the user is asked — by ``slicer.packaging.pip_ensure`` on Slicer >= 5.12, else by
+        ``slicer.util.confirmOkCancelDisplay`` before ``slicer.util.pip_install`` (the only dialog the logic can
+        open, and only when packages are missing and the caller passed no callback).
+        """
+        return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (QSM)")
 
     # ---- inputs
 
+    def sortEchoNodes(self, nodes: Sequence[Any]) -> List[Any]:
+        """Echo volumes ordered by echo time when the data give one for every volume (else as given)."""
+        from QSMLib import mrml_adapter
+
+        return mrml_adapter.sort_echo_nodes(list(nodes))
+
+    def acquisitionFromNodes(self, magnitudeNodes: Any, phaseNodes: Any, database: Any = None):
+        """Echo times (s) and B0 (T) the data give (node attributes, Slicer's DICOM database, sequence index, BIDS
+        sidecar), each with its source: a ``QSMLib.mrml_adapter.AcquisitionInfo``."""
+        from QSMLib import mrml_adapter
+
+        return mrml_adapter.acquisition_from_nodes(magnitudeNodes, phaseNodes, database)
+
     def echoTimesFromNodesMs(self, nodes: Sequence[Any]) -> Optional[List[float]]:
-        """Echo times (ms) from the nodes' DICOM.EchoTime attributes, sorted; None if any node lacks one."""
+        """Echo times (ms) the data give for these echo volumes, sorted; None if any volume has none."""
         from QSMLib import mrml_adapter
 
         te = mrml_adapter.echo_times_from_nodes_s(list(nodes))
         return sorted(t * 1e3 for t in te) if te else None
 
-    def describeInputs(self, magnitudeNodes: Sequence[Any], phaseNodes: Sequence[Any]) -> str:
-        """One line on the phase scaling the "auto" rule would choose (or why it cannot), for the GUI."""
+    def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
+        """The phase scaling the "auto" rule would choose (or why it cannot) and DICOM ImageType warnings, for the
+        GUI; says so instead of failing when the Python packages are not installed yet."""
         from QSMLib import mrml_adapter
-        from QSMLogic.io.phase_scaling import phase_to_radians
 
-        try:
-            raw, _ = mrml_adapter.stack_echoes(mrml_adapter.sort_echo_nodes(phaseNodes), "phase volumes")
-            _, rule, evidence = phase_to_radians(raw, "auto", name="phase")
-            return f"Detected phase scaling: {rule} ({evidence})"
-        except qsmlib.QSMInputError as exc:
-            return f"Phase scaling: {exc}"
+        return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def defaultOutputs(self) -> Sequence[str]:
         from QSMLib import runner
@@ -519,10 +610,14 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
     # ---- run
 
-    def run(self, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, config=None, mask_node=None,
+    def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, b0_tesla=None, config=None, mask_node=None,
             progress=None, log=None, cancel=None, run_name: str = "QSM", phase_rule: str = "auto",
             phase_sign: int = 1, output_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-        """Run the QSM pipeline in this process; returns ``{output name: new node}`` (see QSMLib.runner)."""
+        """Run the QSM pipeline in this process; returns ``{output name: new node}`` (see QSMLib.runner).
+
+        ``echo_times_s``/``b0_tesla`` ``None``: taken from the data (DICOM attributes or database, sequence index,
+        BIDS sidecar). ``mask_node``: a label map or a segmentation. ``config``: None for the module defaults.
+        """
         from QSMLib import runner
 
         return runner.run_qsm_on_nodes(
@@ -577,7 +672,8 @@ class QSMTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Checking Python dependencies")
         logic = QSMLogic()
-        self.assertTrue(logic.ensureDependencies(confirm=None), "dependencies could not be installed")
+        # running the self-test is the consent to install missing packages
+        self.assertTrue(logic.ensureDependencies(confirm=lambda message: True), "dependencies could not be installed")
         from QSMLib import mrml_adapter
         from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
 
@@ -604,6 +700,8 @@ class QSMTest(ScriptedLoadableModuleTest):
         self.assertEqual(chiNode.GetImageData().GetDimensions(), phases[0].GetImageData().GetDimensions())
         self.assertAlmostEqual(chiNode.GetDisplayNode().GetWindow(), 0.40)
         self.assertIsNotNone(mrml_adapter.read_provenance(chiNode))
+        self.assertIn("mip", nodes)  # the module's default 16 mm mIP slab
+        self.assertIsNotNone(slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(chiNode))  # colour bar
         chi = np.asarray(mrml_adapter.array_ijk(chiNode))
         mask = np.asarray(mrml_adapter.array_ijk(nodes["qsm_mask"])) > 0
         truth = acq.chi_ppm - acq.chi_ppm[mask].mean()

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Dict, Optional, Sequence
+from typing import Annotated, Any, Callable, Dict, Optional, Sequence, Union
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLSequenceNode,
+)
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -27,6 +32,7 @@ try:
 except ImportError:  # source checkout: the QSM module (which holds QSMLib) is the sibling folder
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "QSM"))
     import QSMLib  # noqa: F401
+import QSMLogic as qsmlib  # the library (importable once QSMLib is)
 from QSMLib import dependencies
 
 PHASE_SCALING_CHOICES = ["auto", "radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range"]
@@ -50,14 +56,17 @@ class SWI(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class SWIParameterNode:
-    """GUI state saved with the scene; ``paramsJson`` holds the SWI method's parameters."""
+    """GUI state saved with the scene; ``paramsJson`` holds the SWI method's parameters. A sequence (4D) node per
+    role, when set, is used instead of the checked echo volumes; the mask is a label map or a segmentation."""
 
     magnitudeVolumes: list[vtkMRMLScalarVolumeNode]
     phaseVolumes: list[vtkMRMLScalarVolumeNode]
+    magnitudeSequence: vtkMRMLSequenceNode
+    phaseSequence: vtkMRMLSequenceNode
     echoTimesMs: str = ""
     phaseScaling: Annotated[str, Choice(PHASE_SCALING_CHOICES)] = "auto"
     flipPhase: bool = False
-    maskVolume: vtkMRMLLabelMapVolumeNode
+    maskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     runName: str = "SWI"
     showResults: bool = True
     paramsJson: str = ""
@@ -74,6 +83,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._params: Dict[str, Any] = {}
         self._method = None
+        self._cancelRequested = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -86,6 +96,8 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
         self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.magnitudeSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
+        self.ui.phaseSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self._updateDependencyState()
@@ -104,6 +116,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._cancelRequested = True  # a run in progress stops at its next check and adds nothing
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -132,12 +145,37 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        self.ui.applyButton.enabled = bool(p and p.phaseVolumes and p.magnitudeVolumes and self._method)
+        self.ui.applyButton.enabled = bool(p and (p.phaseVolumes or p.phaseSequence is not None)
+                                           and (p.magnitudeVolumes or p.magnitudeSequence is not None)
+                                           and self._method)
+
+    def _selectedInputs(self):
+        """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
+        p = self._parameterNode
+        mags = p.magnitudeSequence if p.magnitudeSequence is not None else self.logic.sortEchoNodes(p.magnitudeVolumes)
+        phases = p.phaseSequence if p.phaseSequence is not None else self.logic.sortEchoNodes(p.phaseVolumes)
+        return mags, phases
 
     def onEchoVolumesChanged(self) -> None:
         if self._parameterNode:
             self._parameterNode.magnitudeVolumes = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
             self._parameterNode.phaseVolumes = list(self.ui.phaseVolumesComboBox.checkedNodes())
+            self._updateInputInfo()
+
+    def onSequenceChanged(self, node=None) -> None:
+        if self._parameterNode:
+            self._updateInputInfo()
+
+    def _updateInputInfo(self) -> None:
+        """Show the phase scaling the "auto" rule detects (overridable with the phase scaling choice)."""
+        try:
+            mags, phases = self._selectedInputs()
+            self.ui.phaseScalingLabel.text = self.logic.describeInputs(mags, phases) if phases else ""
+        except ImportError as exc:  # echo ordering may read BIDS sidecars, which needs the packages
+            self.ui.phaseScalingLabel.text = (f"Install the Python packages ({exc.name or exc} is missing) to check "
+                                              "the inputs.")
+        except qsmlib.QSMInputError as exc:
+            self.ui.phaseScalingLabel.text = f"Inputs: {exc}"
 
     def _updateDependencyState(self) -> None:
         missing = self.logic.missingDependencies()
@@ -167,7 +205,8 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for key in runner.SWI_MODULE_METHODS:
             combo.addItem(stage.method(key).label, key)
         stored = json.loads(self._parameterNode.paramsJson) if self._parameterNode.paramsJson else {}
-        self._params = self._method.resolve(stored)
+        defaults = param_forms.module_defaults_for("swi", self._method.key)  # a 16 mm mIP slab unless stored
+        self._params = self._method.resolve(dict(defaults, **stored))
         formLayout = self.ui.swiParametersFrame.layout()
         while formLayout.count():
             item = formLayout.takeAt(0)
@@ -218,19 +257,34 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to compute SWI.", waitCursor=True):
-            if not self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay):
+            if not self.logic.ensureDependencies():  # asks the user (Slicer's prompt) before installing anything
                 return
+            if self._method is None:
+                self._buildForm()
             from QSMLib import mrml_adapter
 
             p = self._parameterNode
-            nodes = self.logic.run(
-                mrml_adapter.sort_echo_nodes(p.magnitudeVolumes), mrml_adapter.sort_echo_nodes(p.phaseVolumes),
-                mrml_adapter.parse_echo_times_ms(p.echoTimesMs) if p.echoTimesMs.strip() else None,
-                params=self._params, mask_node=p.maskVolume, run_name=p.runName, phase_rule=p.phaseScaling,
-                phase_sign=-1 if p.flipPhase else 1)
+            mags, phases = self._selectedInputs()
+            self._cancelRequested = False
+            dialog = slicer.util.createProgressDialog(windowTitle="SWI", labelText="Starting…", maximum=100)
+            try:
+                def progress(fraction: float, label: str) -> None:
+                    dialog.value, dialog.labelText = int(round(100 * fraction)), label
+                    slicer.app.processEvents()
+
+                nodes = self.logic.run(
+                    mags, phases, mrml_adapter.parse_echo_times_ms(p.echoTimesMs) if p.echoTimesMs.strip() else None,
+                    params=self._params, mask_node=p.maskVolume, run_name=p.runName, phase_rule=p.phaseScaling,
+                    phase_sign=-1 if p.flipPhase else 1, progress=progress,
+                    cancel=lambda: dialog.wasCanceled or self._cancelRequested)
+            except qsmlib.QSMCancelled:  # the user asked for it: a status message, not an error box
+                self.ui.statusLabel.text = "Cancelled; no results were added."
+                return
+            finally:
+                dialog.close()
             self.ui.statusLabel.text = "Created: " + ", ".join(n.GetName() for n in nodes.values())
             if p.showResults:
-                self.logic.showResults(dict(nodes, magnitude=p.magnitudeVolumes[-1]))
+                self.logic.showResults(dict(nodes, magnitude=mrml_adapter.as_node_list(mags)[-1]))
 
 
 class SWILogic(ScriptedLoadableModuleLogic):
@@ -249,18 +303,33 @@ class SWILogic(ScriptedLoadableModuleLogic):
     def missingDependencies(self):
         return dependencies.missing_requirements()
 
-    def ensureDependencies(self, confirm=None) -> bool:
-        """Same first-use install as the QSM module (after ``confirm(message)`` agrees)."""
-        return slicer.util.getModuleLogic("QSM").ensureDependencies(confirm)
+    def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
+        """Same first-use install as the QSM module: ``confirm(message)`` decides when given, else the user is
+        asked (slicer.packaging.pip_ensure on Slicer >= 5.12, slicer.util.confirmOkCancelDisplay before)."""
+        return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (SWI)")
+
+    def sortEchoNodes(self, nodes: Sequence[Any]):
+        from QSMLib import mrml_adapter
+
+        return mrml_adapter.sort_echo_nodes(list(nodes))
+
+    def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
+        """Detected phase scaling and DICOM ImageType warnings (see QSMLib.mrml_adapter.describe_inputs)."""
+        from QSMLib import mrml_adapter
+
+        return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, method: str = "homodyne",
             params: Optional[Dict[str, Any]] = None, mask_node=None, run_name: str = "SWI",
-            phase_rule: str = "auto", phase_sign: int = 1) -> Dict[str, Any]:
-        """SWI (and mIP) as new volume nodes in a subject-hierarchy folder; see QSMLib.runner.run_swi_on_nodes."""
+            phase_rule: str = "auto", phase_sign: int = 1, progress=None, cancel=None) -> Dict[str, Any]:
+        """SWI (and mIP, 16 mm slab unless ``params`` say otherwise) as new volume nodes in a subject-hierarchy
+        folder, with optional ``progress(fraction, label)`` / ``cancel()`` callbacks (``QSMCancelled``); see
+        QSMLib.runner.run_swi_on_nodes."""
         from QSMLib import runner
 
         return runner.run_swi_on_nodes(slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, method,
-                                       params, mask_node, run_name, phase_rule, phase_sign)
+                                       params, mask_node, run_name, phase_rule, phase_sign, progress=progress,
+                                       cancel=cancel)
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
         from QSMLib import mrml_adapter
@@ -284,7 +353,7 @@ class SWITest(ScriptedLoadableModuleTest):
         import numpy as np
 
         logic = SWILogic()
-        self.assertTrue(logic.ensureDependencies(confirm=None))
+        self.assertTrue(logic.ensureDependencies(confirm=lambda message: True))  # running the test is the consent
         from QSMLib import mrml_adapter
         from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
 
