@@ -561,7 +561,7 @@ class QSMLogic(ScriptedLoadableModuleLogic):
     # ---- dependencies
 
     def missingDependencies(self) -> List[str]:
-        """Requirements of Resources/requirements.txt not installed in Slicer's Python."""
+        """Requirements of Resources/QSM/requirements.txt not installed in Slicer's Python."""
         return dependencies.missing_requirements()
 
     def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
