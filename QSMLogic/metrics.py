@@ -12,9 +12,10 @@ values outside the mask are ignored.
   challenge's display range) to 0…1; averaged over the mask.
 * :func:`label_errors` / :func:`deep_gray_error` — mean χ per label minus the true mean (ppm); the deep grey nuclei
   error is the mean absolute value of these over the nuclei.
-* :func:`calcification_moment` — the susceptibility moment Σχ·V (ppm·mm³) in the calcification dilated by
+* :func:`calcification_moment` — the susceptibility moment Σ(χ − χ_ref)·V (ppm·mm³) in the calcification dilated by
   ``dilation_mm`` (QSM Challenge 2.0, Marques et al., Magn Reson Med 86 (2021) 526–542), which stays comparable
-  when the estimate blurs the calcification; :func:`calcification_moment_error` is the relative error (%).
+  when the estimate blurs the calcification; χ_ref is the mean in a shell just outside, so the moment is the
+  calcification's own (diamagnetic: negative) excess; :func:`calcification_moment_error` is the relative error (%).
 * :func:`streaking` — our streaking measure: the energy of the error in the magic-angle cone of k-space,
   100·‖P_cone F{M(x − t)}‖ / ‖F{M t}‖ (%), P_cone selecting |D(k)| < ``cone_threshold`` (k ≠ 0). Streaks are the
   error component the dipole kernel cannot see, so they live in this cone; the measure is in the same units as
@@ -132,27 +133,54 @@ def _ball(radius_mm: float, voxel_size_mm: Sequence[float]) -> np.ndarray:
 
 
 def dilate_mm(region: np.ndarray, radius_mm: float, voxel_size_mm: Sequence[float]) -> np.ndarray:
-    """Binary dilation of ``region`` by a ball of ``radius_mm`` (anisotropic voxels handled)."""
+    """Binary dilation of ``region`` by a ball of ``radius_mm`` (anisotropic voxels handled).
+
+    Works on the region's bounding box grown by the radius, so a small region in a large volume costs little.
+    """
     reg = np.asarray(region, dtype=bool)
-    if radius_mm <= 0:
+    if radius_mm <= 0 or not reg.any():
         return reg.copy()
-    return ndimage.binary_dilation(reg, structure=_ball(radius_mm, voxel_size_mm))
+    ball = _ball(radius_mm, voxel_size_mm)
+    idx = np.nonzero(reg)
+    box = tuple(slice(max(int(i.min()) - r - 1, 0), min(int(i.max()) + r + 2, n))
+                for i, r, n in zip(idx, (b // 2 for b in ball.shape), reg.shape))
+    out = np.zeros_like(reg)
+    out[box] = ndimage.binary_dilation(reg[box], structure=ball)
+    return out
 
 
 def calcification_moment(chi_ppm: np.ndarray, calcification: np.ndarray, voxel_size_mm: Sequence[float],
-                         dilation_mm: float = 4.0) -> float:
-    """Σχ·V_voxel (ppm·mm³) over the calcification dilated by ``dilation_mm``."""
-    roi = dilate_mm(calcification, dilation_mm, voxel_size_mm)
+                         dilation_mm: float = 4.0, shell_mm: float = 4.0, mask: Optional[np.ndarray] = None) -> float:
+    """Susceptibility moment Σ(χ − χ_ref)·V_voxel (ppm·mm³) over the calcification dilated by ``dilation_mm``.
+
+    ``χ_ref`` is the mean χ in the shell from ``dilation_mm`` to ``dilation_mm + shell_mm`` around the
+    calcification (within ``mask`` when given), so the moment is the calcification's excess over the tissue around
+    it — a negative number for a diamagnetic focus, independent of how the map is referenced and of the
+    surrounding tissue's own susceptibility; ``shell_mm = 0`` gives the plain Σχ·V.
+    """
+    calc = np.asarray(calcification, dtype=bool)
+    roi = dilate_mm(calc, dilation_mm, voxel_size_mm)
     if not roi.any():
         raise QSMInputError("the calcification region is empty")
-    return float(np.sum(np.asarray(chi_ppm, dtype=np.float64)[roi]) * float(np.prod(voxel_size_mm)))
+    x = np.asarray(chi_ppm, dtype=np.float64)
+    ref = 0.0
+    if shell_mm > 0:
+        shell = dilate_mm(calc, dilation_mm + shell_mm, voxel_size_mm) & ~roi
+        if mask is not None:
+            shell &= np.asarray(mask, dtype=bool)
+        if not shell.any():
+            raise QSMInputError("the shell around the calcification has no voxel (in the mask)")
+        ref = float(np.mean(x[shell]))
+    return float(np.sum(x[roi] - ref) * float(np.prod(voxel_size_mm)))
 
 
 def calcification_moment_error(estimate: np.ndarray, truth: np.ndarray, calcification: np.ndarray,
-                               voxel_size_mm: Sequence[float], dilation_mm: float = 4.0) -> float:
-    """Relative error (%) of the calcification moment: 100·(m_est − m_true)/|m_true|."""
-    mt = calcification_moment(truth, calcification, voxel_size_mm, dilation_mm)
-    me = calcification_moment(estimate, calcification, voxel_size_mm, dilation_mm)
+                               voxel_size_mm: Sequence[float], dilation_mm: float = 4.0, shell_mm: float = 4.0,
+                               mask: Optional[np.ndarray] = None) -> float:
+    """Relative error (%) of the calcification moment (:func:`calcification_moment`): 100·(m_est − m_true)/|m_true|.
+    """
+    mt = calcification_moment(truth, calcification, voxel_size_mm, dilation_mm, shell_mm, mask)
+    me = calcification_moment(estimate, calcification, voxel_size_mm, dilation_mm, shell_mm, mask)
     if mt == 0.0:
         raise QSMInputError("the true calcification moment is zero")
     return 100.0 * (me - mt) / abs(mt)
@@ -188,21 +216,50 @@ def streaking(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxel_s
     den = float(np.sum(np.abs(r) ** 2 * wts))
     if den == 0.0:
         raise QSMInputError("the truth is zero in the mask")
-    return 100.0 * np.sqrt(num / den)
+    return float(100.0 * np.sqrt(num / den))
+
+
+#: Name (lower-case substring) of the calcification label in label tables, as in the phantom.
+CALCIFICATION_NAME = "calcification"
+
+
+def calcification_region(labels: np.ndarray, label_names: Mapping[int, str]) -> Optional[np.ndarray]:
+    """Voxels of the label(s) named like :data:`CALCIFICATION_NAME`; None when there is none or it is empty."""
+    keys = [k for k, n in label_names.items() if CALCIFICATION_NAME in n.lower()]
+    if not keys:
+        return None
+    reg = np.isin(np.asarray(labels), keys)
+    return reg if reg.any() else None
 
 
 def all_metrics(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float],
                 b0_direction: Sequence[float], labels: Optional[np.ndarray] = None,
-                label_names: Optional[Mapping[int, str]] = None) -> Dict[str, float]:
-    """nRMSE, HFEN, SSIM, streaking and (with labels and names) the deep grey nuclei error, as one dict."""
+                label_names: Optional[Mapping[int, str]] = None, dilation_mm: float = 4.0) -> Dict[str, float]:
+    """nRMSE, HFEN, SSIM, streaking and, with labels and names, the deep grey nuclei error and the calcification
+    metrics, as one dict.
+
+    Keys: ``nrmse_pct``, ``hfen_pct``, ``ssim``, ``streak_pct`` (magic-angle cone error, %); with labels:
+    ``deep_gray_err_ppm``; where a calcification label is present: ``calc_moment`` (the estimate's moment, ppm·mm³,
+    in the calcification dilated by ``dilation_mm``, relative to the 4 mm shell around that; negative =
+    diamagnetic), ``calc_moment_err_pct`` (its relative error against the truth's) and ``calc_streak_ppm`` (SD of
+    the error in the 4–12 mm shell around it).
+    """
     out = {"nrmse_pct": nrmse(estimate, truth, mask), "hfen_pct": hfen(estimate, truth, mask),
            "ssim": ssim(estimate, truth, mask),
            "streak_pct": streaking(estimate, truth, mask, voxel_size_mm, b0_direction)}
     if labels is not None and label_names is not None:
         out["deep_gray_err_ppm"] = deep_gray_error(estimate, truth, labels, label_names, mask)
+        calc = calcification_region(labels, label_names)
+        if calc is not None:
+            calc = calc & np.asarray(mask, dtype=bool)
+        if calc is not None and calc.any():
+            out["calc_moment"] = calcification_moment(estimate, calc, voxel_size_mm, dilation_mm, mask=mask)
+            out["calc_moment_err_pct"] = calcification_moment_error(estimate, truth, calc, voxel_size_mm,
+                                                                    dilation_mm, mask=mask)
+            out["calc_streak_ppm"] = calcification_streaking(estimate, truth, calc, voxel_size_mm, mask)
     return out
 
 
 __all__ = ["DEEP_GRAY_NAMES", "nrmse", "hfen", "ssim", "label_errors", "deep_gray_labels", "deep_gray_error",
            "dilate_mm", "calcification_moment", "calcification_moment_error", "calcification_streaking",
-           "streaking", "all_metrics"]
+           "streaking", "calcification_region", "CALCIFICATION_NAME", "all_metrics"]

@@ -84,6 +84,48 @@ def test_calcification_moment_of_known_region():
     assert metrics.calcification_moment_error(0.5 * chi, chi, calc, vox) == pytest.approx(50.0)
     noisy = chi + np.float32(0.01) * np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     assert metrics.calcification_streaking(noisy, chi, calc, vox) == pytest.approx(0.01, rel=0.1)
+    # the moment is the excess over the surrounding tissue: a constant offset (another reference) or a uniform
+    # tissue of −0.03 ppm around the focus does not change it; the plain sum (shell_mm = 0) does
+    shifted = chi + np.float32(0.02)
+    tissue = np.where(calc, chi, np.float32(-0.03))
+    for x, excess in ((shifted, -8.0), (tissue, 8 * 2.0 * (-0.5 + 0.03))):
+        assert metrics.calcification_moment(x, calc, vox) == pytest.approx(excess, rel=1e-5)
+    roi_vol = metrics.dilate_mm(calc, 4.0, vox).sum() * 2.0
+    assert metrics.calcification_moment(shifted, calc, vox, shell_mm=0.0) == pytest.approx(-8.0 + 0.02 * roi_vol)
+
+
+def test_dilate_mm_matches_full_volume_dilation():
+    from scipy import ndimage
+
+    reg = np.zeros((40, 36, 30), bool)
+    reg[2:5, 30:34, 10:12] = True  # touches the volume's edges after dilation
+    reg[20, 18, 15] = True
+    for vox, r in (((1.0, 1.0, 1.0), 4.0), ((1.0, 1.0, 2.0), 4.5), ((0.7, 1.0, 1.3), 3.0)):
+        full = ndimage.binary_dilation(reg, structure=metrics._ball(r, vox))
+        assert np.array_equal(metrics.dilate_mm(reg, r, vox), full)
+
+
+def test_all_metrics_with_calcification(maps):
+    t, m, lab = maps
+    lab = lab.copy()
+    t = t.copy()
+    calc = np.zeros(t.shape, bool)
+    calc[14:16, 10:12, 8:10] = True  # inside the mask, away from the blob
+    t[calc] = -0.5
+    lab[calc] = 19
+    names = {7: "WM", 9: "putamen", 19: "calcification"}
+    same = metrics.all_metrics(t, t, m, VOX, B0, labels=lab, label_names=names)
+    assert same["calc_moment"] < 0 and same["calc_moment_err_pct"] == 0.0 and same["calc_streak_ppm"] == 0.0
+    half = t.copy()
+    half[calc] = 0.5 * t[calc]
+    out = metrics.all_metrics(half, t, m, VOX, B0, labels=lab, label_names=names)
+    expected = 100 * (metrics.calcification_moment(half, calc, VOX, mask=m) -
+                      metrics.calcification_moment(t, calc, VOX, mask=m)) / abs(same["calc_moment"])
+    assert out["calc_moment_err_pct"] == pytest.approx(expected)
+    assert 30.0 < out["calc_moment_err_pct"] < 70.0  # half the focus's excess, blurred by the tissue noise
+    assert set(out) == {"nrmse_pct", "hfen_pct", "ssim", "streak_pct", "deep_gray_err_ppm", "calc_moment",
+                        "calc_moment_err_pct", "calc_streak_ppm"}
+    assert isinstance(out["streak_pct"], float)
 
 
 def test_streaking_sees_cone_errors_only(maps):
