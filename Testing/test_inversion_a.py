@@ -18,6 +18,8 @@ from QSMLogic.phantom import LABEL_NAMES, make_head_model, simulate_acquisition
 from QSMLogic.reference import reference_whole_brain
 
 DIRECT = ("tkd", "tkd_corrected", "tsvd")
+#: ppm → Hz: γ̄·B0·1e-6 Hz per ppm per tesla (42.57747892 Hz/ppm/T).
+HZ_PER_PPM_PER_T = GAMMA_BAR_HZ_PER_T * 1e-6
 _cache: dict = {}
 
 
@@ -165,13 +167,63 @@ def test_parameter_selection():
     # the corner is an interior value whose error is within 25 % of the best candidate's
     assert res.best_value not in (cands[0], cands[-1])
     assert errs[cands.index(res.best_value)] < 1.25 * min(errs)
-    disc = select_parameter("cgls", "lambda_", cands, f, m, model.voxel_size_mm, acq.gre.b0_direction,
-                            rule="discrepancy", noise_sd_ppm=sd * 3, params={"max_iter": 40})
-    assert disc.best_value in cands
+    # discrepancy principle with the true noise SD, on a half-decade grid: the chosen value's RMS residual in the
+    # mask matches the noise (the true χ's residual is exactly the noise here, weight = mask), and its map is
+    # within 10 % of the best candidate's nRMSE (measured: CGLS λ = 1e-2, RMS/σ = 1.02, nRMSE 27.7 % vs best
+    # 26.2 %; FANSI α = 1e-4, RMS/σ = 0.93, the best candidate)
+    for method, name, grid, extra in (("cgls", "lambda_", 10.0 ** np.arange(-6, -0.9, 0.5), {"max_iter": 40}),
+                                      ("fansi_tv", "alpha", 10.0 ** np.arange(-6, -2.4, 0.5), {})):
+        grid = [float(v) for v in grid]
+        disc = select_parameter(method, name, grid, f, m, model.voxel_size_mm, acq.gre.b0_direction,
+                                rule="discrepancy", noise_sd_ppm=sd, params=extra)
+        rms = np.asarray(disc.residual_norms) / np.sqrt(m.sum())
+        k = grid.index(disc.best_value)
+        errs = [metrics.nrmse(reference_whole_brain(invert_dipole(
+            f, m, model.voxel_size_mm, acq.gre.b0_direction, method=method, **{name: v}, **extra), m).chi_ppm,
+            truth, m) for v in grid]
+        print(f"\ndiscrepancy {method}: {name} = {disc.best_value:g}, RMS residual / σ = {rms[k] / sd:.3f}, "
+              f"nRMSE {errs[k]:.1f} % (best candidate {min(errs):.1f} %)")
+        assert abs(rms[k] / sd - 1.0) < 0.1, (method, rms / sd)
+        assert np.argmin(np.abs(rms - sd)) == k
+        assert errs[k] < 1.1 * min(errs), (method, errs)
+        assert np.array_equal(disc.chi_ppm, invert_dipole(f, m, model.voxel_size_mm, acq.gre.b0_direction,
+                                                          method=method, **{name: disc.best_value}, **extra))
     with pytest.raises(QSMInputError, match="noise_sd_ppm"):
         select_parameter("cgls", "lambda_", cands, f, m, model.voxel_size_mm, (0, 0, 1), rule="discrepancy")
     with pytest.raises(QSMInputError, match="no parameter"):
         select_parameter("cgls", "alpha", cands, f, m, model.voxel_size_mm, (0, 0, 1))
+
+
+def test_hz_field_detected(ph):
+    """The phantom's local field converted to Hz at 1.5, 3 and 7 T is refused (with or without b0_tesla); the real
+    ppm field, at every field strength and with 2 % of voxels carrying unwrapping errors, is not."""
+    from QSMLogic.inversion.common import check_local_field_ppm, field_p90, hz_threshold_ppm
+
+    m, local = ph["mask"], ph["acq"].local_field_ppm
+    assert 0.005 < field_p90(ph["field"], m) < 0.05  # a tissue field: 90th percentile of |δ| ≈ 0.014 ppm
+    rng = np.random.default_rng(4)
+    wrap = 1e6 / (GAMMA_BAR_HZ_PER_T * 3.0 * 0.012)  # one period of a 12 ms echo at 3 T: 0.65 ppm
+    wrapped = ph["field"] + np.where(m & (rng.random(m.shape) < 0.02), wrap, 0.0).astype(np.float32)
+    for b0 in (None, 1.5, 3.0, 7.0):
+        check_local_field_ppm(ph["field"], m, b0)
+        check_local_field_ppm(wrapped, m, b0)
+        check_local_field_ppm(ph["acq"].total_field_ppm, m, b0, kind="total")
+    for b0 in (1.5, 3.0, 7.0):
+        in_hz = (local * np.float32(HZ_PER_PPM_PER_T * b0)).astype(np.float32)
+        # the Hz field sits ≥ 5× above the threshold, the ppm field ≥ 10× below it
+        assert field_p90(in_hz, m) > 5 * hz_threshold_ppm(b0) > 50 * field_p90(local, m)
+        for given in (b0, None):
+            with pytest.raises(QSMInputError, match="Hz or radians"):
+                check_local_field_ppm(in_hz, m, given)
+        with pytest.raises(QSMInputError, match=f"Read as Hz at {b0:g} T"):
+            invert_dipole(in_hz, m, ph["vox"], ph["b0"], method="tkd", b0_tesla=b0)
+        total_hz = (ph["acq"].total_field_ppm * np.float32(HZ_PER_PPM_PER_T * b0)).astype(np.float32)
+        with pytest.raises(QSMInputError, match="total_field_ppm"):
+            check_local_field_ppm(total_hz, m, b0, kind="total")
+    # end to end through the stage with b0_tesla as the pipeline passes it: the ppm field runs, and b0_tesla
+    # changes nothing else for TKD
+    chi = invert_dipole(ph["field"], m, ph["vox"], ph["b0"], method="tkd", b0_tesla=7.0)
+    assert np.array_equal(chi, invert_dipole(ph["field"], m, ph["vox"], ph["b0"], method="tkd"))
 
 
 @pytest.mark.parametrize("method", ["tkd", "cgls", "ilsqr", "medi"])
@@ -181,8 +233,8 @@ def test_bad_inputs(method):
     m[6:18, 6:18, 5:15] = True
     f = np.zeros(shape, np.float32)
     f[m] = 0.01
-    with pytest.raises(QSMInputError, match="Hz or radians"):
-        invert_dipole(f * 3000.0, m, (1, 1, 1), (0, 0, 1), method=method)  # a field in Hz
+    with pytest.raises(QSMInputError, match="Hz or radians"):  # the same field in Hz at 1.5 T (0.64 Hz)
+        invert_dipole(f * np.float32(HZ_PER_PPM_PER_T * 1.5), m, (1, 1, 1), (0, 0, 1), method=method)
     with pytest.raises(QSMInputError, match="mask is empty"):
         invert_dipole(f, np.zeros(shape, bool), (1, 1, 1), (0, 0, 1), method=method)
     with pytest.raises(QSMInputError, match="unit vector"):

@@ -7,6 +7,8 @@
   ``F⁻¹{D/D̃}`` — the k-space mean ``ψ = mean_k(D·(1/D̃))`` — so dividing the TKD map by ψ removes the bias.
 * TSVD — truncated singular value decomposition (Wharton et al., Magn Reson Med 63 (2010) 1292–1304): ``1/D̃ = 0``
   where ``|D| ≤ t``.
+
+``b0_tesla`` (a stage input; optional) only sharpens the Hz-versus-ppm check of the input field.
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ def inverse_kernel(kernel: np.ndarray, threshold: float, mode: str = "tkd") -> n
     return inv
 
 
-def _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, mode, correct, pad_voxels):
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, pad_voxels=pad_voxels)
+def _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, mode, correct, pad_voxels, b0_tesla):
+    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, pad_voxels=pad_voxels,
+                           b0_tesla=b0_tesla)
     inv = inverse_kernel(prob.kernel, threshold, mode)
     spec = rfft(prob.field)
     spec *= inv
@@ -58,9 +61,10 @@ def tkd(
     b0_direction: Sequence[float],
     threshold: float = 0.19,
     pad_voxels: int = 12,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """Thresholded k-space division (Shmueli et al. MRM 2009); χ in ppm, 0 outside the mask."""
-    return _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, "tkd", False, pad_voxels)
+    return _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, "tkd", False, pad_voxels, b0_tesla)
 
 
 def tkd_corrected(
@@ -70,9 +74,10 @@ def tkd_corrected(
     b0_direction: Sequence[float],
     threshold: float = 0.19,
     pad_voxels: int = 12,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """TKD divided by the truncation's underestimation factor ψ (Schweser et al. MRM 2013)."""
-    return _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, "tkd", True, pad_voxels)
+    return _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, "tkd", True, pad_voxels, b0_tesla)
 
 
 def tsvd(
@@ -83,9 +88,10 @@ def tsvd(
     threshold: float = 0.1,
     correct: bool = False,
     pad_voxels: int = 12,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """Truncated SVD inversion (Wharton et al. MRM 2010), optionally with the ψ correction."""
-    return _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, "tsvd", correct, pad_voxels)
+    return _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, "tsvd", correct, pad_voxels, b0_tesla)
 
 
 def underestimation_factor(

@@ -73,9 +73,9 @@ def _tik_method(solver: str):
     def run(local_field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float],
             b0_direction: Sequence[float], weight: Optional[np.ndarray] = None, lambda_: float = 1e-3,
             regulariser: str = "gradient", max_iter: int = 100, tol: float = 1e-2,
-            pad_voxels: int = 12) -> np.ndarray:
+            pad_voxels: int = 12, b0_tesla: Optional[float] = None) -> np.ndarray:
         prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight,
-                               pad_voxels=pad_voxels)
+                               pad_voxels=pad_voxels, b0_tesla=b0_tesla)
         return prob.to_input_grid(_tikhonov(prob, lambda_, regulariser, solver, max_iter, tol, prob.weight))
 
     run.__name__ = f"{solver}_tikhonov"
@@ -139,9 +139,11 @@ def ilsqr(
     sa_max_iter: int = 10,
     smv_radius_mm: float = 3.0,
     pad_voxels: int = 12,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """iLSQR (Li et al., NeuroImage 2015): LSQR solution minus its estimated streaking artefact; see module docs."""
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, pad_voxels=pad_voxels)
+    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, pad_voxels=pad_voxels,
+                           b0_tesla=b0_tesla)
     m = prob.mask
     mf = m.astype(np.float32)
     vox = prob.voxel_size_mm
