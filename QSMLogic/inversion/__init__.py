@@ -45,8 +45,10 @@ def invert_dipole(
 ) -> np.ndarray:
     """Susceptibility (ppm, float32, 0 outside ``mask``) by the registered inversion ``method`` with ``params``.
 
-    Extra inputs a method accepts (e.g. ``csf_mask`` for MEDI+0) may be passed in ``params`` as well: names that
-    are not parameters of the method are handed to it as inputs.
+    Extra inputs a method accepts (e.g. ``csf_mask`` for MEDI+0, ``b0_tesla`` and ``te_s`` as the pipeline passes
+    them) may be passed in ``params`` as well: names that are not parameters of the method are handed to it as
+    inputs. ``b0_tesla`` sets the automatic regularisation defaults (parameters of 0) and sharpens the
+    Hz-versus-ppm check; ``te_s`` sets the effective TE of the nonlinear data terms.
     """
     from ..params import stage
 

@@ -17,9 +17,13 @@ ventricular CSF uniform and so gives the map a zero (CSF) reference. The CSF mas
 ``labels`` (values given by ``csf_labels``); the stage passes neither, so run MEDI+0 from
 :func:`QSMLogic.inversion.invert_dipole` with ``csf_mask=`` or ``labels=``.
 
-Units: fields and χ in ppm, ∇ in 1/mm. λ defaults to a value tuned on the phantom at 3 T (SNR 100, 1–2 mm);
-fields in ppm get less noisy at higher B0 (noise in ppm ∝ 1/B0), so multiply λ by about (B0/3 T)² — λ ≈ 5× the 3 T
-value at 7 T (:data:`DEFAULT_LAMBDA`).
+Units: fields and χ in ppm, ∇ in 1/mm. ``lambda_ = 0`` (the default) is automatic for the stage's ``b0_tesla``:
+λ = 2e4·(B0/3 T)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; 2e4 at 3 T, 3.3e4 at 7 T), the 3 T value
+tuned on the phantom (SNR 100, 1–2 mm). Fields in ppm get less noisy at higher B0 (noise in ppm ∝ 1/B0), so λ grows
+with B0, but far less than the (B0/3 T)² a MAP argument gives: on the phantom at 7 T the best λ is 1.2–1.5× the best
+at 3 T, and 5× (1e5) gives 10.9 % nRMSE against 9.1 % at 1.5×. ``rad_per_ppm = 0`` (default) computes κ of the
+non-linear term from the ``b0_tesla`` and ``te_s`` inputs: κ = 2π·γ̄·B0·TE_eff·1e-6 with TE_eff = ΣTE²/ΣTE
+(:func:`QSMLogic.inversion.common.effective_te_s`; 3 T and 20 ms when not given).
 """
 from __future__ import annotations
 
@@ -29,11 +33,32 @@ import numpy as np
 
 from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
-from .common import InversionProblem, cg, divergence, dot, edge_mask, gradient, irfft, prepare_problem, rfft
+from .common import (
+    InversionProblem, cg, divergence, dot, edge_mask, effective_te_s, gradient, irfft, prepare_problem, rfft,
+    weight_for_field,
+)
 from .direct import inverse_kernel
 
-#: Regularisation weight λ by field strength (tesla) for fields and χ in ppm and gradients in 1/mm.
-DEFAULT_LAMBDA = {3.0: 2.0e4, 7.0: 1.0e5}
+#: Data weight λ at 3 T for fields and χ in ppm and gradients in 1/mm; ``lambda_ = 0`` scales it (:func:`lambda_for`).
+LAMBDA_3T = 2.0e4
+#: λ by field strength (tesla), the automatic values at 3 T and 7 T.
+DEFAULT_LAMBDA = {3.0: LAMBDA_3T, 7.0: round(weight_for_field(LAMBDA_3T, 7.0, data_weight=True), -2)}
+
+
+def lambda_for(lambda_: float, b0_tesla: Optional[float]) -> float:
+    """``lambda_`` itself when > 0, else the automatic λ for ``b0_tesla`` (3 T when None): 2e4·(B0/3 T)^0.6."""
+    if lambda_ > 0:
+        return float(lambda_)
+    return weight_for_field(LAMBDA_3T, b0_tesla, data_weight=True)
+
+
+def kappa_for(rad_per_ppm: float, b0_tesla: Optional[float], te_s: Optional[Sequence[float]]) -> float:
+    """``rad_per_ppm`` itself when > 0, else 2π·γ̄·B0·TE_eff·1e-6 from the inputs (3 T, 20 ms when absent)."""
+    if rad_per_ppm > 0:
+        return float(rad_per_ppm)
+    from .tv import DEFAULT_B0_TESLA, phase_scale
+
+    return phase_scale(DEFAULT_B0_TESLA if b0_tesla is None else b0_tesla, effective_te_s(te_s))
 #: Smoothing β of the L1 norm, (ppm/mm)²: |g| ≈ sqrt(g² + β).
 L1_SMOOTHING = 1e-8
 
@@ -140,23 +165,26 @@ def medi(
     b0_direction: Sequence[float],
     weight: Optional[np.ndarray] = None,
     magnitude: Optional[np.ndarray] = None,
-    lambda_: float = DEFAULT_LAMBDA[3.0],
+    lambda_: float = 0.0,
     edge_fraction: float = 0.3,
     max_iter: int = 8,
     cg_max_iter: int = 30,
     cg_tol: float = 1e-2,
     tol: float = 0.1,
     data_term: str = "linear",
-    rad_per_ppm: float = 8.0,
+    rad_per_ppm: float = 0.0,
     pad_voxels: int = 12,
+    b0_tesla: Optional[float] = None,
+    te_s: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
     """MEDI (Liu et al. MRM 2012): weighted data fit plus L1 norm of the non-edge gradients; see module docs."""
     if weight is None and magnitude is not None:
         mg = np.asarray(magnitude, dtype=np.float32)
         weight = mg[..., 0] if mg.ndim == 4 else mg
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, magnitude=magnitude,
-                           pad_voxels=pad_voxels)
-    chi = _solve(prob, lambda_, edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term, rad_per_ppm, None, 0.0)
+                           pad_voxels=pad_voxels, b0_tesla=b0_tesla)
+    chi = _solve(prob, lambda_for(lambda_, b0_tesla), edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term,
+                 kappa_for(rad_per_ppm, b0_tesla, te_s), None, 0.0)
     return prob.to_input_grid(chi)
 
 
@@ -170,7 +198,7 @@ def medi0(
     csf_mask: Optional[np.ndarray] = None,
     labels: Optional[np.ndarray] = None,
     csf_labels: str = "5",
-    lambda_: float = DEFAULT_LAMBDA[3.0],
+    lambda_: float = 0.0,
     lambda_csf: float = 100.0,
     edge_fraction: float = 0.3,
     max_iter: int = 8,
@@ -178,26 +206,28 @@ def medi0(
     cg_tol: float = 1e-2,
     tol: float = 0.1,
     data_term: str = "linear",
-    rad_per_ppm: float = 8.0,
+    rad_per_ppm: float = 0.0,
     pad_voxels: int = 12,
+    b0_tesla: Optional[float] = None,
+    te_s: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
     """MEDI+0 (Liu et al. MRM 2018): MEDI plus a uniform-CSF penalty; the result is referenced to the CSF mean."""
     if weight is None and magnitude is not None:
         mg = np.asarray(magnitude, dtype=np.float32)
         weight = mg[..., 0] if mg.ndim == 4 else mg
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, magnitude=magnitude,
-                           pad_voxels=pad_voxels)
+                           pad_voxels=pad_voxels, b0_tesla=b0_tesla)
     csf = _csf_from_inputs(prob, csf_mask, labels, csf_labels)
-    chi = _solve(prob, lambda_, edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term, rad_per_ppm, csf,
-                 lambda_csf)
+    chi = _solve(prob, lambda_for(lambda_, b0_tesla), edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term,
+                 kappa_for(rad_per_ppm, b0_tesla, te_s), csf, lambda_csf)
     chi -= np.float32(np.mean(chi[csf], dtype=np.float64))
     chi *= prob.mask
     return prob.to_input_grid(chi)
 
 
 _COMMON = (
-    Param("lambda_", float, DEFAULT_LAMBDA[3.0], "data-fidelity weight λ (3 T default; ≈ 1e5 at 7 T)",
-          minimum=1.0, maximum=1e9),
+    Param("lambda_", float, 0.0, "data-fidelity weight λ; 0 = automatic for the field strength: 2e4·(B0/3 T)^0.6 "
+          "(2e4 at 3 T, 3.3e4 at 7 T)", minimum=0.0, maximum=1e9),
     Param("edge_fraction", float, 0.3, "fraction of strongest magnitude gradients left unpenalised (M_G = 0)",
           minimum=0.0, maximum=0.9),
     Param("max_iter", int, 8, "maximum Gauss–Newton / lagged-diffusivity iterations", minimum=1, maximum=100),
@@ -206,8 +236,8 @@ _COMMON = (
     Param("tol", float, 0.1, "stop when ‖Δχ‖/‖χ‖ falls below this", minimum=1e-4, maximum=1.0),
     Param("data_term", str, "linear", "linear W(Dχ − δ) or non-linear W(e^{iκDχ} − e^{iκδ})",
           choices=("linear", "nonlinear")),
-    Param("rad_per_ppm", float, 8.0, "κ of the non-linear data term: phase per ppm = 2π·γ̄·B0·TE (8 ≈ 3 T, 10 ms)",
-          unit="rad/ppm", minimum=0.1, maximum=1000.0),
+    Param("rad_per_ppm", float, 0.0, "κ of the non-linear data term: phase per ppm = 2π·γ̄·B0·TE; 0 = from the "
+          "b0_tesla and te_s inputs with TE = ΣTE²/ΣTE", unit="rad/ppm", minimum=0.0, maximum=1000.0),
     Param("pad_voxels", int, 12, "zero padding around the mask's bounding box", unit="voxels", minimum=0,
           maximum=128),
 )
@@ -226,4 +256,4 @@ register_method("inversion", MethodSpec(
     help="Needs csf_mask= or labels= (see QSMLogic.inversion.invert_dipole); result referenced to CSF.",
     func=medi0))
 
-__all__ = ["medi", "medi0", "DEFAULT_LAMBDA"]
+__all__ = ["medi", "medi0", "DEFAULT_LAMBDA", "LAMBDA_3T", "lambda_for", "kappa_for"]

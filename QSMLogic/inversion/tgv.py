@@ -16,7 +16,9 @@ convex conjugates (the data term's prox is a scaling, the two L1 norms' are proj
 α₀), so every step is explicit: two real FFTs for D and two for Dᵀ per iteration. Step sizes τ = r/‖K‖ and
 σ = 1/(r·‖K‖) (``step_ratio`` r), ‖K‖ estimated by power iteration; χ starts from a short ADMM-TV solve. Langkammer
 et al. use α₀ = 2·α₁ (in voxel units); here α₀ is given per mm and the defaults are tuned on the project's head
-phantom at 1–3 mm and SNR 100 (fields in ppm; α scales with the noise).
+phantom at 1–3 mm and SNR 100 (fields in ppm; α scales with the noise). ``alpha1 = 0`` (default) is automatic for
+the stage's ``b0_tesla``: 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`); on the phantom the
+best α₁ at 7 T is about 0.7× the best at 3 T.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from ..params import MethodSpec, Param, register_method
 from .common import irfft, prepare_problem, rfft
-from .tv import admm_tv
+from .tv import admm_tv, default_alpha
 
 
 def _fwd(x: np.ndarray, ax: int, ih: float) -> np.ndarray:
@@ -88,12 +90,13 @@ def tgv_qsm(
     voxel_size_mm: Sequence[float],
     b0_direction: Sequence[float],
     weight: Optional[np.ndarray] = None,
-    alpha1: float = 1e-4,
+    alpha1: float = 0.0,
     alpha0_factor: float = 2.0,
     max_iter: int = 200,
     pad_voxels: int = 6,
     step_ratio: float = 10.0,
     warm_start_iter: int = 15,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """TGV-QSM (Langkammer et al., NeuroImage 2015) on the local field by Chambolle–Pock; see the module docs.
 
@@ -103,7 +106,9 @@ def tgv_qsm(
     TV solve (:func:`QSMLogic.inversion.tv.admm_tv`, α = α₁): the problem is convex, so the start changes only how
     many primal–dual iterations are needed. Returns χ in ppm (float32, 0 outside ``mask``).
     """
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels)
+    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
+                           b0_tesla=b0_tesla)
+    alpha1 = default_alpha(alpha1, b0_tesla)
     shape = prob.shape
     ih = [float(1.0 / v) for v in prob.voxel_size_mm]
     kern = prob.kernel
@@ -165,8 +170,8 @@ register_method("inversion", MethodSpec(
     key="tgv", label="TGV-QSM",
     reference="Langkammer et al., NeuroImage 111 (2015) 622-630",
     params=(
-        Param("alpha1", float, 1e-4, "weight of ‖∇χ − w‖₁ (first order; fields in ppm, 1/mm)", minimum=1e-7,
-              maximum=1.0),
+        Param("alpha1", float, 0.0, "weight of ‖∇χ − w‖₁ (first order; fields in ppm, 1/mm); 0 = automatic: "
+              "1e-4·(3 T/B0)^0.6", minimum=0.0, maximum=1.0),
         Param("alpha0_factor", float, 2.0, "α₀ = factor·α₁, weight of ‖ε(w)‖₁ (second order)", minimum=0.1,
               maximum=100.0),
         Param("max_iter", int, 200, "Chambolle–Pock iterations", minimum=1, maximum=10000),

@@ -23,13 +23,17 @@ ADMM splitting (Milovic et al., Magn Reson Med 80 (2018) 814–821, "FANSI"; Bil
 costing four real FFTs per iteration; the pointwise steps are fused numba kernels. Iterations stop when the relative
 change of χ in the mask falls below ``tol`` or after ``max_iter``.
 
-Choice of α. The fields are in ppm at every field strength, so one α serves 3 T and 7 T alike for the same noise in
-ppm; α scales about linearly with the field noise σ (ppm) of the data: the phase noise of a given SNR and TE is
-the same at 7 T but is divided by a B0 that is 7/3 larger, so α ≈ 0.43·α(3 T) at 7 T. The defaults (α = 1e-4,
-gradients in ppm/mm, weights of mean 1) are tuned on the project's head phantom at 1–2 mm and SNR 100 (field noise
-≈ 0.5 ppb); for noisier data raise α in proportion to the noise. FANSI sets ``μ₁ = 100·α``; on the phantom
-``μ₁ = 300·α`` and ``μ₂ = 0.3`` reach the converged error in 30 iterations rather than ~150, so those are the
-defaults here (``mu_grad_factor``, ``mu_data``).
+Choice of α. The fields are in ppm; for the same SNR and echo times their noise in ppm falls as 1/B0, so the
+best α falls with the field strength. ``alpha = 0`` (the default) means automatic for the stage's ``b0_tesla``:
+α = 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; 1e-4 at 3 T, 6.0e-5 at 7 T). The 3 T
+value (gradients in ppm/mm, weights of mean 1) is tuned on the project's head phantom at 1–2 mm and SNR 100 (field
+noise ≈ 0.5 ppb); the exponent comes from the same phantom at 7 T (best α 0.5–0.7× the 3 T best, not the 3/7 a
+noise-proportional rule gives: the error at SNR 100 is mostly the prior's bias). For noisier data raise α. FANSI
+sets ``μ₁ = 100·α``; on the phantom ``μ₁ = 300·α`` and ``μ₂ = 0.3`` reach the converged error in 30 iterations
+rather than ~150, so those are the defaults here (``mu_grad_factor``, ``mu_data``).
+Nonlinear data term: ``te_eff_s = 0`` (default) takes the effective echo time from the stage input ``te_s`` (the
+pipeline passes the scan's echo times): ``Σ TE²/Σ TE`` (:func:`QSMLogic.inversion.common.effective_te_s`), 20 ms
+when ``te_s`` is not given; ``b0_tesla`` defaults to 3 T likewise.
 Automatic α: ``QSMLogic.inversion.selection.select_parameter("fansi_nltv", "alpha", candidates, ...)`` sweeps α and
 picks it by the L-curve (maximum curvature) or the discrepancy principle (needs the noise σ); FANSI's authors find
 the maximum-curvature point over-regularises TV and recommend the zero-curvature (inflection) point of the log-log
@@ -51,17 +55,27 @@ import numba
 import numpy as np
 
 from ..params import MethodSpec, Param, register_method
-from .common import InversionProblem, irfft, prepare_problem, rfft
+from .common import FALLBACK_TE_EFF_S, InversionProblem, effective_te_s, irfft, prepare_problem, rfft, weight_for_field
 
 #: Data-term codes of the fused numba kernel.
 _DATA_TERMS = {"l2": 0, "l1": 1, "nl": 2}
 
-#: Default ppm-to-radian scale of the nonlinear data term: 2π·γ̄·3 T·20 ms·1e-6 ≈ 16 rad/ppm.
+#: Field strength assumed when the stage gets no ``b0_tesla`` (tesla).
 DEFAULT_B0_TESLA = 3.0
-DEFAULT_TE_EFF_S = 0.020
-#: STAR-QSM's two TV weights (strong for the large sources, weak for the residual).
+#: Effective TE of the nonlinear data term when the stage gets no ``te_s`` (s); 0 as a parameter means automatic.
+DEFAULT_TE_EFF_S = FALLBACK_TE_EFF_S
+#: FANSI's TV weight at 3 T; the default ``alpha = 0`` scales it to the field strength (:func:`default_alpha`).
+ALPHA_3T = 1e-4
+#: STAR-QSM's two TV weights at 3 T (strong for the large sources, weak for the residual).
 STAR_ALPHA_LARGE = 1e-3
 STAR_ALPHA_SMALL = 1e-4
+
+
+def default_alpha(alpha: float, b0_tesla: Optional[float], value_3t: float = ALPHA_3T) -> float:
+    """``alpha`` itself when > 0, else the automatic weight for ``b0_tesla``: ``value_3t·(3 T/B0)^0.6``."""
+    if alpha > 0:
+        return float(alpha)
+    return weight_for_field(value_3t, b0_tesla)
 
 
 # -------------------------------------------------------------------------------------------- fused numba kernels
@@ -262,7 +276,9 @@ def admm_tv(
         dd, nn = _change_norms(chi_new.reshape(-1), chi.reshape(-1), em_idx)
         rel = float(np.sqrt(dd / nn)) if nn > 0 else 0.0
         chi = chi_new
-        if rel < tol:
+        # a warm start's first update reproduces χ0 exactly (split variables consistent, duals zero): only the
+        # later iterations can show convergence
+        if rel < tol and (chi0 is None or n_iter > 1):
             break
     return ADMMResult(chi=chi, iterations=n_iter, rel_change=rel)
 
@@ -285,18 +301,22 @@ def fansi_tv(
     voxel_size_mm: Sequence[float],
     b0_direction: Sequence[float],
     weight: Optional[np.ndarray] = None,
-    alpha: float = 1e-4,
+    alpha: float = 0.0,
     mu_grad_factor: float = 300.0,
     mu_data: float = 0.3,
     max_iter: int = 30,
     tol: float = 2e-3,
     pad_voxels: int = 6,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """FANSI with the linear data term: ``min ½‖W(Dχ − φ)‖² + α·TV(χ)`` (Milovic et al., MRM 2018).
 
-    ``weight`` is W (mean 1 in the mask; the mask itself when None). Returns χ in ppm (float32, 0 outside ``mask``).
+    ``weight`` is W (mean 1 in the mask; the mask itself when None); ``alpha = 0`` is automatic for ``b0_tesla``
+    (module docs). Returns χ in ppm (float32, 0 outside ``mask``).
     """
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels)
+    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
+                           b0_tesla=b0_tesla)
+    alpha = default_alpha(alpha, b0_tesla)
     chi = _solve(prob, alpha=alpha, data_term="l2", mu_grad=mu_grad_factor * alpha, mu_data=mu_data,
                  max_iter=max_iter, tol=tol)
     return prob.to_input_grid(chi)
@@ -308,24 +328,30 @@ def fansi_nltv(
     voxel_size_mm: Sequence[float],
     b0_direction: Sequence[float],
     weight: Optional[np.ndarray] = None,
-    alpha: float = 1e-4,
+    alpha: float = 0.0,
     mu_grad_factor: float = 300.0,
     mu_data: float = 0.3,
     b0_tesla: Optional[float] = None,
-    te_eff_s: float = DEFAULT_TE_EFF_S,
+    te_eff_s: float = 0.0,
     max_iter: int = 30,
     tol: float = 2e-3,
     pad_voxels: int = 6,
+    te_s: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
     """FANSI with the nonlinear data term ``‖W(e^{i s Dχ} − e^{i s φ})‖²/s² + α·TV(χ)`` (Milovic et al., MRM 2018).
 
     ``s = 2π·γ̄·b0_tesla·te_eff_s·1e-6`` turns the field (ppm) back into phase (rad); residuals much larger than
     π/s ppm are treated as phase outliers and weigh less than in the linear model, and 2π wraps cost nothing.
-    ``b0_tesla`` is a stage input (the pipeline passes the scan's field strength; 3 T when None). Returns χ in ppm
-    (float32, 0 outside ``mask``).
+    ``b0_tesla`` and ``te_s`` are stage inputs (the pipeline passes the scan's field strength and echo times; 3 T
+    and a 20 ms effective TE when None). ``te_eff_s = 0`` takes the effective TE from ``te_s``
+    (``Σ TE²/Σ TE``); ``alpha = 0`` is automatic for ``b0_tesla`` (module docs). Returns χ in ppm (float32, 0
+    outside ``mask``).
     """
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels)
-    scale = phase_scale(DEFAULT_B0_TESLA if b0_tesla is None else b0_tesla, te_eff_s)
+    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
+                           b0_tesla=b0_tesla)
+    alpha = default_alpha(alpha, b0_tesla)
+    te = float(te_eff_s) if te_eff_s > 0 else effective_te_s(te_s)
+    scale = phase_scale(DEFAULT_B0_TESLA if b0_tesla is None else b0_tesla, te)
     chi = _solve(prob, alpha=alpha, data_term="nl", mu_grad=mu_grad_factor * alpha, mu_data=mu_data,
                  max_iter=max_iter, tol=tol, phase_scale_rad_per_ppm=scale)
     return prob.to_input_grid(chi)
@@ -337,16 +363,22 @@ def star_qsm(
     voxel_size_mm: Sequence[float],
     b0_direction: Sequence[float],
     weight: Optional[np.ndarray] = None,
-    alpha_large: float = STAR_ALPHA_LARGE,
-    alpha_small: float = STAR_ALPHA_SMALL,
+    alpha_large: float = 0.0,
+    alpha_small: float = 0.0,
     max_iter: int = 30,
     tol: float = 2e-3,
     pad_voxels: int = 6,
+    b0_tesla: Optional[float] = None,
 ) -> np.ndarray:
     """STAR-QSM (Wei et al., NMR Biomed 2015): a strongly regularised TV solve for the large sources, then a weakly
     regularised TV solve of the residual field for the small ones; χ is their sum (ppm, float32, 0 outside mask).
+    Weights of 0 are automatic for ``b0_tesla`` (the 3 T values :data:`STAR_ALPHA_LARGE`, :data:`STAR_ALPHA_SMALL`
+    scaled as FANSI's α).
     """
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels)
+    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
+                           b0_tesla=b0_tesla)
+    alpha_large = default_alpha(alpha_large, b0_tesla, STAR_ALPHA_LARGE)
+    alpha_small = default_alpha(alpha_small, b0_tesla, STAR_ALPHA_SMALL)
     kw = dict(data_term="l2", max_iter=max_iter, tol=tol, mu_data=0.3)
     chi_large = _solve(prob, alpha=alpha_large, mu_grad=300.0 * alpha_large, **kw)
     residual = prob.field - irfft(rfft(chi_large) * prob.kernel, prob.shape)
@@ -357,11 +389,14 @@ def star_qsm(
 
 
 # -------------------------------------------------------------------------------------------------- registration
-def admm_params(alpha: float = 1e-4, max_iter: int = 30, pad_voxels: int = 6, tol: float = 2e-3,
-                mu: bool = True) -> Tuple[Param, ...]:
+AUTO_ALPHA_HELP = ("TV weight α (fields in ppm, gradients in ppm/mm); 0 = automatic for the field strength: "
+                   "1e-4·(3 T/B0)^0.6 (1e-4 at 3 T, 6e-5 at 7 T); raise it for noisier data")
+
+
+def admm_params(alpha: float = 0.0, max_iter: int = 30, pad_voxels: int = 6, tol: float = 2e-3,
+                mu: bool = True, alpha_help: str = AUTO_ALPHA_HELP, alpha_min: float = 0.0) -> Tuple[Param, ...]:
     """The parameter declarations the ADMM-TV methods share (defaults as given)."""
-    out = [Param("alpha", float, alpha, "TV weight α (fields in ppm, gradients in ppm/mm); scales with the noise",
-                 minimum=1e-7, maximum=1.0)]
+    out = [Param("alpha", float, alpha, alpha_help, minimum=alpha_min, maximum=1.0)]
     if mu:
         out += [Param("mu_grad_factor", float, 300.0, "ADMM gradient penalty μ₁ as a multiple of α", minimum=1.0,
                       maximum=1e4),
@@ -374,8 +409,9 @@ def admm_params(alpha: float = 1e-4, max_iter: int = 30, pad_voxels: int = 6, to
     return tuple(out)
 
 
-_P_NL = (Param("te_eff_s", float, DEFAULT_TE_EFF_S, "effective echo time that turns ppm back into phase (nonlinear "
-               "term; with the b0_tesla input)", unit="s", minimum=1e-4, maximum=0.2),)
+_P_NL = (Param("te_eff_s", float, 0.0, "effective echo time that turns ppm back into phase (nonlinear term, with the "
+               "b0_tesla input); 0 = from the echo times, ΣTE²/ΣTE (20 ms if none are given)", unit="s", minimum=0.0,
+               maximum=0.2),)
 
 register_method("inversion", MethodSpec(
     key="fansi_nltv", label="FANSI nonlinear TV (default)",
@@ -394,14 +430,14 @@ register_method("inversion", MethodSpec(
 register_method("inversion", MethodSpec(
     key="star_qsm", label="STAR-QSM",
     reference="Wei et al., NMR Biomed 28 (2015) 1294-1303",
-    params=(Param("alpha_large", float, STAR_ALPHA_LARGE, "TV weight of the large-source level", minimum=1e-7,
-                  maximum=1.0),
-            Param("alpha_small", float, STAR_ALPHA_SMALL, "TV weight of the small-source level", minimum=1e-7,
-                  maximum=1.0)) + admm_params(mu=False)[1:],
+    params=(Param("alpha_large", float, 0.0, "TV weight of the large-source level; 0 = automatic: "
+                  "1e-3·(3 T/B0)^0.6", minimum=0.0, maximum=1.0),
+            Param("alpha_small", float, 0.0, "TV weight of the small-source level; 0 = automatic: 1e-4·(3 T/B0)^0.6",
+                  minimum=0.0, maximum=1.0)) + admm_params(mu=False)[1:],
     help="Two-level streaking artifact reduction for maps with large susceptibility sources.",
     func=star_qsm))
 
 __all__ = [
-    "ADMMResult", "admm_tv", "admm_params", "difference_eigenvalues", "phase_scale", "fansi_tv", "fansi_nltv",
-    "star_qsm",
+    "ADMMResult", "admm_tv", "admm_params", "default_alpha", "difference_eigenvalues", "phase_scale", "fansi_tv",
+    "fansi_nltv", "star_qsm", "ALPHA_3T",
 ]
