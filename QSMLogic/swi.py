@@ -24,8 +24,12 @@ give 1, 0.32, 0.06, 0 for n = 4), the same mask is obtained by negating the phas
 
 The minimum-intensity projection (mIP) is sliding: each output slice is the minimum over the slab of
 ``round(slab_mm / voxel size along the axis)`` slices centred on it, so the result keeps the input's shape and
-geometry. :func:`axis_closest_to` picks the array axis closest to a world direction (superior by default) from an
-affine; inside the stage the B0 direction (superior for a head-first scan) plays that role.
+geometry (same array shape, same affine). The projection direction is asked for in world terms, ``mip_direction``
+= ``axial`` (along superior–inferior), ``coronal`` (anterior–posterior) or ``sagittal`` (left–right), the same
+axes in RAS and LPS; :func:`mip_projection_axis` turns it into the array axis closest to it from the volume's
+affine (:func:`axis_closest_to`), so sagittal, coronal and oblique acquisitions project along the right anatomical
+axis. Without an affine an axial mIP follows the B0 direction (superior for a head-first scan); ``mip_axis`` 0–2
+forces an array axis. The default slab is 16 mm (clinical SWI mIPs are 8–16 mm thick); 0 turns the mIP off.
 """
 from __future__ import annotations
 
@@ -39,14 +43,16 @@ from numba import njit, prange
 from .constants import GAMMA_BAR_HZ_PER_T
 from .dipole import FFT_WORKERS
 from .errors import QSMInputError
-from .geometry import check_voxel_size, direction_matrix_from_affine
+from .geometry import check_affine, check_voxel_size, direction_matrix_from_affine, voxel_size_from_affine
 from .params import MethodSpec, Param, register_method
 
 
 @dataclass
 class SWIResult:
-    """SWI output: the SWI volume, the (high-passed or local) phase in radians that built the mask, the phase mask
-    ``f`` (before the power), the sliding mIP of ``swi`` (``None`` when no slab was asked for) and ``info``."""
+    """SWI output: the SWI volume, the (high-passed or local) phase in radians that built the mask (whole field of
+    view; ``None`` for SWIM), the phase mask ``f`` (before the power; 1 outside the mask), the sliding mIP of
+    ``swi`` (``None`` when the slab is 0) and ``info`` (method settings; for the mIP its direction, array axis and
+    how it was found, the axis' angle to the world direction, slices and actual slab in mm)."""
 
     swi: np.ndarray
     filtered_phase: Optional[np.ndarray]
@@ -213,21 +219,27 @@ def slab_slices(slab_mm: float, voxel_size_mm: Sequence[float], axis: int) -> in
 
 
 def minimum_intensity_projection(volume: np.ndarray, slab_mm: float, axis: int,
-                                 voxel_size_mm: Sequence[float]) -> np.ndarray:
+                                 voxel_size_mm: Sequence[float], extra_slice_before: bool = True) -> np.ndarray:
     """Sliding mIP: each slice along ``axis`` becomes the minimum over the slab of
-    :func:`slab_slices` slices centred on it (clipped at the volume ends). Same shape, hence same geometry."""
+    :func:`slab_slices` slices centred on it (clipped at the volume ends). Same shape, hence same geometry.
+
+    An even slab cannot be centred on a slice: its extra slice lies before (lower index) when
+    ``extra_slice_before``, else after. The stage sets it so that the extra slice is on the world-negative side
+    (inferior for an axial mIP) whichever way the array axis runs, so the mIP does not depend on the array order.
+    """
     v = np.asarray(volume)
     if v.ndim != 3:
         raise QSMInputError(f"mIP needs a 3D volume, got shape {v.shape}")
     n = slab_slices(slab_mm, voxel_size_mm, axis)
     if n == 1:
         return v.copy()
-    # window of n slices centred on each slice (for even n, one more slice before than after)
+    # window of n slices centred on each slice (for even n, one more slice on one side)
+    before = n // 2 if extra_slice_before else (n - 1) // 2
     lines = np.ascontiguousarray(np.moveaxis(v, axis, -1))
     shp = lines.shape
     lines = lines.reshape(-1, shp[-1])
     out = np.empty_like(lines)
-    _sliding_min_last(lines, n // 2, n - 1 - n // 2, out)
+    _sliding_min_last(lines, before, n - 1 - before, out)
     return np.ascontiguousarray(np.moveaxis(out.reshape(shp), -1, axis))
 
 
@@ -296,27 +308,84 @@ def _echo_times(te_s: Any, n_echo: int) -> np.ndarray:
     return te
 
 
-def _mip_axis(mip_axis: int, b0_direction: Optional[Sequence[float]]) -> int:
+#: World direction (RAS or LPS: the same axes) along which each named mIP projects.
+MIP_DIRECTIONS = {"axial": (0.0, 0.0, 1.0), "coronal": (0.0, 1.0, 0.0), "sagittal": (1.0, 0.0, 0.0)}
+#: Default sliding-mIP slab (mm): clinical SWI mIPs are 8–16 mm thick; the Slicer modules use the same.
+DEFAULT_MIP_SLAB_MM = 16.0
+
+
+def mip_projection_axis(affine: Optional[np.ndarray] = None, b0_direction: Optional[Sequence[float]] = None,
+                        direction: str = "axial", mip_axis: int = -1,
+                        voxel_size_mm: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """The array axis a mIP in world ``direction`` (``axial``, ``coronal``, ``sagittal``) projects along.
+
+    With ``affine`` (index → RAS/LPS mm): the array axis closest to the world direction (:func:`axis_closest_to`);
+    ``voxel_size_mm``, when given, must agree with the affine's column norms (a header that disagrees with the data
+    is an error, not a silent choice). Without an affine, ``axial`` follows ``b0_direction`` (superior for a
+    head-first scan, DESIGN.md §1) and, with neither, array axis 2 (recorded as an assumption); ``coronal`` and
+    ``sagittal`` need the affine. ``mip_axis`` 0–2 forces that array axis. Returns ``{"axis", "source",
+    "angle_deg", "sign"}``: ``angle_deg`` the angle between the chosen axis and the world direction (None when
+    unknown), ``sign`` +1 when the array index runs toward the world +direction (superior for axial), −1 when
+    against it (where it is unknown, +1).
+    """
+    if direction not in MIP_DIRECTIONS:
+        raise QSMInputError(f"mIP direction {direction!r} is not one of {', '.join(MIP_DIRECTIONS)}")
+    world = np.asarray(MIP_DIRECTIONS[direction])
+    r = None
+    if affine is not None:
+        a = check_affine(affine)
+        if voxel_size_mm is not None:
+            vox = check_voxel_size(voxel_size_mm)
+            hdr = np.asarray(voxel_size_from_affine(a))
+            if not np.allclose(vox, hdr, rtol=1e-3, atol=1e-4):
+                raise QSMInputError(f"voxel_size_mm {tuple(vox.tolist())} disagrees with the affine's voxel size "
+                                    f"{tuple(np.round(hdr, 4).tolist())}: the geometry is inconsistent")
+        r = direction_matrix_from_affine(a)
+    if mip_axis not in (-1, 0, 1, 2):
+        raise QSMInputError(f"mip_axis must be -1 (from the direction), 0, 1 or 2, got {mip_axis}")
     if mip_axis >= 0:
-        return mip_axis
-    if b0_direction is None:
-        return 2
-    return int(np.argmax(np.abs(np.asarray(b0_direction, dtype=np.float64))))
+        ax, source = int(mip_axis), "mip_axis parameter"
+    elif r is not None:
+        ax, source = axis_closest_to(affine, world), f"affine ({direction})"
+    elif direction != "axial":
+        raise QSMInputError(f"a {direction} mIP needs the volume's affine to find that world axis in the array")
+    elif b0_direction is not None:
+        b = np.asarray(b0_direction, dtype=np.float64)
+        ax, source = int(np.argmax(np.abs(b))), "b0_direction (no affine; B0 taken as superior)"
+    else:
+        ax, source = 2, "assumed array axis 2 (no affine, no B0 direction)"
+    angle, sign = None, 1
+    if r is not None:
+        c = float(r[:, ax] @ world)
+        angle, sign = float(np.degrees(np.arccos(min(1.0, abs(c))))), (1 if c >= 0 else -1)
+    elif direction == "axial" and b0_direction is not None:
+        sign = 1 if float(np.asarray(b0_direction, dtype=np.float64)[ax]) >= 0 else -1
+    return {"axis": ax, "source": source, "angle_deg": angle, "sign": sign}
 
 
 def _finish(method: str, mag: np.ndarray, f: np.ndarray, phase: Optional[np.ndarray], power: int,
             mask: np.ndarray, voxel_size_mm: Sequence[float], mip_slab_mm: float, mip_axis: int,
-            b0_direction: Optional[Sequence[float]], info: Dict[str, Any]) -> SWIResult:
+            b0_direction: Optional[Sequence[float]], info: Dict[str, Any], affine: Optional[np.ndarray] = None,
+            mip_direction: str = "axial") -> SWIResult:
+    mip_info: Dict[str, Any] = {}
+    if mip_slab_mm > 0:
+        sel = mip_projection_axis(affine, b0_direction, mip_direction, mip_axis, voxel_size_mm)
+        ax = sel["axis"]
+        n = slab_slices(mip_slab_mm, voxel_size_mm, ax)
+        # an even slab's extra slice goes to the world-negative side (lower index when the axis runs toward +)
+        mip_info = dict(mip_direction=mip_direction, mip_axis=ax, mip_axis_source=sel["source"],
+                        mip_axis_angle_deg=sel["angle_deg"], mip_slices=n, mip_slab_mm=mip_slab_mm,
+                        mip_slab_mm_actual=float(n * check_voxel_size(voxel_size_mm)[ax]),
+                        mip_extra_slice_before=bool(sel["sign"] > 0))
     f = np.ascontiguousarray(f, dtype=np.float32)
     swi = np.empty(f.shape, np.float32)
     _apply_mask(np.ascontiguousarray(mag, dtype=np.float32).reshape(-1), f.reshape(-1),
                 np.ascontiguousarray(mask).reshape(-1), power, swi.reshape(-1))
     mip = None
-    info = dict(info, method=method, power=power)
-    if mip_slab_mm > 0:
-        ax = _mip_axis(mip_axis, b0_direction)
-        mip = minimum_intensity_projection(swi, mip_slab_mm, ax, voxel_size_mm)
-        info.update(mip_axis=ax, mip_slices=slab_slices(mip_slab_mm, voxel_size_mm, ax), mip_slab_mm=mip_slab_mm)
+    info = dict(info, method=method, power=power, **mip_info)
+    if mip_info:
+        mip = minimum_intensity_projection(swi, mip_slab_mm, mip_info["mip_axis"], voxel_size_mm,
+                                           mip_info["mip_extra_slice_before"])
     return SWIResult(swi=swi, filtered_phase=phase, phase_mask=f, mip=mip, info=info)
 
 
@@ -345,14 +414,16 @@ def swi_homodyne(magnitude: np.ndarray, phase: np.ndarray, voxel_size_mm: Sequen
                  mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
                  b0_direction: Optional[Sequence[float]] = None, filter_size: float = 4.0,
                  filter_unit: str = "mm", filter_dims: str = "2d", slice_axis: int = 2, power: int = 4,
-                 echo_index: int = -1, mip_slab_mm: float = 0.0, mip_axis: int = -1) -> SWIResult:
+                 echo_index: int = -1, mip_slab_mm: float = DEFAULT_MIP_SLAB_MM, mip_direction: str = "axial",
+                 mip_axis: int = -1, affine: Optional[np.ndarray] = None) -> SWIResult:
     """Classic SWI (Haacke et al., MRM 2004).
 
     Uses echo ``echo_index`` of multi-echo input (the last by default). The complex image ``|S|·e^{iφ}`` is
     divided by its Hann low-pass copy (``filter_size`` in k-space samples or as a resolution in mm, 2D in the
     planes normal to ``slice_axis`` or 3D); the high-passed phase gives the paramagnetic mask ``f`` (positive phase
     darkens, see the module doc), ``SWI = |S|·f^power`` inside ``mask`` (``|S|`` elsewhere). ``mip_slab_mm > 0``
-    adds a sliding mIP along ``mip_axis`` (−1: the array axis closest to B0, i.e. superior–inferior).
+    adds a sliding mIP in world ``mip_direction``, along the array axis :func:`mip_projection_axis` picks from
+    ``affine`` (or ``mip_axis`` 0–2).
     """
     ph_in, mag_in = np.asarray(phase), np.asarray(magnitude)
     if ph_in.shape != mag_in.shape:
@@ -375,21 +446,23 @@ def swi_homodyne(magnitude: np.ndarray, phase: np.ndarray, voxel_size_mm: Sequen
     hp = homodyne_phase(sig, win)
     info.update(filter_window_samples=win, filter_dims=filter_dims)
     return _finish("homodyne", mag, phase_mask(hp), hp, power, m, voxel_size_mm, mip_slab_mm, mip_axis,
-                   b0_direction, info)
+                   b0_direction, info, affine, mip_direction)
 
 
 def swi_unwrapped(magnitude: np.ndarray, local_field_ppm: np.ndarray, voxel_size_mm: Sequence[float],
                   mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
                   b0_tesla: Optional[float] = None, b0_direction: Optional[Sequence[float]] = None,
                   effective_te_s: float = 0.0, phase_scale_rad: float = np.pi, power: int = 4,
-                  magnitude_combination: str = "snr_weighted", mip_slab_mm: float = 0.0,
-                  mip_axis: int = -1) -> SWIResult:
+                  magnitude_combination: str = "snr_weighted", mip_slab_mm: float = DEFAULT_MIP_SLAB_MM,
+                  mip_direction: str = "axial", mip_axis: int = -1,
+                  affine: Optional[np.ndarray] = None) -> SWIResult:
     """SWI from the unwrapped local field (as CLEAR-SWI, Eckstein et al., NeuroImage 2021).
 
     The background-removed local field ``local_field_ppm`` becomes phase at ``effective_te_s`` (0: the last echo
     time), ``φ = 2π·γ̄·B0·TE·δ``, free of wraps and of the homodyne filter's blurring; the mask is
     ``1 − φ/phase_scale_rad`` on the paramagnetic side; the echo magnitudes are combined by
-    ``magnitude_combination`` (see :func:`combine_magnitude`). Needs ``b0_tesla``.
+    ``magnitude_combination`` (see :func:`combine_magnitude`). Needs ``b0_tesla``. The mIP as in
+    :func:`swi_homodyne`.
     """
     mag, shape, m = _prepare(magnitude, mask)
     loc = _masked_map("local_field_ppm", local_field_ppm, shape, m)
@@ -405,19 +478,20 @@ def swi_unwrapped(magnitude: np.ndarray, local_field_ppm: np.ndarray, voxel_size
     comb = combine_magnitude(mag, te_s, magnitude_combination)
     info = {"effective_te_s": te_eff, "magnitude_combination": magnitude_combination}
     return _finish("unwrapped", comb, phase_mask(phase, phase_scale_rad), phase, power, m, voxel_size_mm,
-                   mip_slab_mm, mip_axis, b0_direction, info)
+                   mip_slab_mm, mip_axis, b0_direction, info, affine, mip_direction)
 
 
 def swim(magnitude: np.ndarray, chi_ppm: np.ndarray, voxel_size_mm: Sequence[float],
          mask: Optional[np.ndarray] = None, te_s: Optional[Sequence[float]] = None,
          b0_direction: Optional[Sequence[float]] = None, chi_threshold_ppm: float = 0.0,
          chi_max_ppm: float = 0.4, power: int = 4, magnitude_combination: str = "snr_weighted",
-         mip_slab_mm: float = 0.0, mip_axis: int = -1) -> SWIResult:
+         mip_slab_mm: float = DEFAULT_MIP_SLAB_MM, mip_direction: str = "axial", mip_axis: int = -1,
+         affine: Optional[np.ndarray] = None) -> SWIResult:
     """SWIM, susceptibility-weighted imaging from the QSM map (Liu, Haacke et al., 2014).
 
     ``f = 1 − (χ − chi_threshold_ppm)/(chi_max_ppm − chi_threshold_ppm)`` for χ above the threshold, clipped to
     [0, 1], 1 elsewhere; ``SWI = |S|·f^power``. χ does not depend on the vessel's angle to B0, so neither does
-    the darkening. ``filtered_phase`` is ``None``.
+    the darkening. ``filtered_phase`` is ``None``. The mIP as in :func:`swi_homodyne`.
     """
     mag, shape, m = _prepare(magnitude, mask)
     chi = _masked_map("chi_ppm", chi_ppm, shape, m)
@@ -428,15 +502,18 @@ def swim(magnitude: np.ndarray, chi_ppm: np.ndarray, voxel_size_mm: Sequence[flo
     comb = combine_magnitude(mag, te_s, magnitude_combination)
     info = {"chi_threshold_ppm": chi_threshold_ppm, "chi_max_ppm": chi_max_ppm,
             "magnitude_combination": magnitude_combination}
-    return _finish("swim", comb, f, None, power, m, voxel_size_mm, mip_slab_mm, mip_axis, b0_direction, info)
+    return _finish("swim", comb, f, None, power, m, voxel_size_mm, mip_slab_mm, mip_axis, b0_direction, info,
+                   affine, mip_direction)
 
 
 # ----------------------------------------------------------------------------------------------- registry
 
 _POWER = Param("power", int, 4, "phase-mask power n", minimum=1, maximum=10)
-_MIP = (Param("mip_slab_mm", float, 0.0, "sliding mIP slab thickness (0: no mIP)", unit="mm", minimum=0.0,
-              maximum=200.0),
-        Param("mip_axis", int, -1, "mIP axis (-1: the axis closest to B0 / superior)", choices=(-1, 0, 1, 2)))
+_MIP = (Param("mip_slab_mm", float, DEFAULT_MIP_SLAB_MM, "sliding mIP slab thickness (0: no mIP)", unit="mm",
+              minimum=0.0, maximum=200.0),
+        Param("mip_direction", str, "axial", "mIP projection direction in world (patient) terms; the array axis "
+              "closest to it is found from the affine", choices=tuple(MIP_DIRECTIONS)),
+        Param("mip_axis", int, -1, "force the mIP's array axis (-1: from mip_direction)", choices=(-1, 0, 1, 2)))
 _COMB = Param("magnitude_combination", str, "snr_weighted", "echo magnitude combination",
               choices=("rss", "snr_weighted", "last"))
 
@@ -465,6 +542,6 @@ register_method("swi", MethodSpec(
             Param("chi_max_ppm", float, 0.4, "χ giving f = 0", unit="ppm", minimum=-2.0, maximum=5.0),
             _POWER, _COMB) + _MIP))
 
-__all__ = ["SWIResult", "phase_mask", "hann_lowpass", "homodyne_phase", "filter_window", "axis_closest_to",
-           "slab_slices", "minimum_intensity_projection", "combine_magnitude", "swi_homodyne", "swi_unwrapped",
-           "swim"]
+__all__ = ["DEFAULT_MIP_SLAB_MM", "MIP_DIRECTIONS", "SWIResult", "phase_mask", "hann_lowpass", "homodyne_phase",
+           "filter_window", "axis_closest_to", "mip_projection_axis", "slab_slices", "minimum_intensity_projection",
+           "combine_magnitude", "swi_homodyne", "swi_unwrapped", "swim"]
