@@ -283,11 +283,17 @@ def run_pipeline(
 
     # 9. SWI
     if enabled("swi"):
-        sw = run_stage("swi", {"magnitude": magnitude, "phase": phase, "mask": m,
+        # the affine lets the mIP project along the requested world (patient) axis, whatever the acquisition
+        sw = run_stage("swi", {"magnitude": magnitude, "phase": phase, "mask": m, "affine": gre.affine,
                                "local_field_ppm": outputs.get("local_field_ppm"), "chi_ppm": outputs["chi_ppm"]})
         outputs["swi"] = np.asarray(sw.swi, dtype=np.float32)
+        # the phase that built the mask (high-passed, or local field as phase; none for SWIM) and the mask f itself
+        if getattr(sw, "filtered_phase", None) is not None:
+            outputs["swi_phase_rad"] = np.asarray(sw.filtered_phase, dtype=np.float32)
+        outputs["swi_phase_mask"] = np.asarray(sw.phase_mask, dtype=np.float32)
         if getattr(sw, "mip", None) is not None:
             outputs["mip"] = np.asarray(sw.mip, dtype=np.float32)
+        records[-1]["result"] = dict(sw.info)  # mIP axis, its source, slices, actual slab; filter window, TE
     progress(1.0, "done")
 
     provenance = {
@@ -304,7 +310,8 @@ def run_pipeline(
         "stages": records,
         "susceptibility_reference": reference_info,
         "units": {"chi_ppm": "ppm", "local_field_ppm": "ppm", "total_field_ppm": "ppm", "field_hz": "Hz",
-                  "noise_sd_hz": "Hz", "r2star_hz": "1/s", "swi": "a.u.", "mip": "a.u."},
+                  "noise_sd_hz": "Hz", "r2star_hz": "1/s", "swi": "a.u.", "mip": "a.u.",
+                  "swi_phase_rad": "rad", "swi_phase_mask": "1 (0..1, before the power n)"},
         "total_seconds": round(time.perf_counter() - t_start, 3),
     }
     return PipelineResult(outputs=outputs, provenance=provenance, affine=gre.affine.copy(), details=details)
