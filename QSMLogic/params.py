@@ -130,7 +130,7 @@ _REGISTRY: Dict[str, StageSpec] = {
                   "chi_ppm, mask, labels -> ReferencedMap", "whole_brain",
                   "Susceptibility is relative: choose and record the reference region."),
         StageSpec("swi", "Susceptibility-weighted imaging",
-                  "magnitude, phase, mask, voxel_size_mm, te_s, b0_tesla, b0_direction -> SWIResult",
+                  "magnitude, phase, mask, voxel_size_mm, te_s, b0_tesla, b0_direction, affine -> SWIResult",
                   "homodyne", "SWI (Haacke et al. MRM 2004) and variants."),
     )
 }

@@ -566,6 +566,10 @@ def test_swi_run_on_nodes_matches_library(scene, phantom):
                        mip_slab_mm=12.0)
     np.testing.assert_array_equal(ad.array_ijk(out["swi"]), ref.swi)
     np.testing.assert_array_equal(ad.array_ijk(out["mip"]), ref.mip)
+    np.testing.assert_array_equal(ad.array_ijk(out["swi_phase_rad"]), ref.filtered_phase)
+    np.testing.assert_array_equal(ad.array_ijk(out["swi_phase_mask"]), ref.phase_mask)
+    for name in ("mip", "swi_phase_rad", "swi_phase_mask"):  # every output keeps the input geometry
+        np.testing.assert_allclose(ad.ijk_to_ras(out[name]), g.affine, atol=1e-9)
     assert out["swi"].GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeGrey"
     prov = ad.read_provenance(out["swi"])
     assert prov["stages"][0]["params"]["mip_slab_mm"] == 12.0

@@ -71,6 +71,8 @@ DISPLAY_PRESETS: Dict[str, DisplayPreset] = {
     "r2star_hz": DisplayPreset(60.0, 30.0, "R2*: 0..60 1/s", "R2* (1/s)", "%.0f"),
     "swi": DisplayPreset(None, None, "SWI: automatic"),
     "mip": DisplayPreset(None, None, "mIP: automatic"),
+    "swi_phase_rad": DisplayPreset(1.0, 0.0, "SWI filtered phase: -0.5..+0.5 rad", "Filtered phase (rad)", "%.2f"),
+    "swi_phase_mask": DisplayPreset(1.0, 0.5, "SWI phase mask: 0..1"),
     "magnitude": DisplayPreset(None, None, "magnitude: automatic"),
 }
 

@@ -24,7 +24,7 @@ ConfigLike = Union[None, PipelineConfig, Dict[str, Any], str]
 
 #: Outputs added to the scene by default (the rest stay available through ``output_names``).
 DEFAULT_OUTPUTS = ("magnitude", "chi_ppm", "local_field_ppm", "total_field_ppm", "r2star_hz", "swi", "mip",
-                   "qsm_mask")
+                   "swi_phase_rad", "swi_phase_mask", "qsm_mask")
 #: SWI methods the SWI module offers: those that need nothing but magnitude and wrapped phase.
 SWI_MODULE_METHODS = ("homodyne",)
 #: B0 recorded for SWI-only runs on nodes that carry no field strength (the SWI stage does not use it).
@@ -188,7 +188,7 @@ def run_swi_on_nodes(
     t0 = time.perf_counter()
     res = run_method("swi", method, {"magnitude": gre.magnitude, "phase": gre.phase_rad, "mask": inp.mask,
                                      "voxel_size_mm": gre.voxel_size_mm, "te_s": gre.te_s,
-                                     "b0_direction": gre.b0_direction}, chosen)
+                                     "b0_direction": gre.b0_direction, "affine": gre.affine}, chosen)
     spec = stage("swi").method(method)
     prov = _provenance_with_inputs({
         "software": "SusceptibilityMRI (QSMLogic)",
@@ -197,7 +197,9 @@ def run_swi_on_nodes(
         "input": {"shape": list(gre.shape), "te_s": [float(t) for t in gre.te_s],
                   "voxel_size_mm": list(gre.voxel_size_mm), "b0_direction": list(gre.b0_direction)},
     }, gre, run_name)
-    outputs = {"swi": res.swi}
+    outputs = {"swi": res.swi, "swi_phase_mask": res.phase_mask}
+    if res.filtered_phase is not None:
+        outputs["swi_phase_rad"] = res.filtered_phase
     if res.mip is not None:
         outputs["mip"] = res.mip
     step(0.9, "Creating result volumes")
