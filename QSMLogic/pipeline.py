@@ -242,8 +242,17 @@ def run_pipeline(
         m &= valid
     outputs["field_mask"] = m.astype(np.uint8)
 
-    # 4. Field mapping
-    fmap = run_stage("field_mapping", {"phase": unwrap.unwrapped, "magnitude": magnitude, "mask": m})
+    # 4. Field mapping, from the echoes the unwrapping trusted (a failed echo — noise-like phase — would bias the
+    # fit wherever its magnitude is not also low); all echoes when none or only one passed
+    good = [n for n, ok in enumerate(getattr(unwrap, "echo_ok", ())) if ok]
+    fit_inputs = {"phase": unwrap.unwrapped, "magnitude": magnitude, "mask": m}
+    if 2 <= len(good) < gre.n_echoes:
+        fit_inputs.update(phase=unwrap.unwrapped[..., good], magnitude=magnitude[..., good],
+                          te_s=tuple(gre.te_s[n] for n in good))
+        log(f"[field_mapping] echoes {[n + 1 for n in range(gre.n_echoes) if n not in good]} failed the unwrapping "
+            "quality check and are left out of the field fit")
+        details["field_mapping_echoes"] = [n + 1 for n in good]
+    fmap = run_stage("field_mapping", fit_inputs)
     outputs["field_hz"] = np.asarray(fmap.field_hz, dtype=np.float32)
     outputs["total_field_ppm"] = np.asarray(fmap.field_ppm, dtype=np.float32)
     outputs["noise_sd_hz"] = np.asarray(fmap.noise_sd_hz, dtype=np.float32)
@@ -306,7 +315,9 @@ def run_pipeline(
                   "voxel_size_mm": list(vox), "b0_direction": list(gre.b0_direction),
                   "phase_sign": gre.phase_sign,
                   "metadata": {k: v for k, v in gre.metadata.items() if not isinstance(v, np.ndarray)},
-                  "invalid_voxels_removed": details.get("invalid_voxels_removed", 0)},
+                  "invalid_voxels_removed": details.get("invalid_voxels_removed", 0),
+                  "field_mapping_echoes": details.get("field_mapping_echoes",
+                                                      [n + 1 for n in range(gre.n_echoes)])},
         "stages": records,
         "susceptibility_reference": reference_info,
         "units": {"chi_ppm": "ppm", "local_field_ppm": "ppm", "total_field_ppm": "ppm", "field_hz": "Hz",

@@ -164,3 +164,26 @@ def test_two_echoes_r2star_uses_the_two_point_fit(acq):
     assert cfg.stages["r2star"]["method"] == "arlo"  # the caller's configuration is not changed
     m = res.outputs["qsm_mask"].astype(bool) & (acq.labels == 7)  # white matter
     assert abs(np.median(res.outputs["r2star_hz"][m]) / np.median(acq.r2star_hz[m]) - 1) < 0.1
+
+
+def test_failed_echo_is_left_out_of_the_field_fit(acq, result):
+    """Echo 4 replaced by noise-like phase at full magnitude (a corrupted echo): the unwrapping flags it, the field
+    fit uses the other four echoes, and the total field is as accurate as from all five clean echoes (99th
+    percentile error measured 0.0034 ppm against 0.0031 ppm clean; 0.11 ppm when the bad echo stays in the fit)."""
+    from QSMLogic.gre import GREData
+
+    g = acq.gre
+    ph = g.phase_rad.copy()
+    ph[..., 3] = np.random.default_rng(1).uniform(-np.pi, np.pi, g.shape).astype(np.float32)
+    bad = GREData(phase_rad=ph, magnitude=g.magnitude, te_s=g.te_s, b0_tesla=g.b0_tesla, affine=g.affine,
+                  b0_direction=g.b0_direction)
+    res = run_pipeline(bad, PipelineConfig.default().set("inversion", "tkd").set("swi", "homodyne"))
+    assert res.details["unwrap"].echo_ok == (True, True, True, False, True)
+    assert res.provenance["input"]["field_mapping_echoes"] == [1, 2, 3, 5]
+    m = result.outputs["field_mask"].astype(bool) & res.outputs["field_mask"].astype(bool)
+
+    def err(r):
+        d = r.outputs["total_field_ppm"] - acq.total_field_ppm
+        return float(np.percentile(np.abs(d[m] - np.median(d[m])), 99))
+
+    assert err(res) < 1.5 * err(result)
