@@ -38,17 +38,32 @@ DEEP_GRAY_NAMES: Tuple[str, ...] = ("caudate", "putamen", "pallidus", "thalamus"
                                     "subthalamic", "dentate", "accumbens")
 
 
-def _prep(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray]):
-    x = np.asarray(estimate, dtype=np.float64)
-    t = np.asarray(truth, dtype=np.float64)
-    if x.shape != t.shape:
-        raise QSMInputError(f"estimate shape {x.shape} differs from truth shape {t.shape}")
-    m = np.ones(x.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    if m.shape != x.shape:
-        raise QSMInputError(f"mask shape {m.shape} differs from map shape {x.shape}")
+def _prep(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray], margin: Optional[int] = None):
+    """Checked float64 copies of the maps and the bool mask; with ``margin``, cropped to the mask's bounding box
+    grown by ``margin`` voxels (clipped at the volume's edges).
+
+    A filter of radius ≤ ``margin`` then gives the same values in the mask as on the whole volume, and a brain in a
+    256×256×160 field of view costs a third of it.
+    """
+    x0, t0 = np.asarray(estimate), np.asarray(truth)
+    if x0.shape != t0.shape:
+        raise QSMInputError(f"estimate shape {x0.shape} differs from truth shape {t0.shape}")
+    m = np.ones(x0.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if m.shape != x0.shape:
+        raise QSMInputError(f"mask shape {m.shape} differs from map shape {x0.shape}")
     if not m.any():
         raise QSMInputError("mask is empty")
-    return x, t, m
+    if margin is not None and mask is not None:
+        idx = np.nonzero(m.any(axis=(1, 2))), np.nonzero(m.any(axis=(0, 2))), np.nonzero(m.any(axis=(0, 1)))
+        box = tuple(slice(max(int(i[0][0]) - margin, 0), min(int(i[0][-1]) + 1 + margin, n))
+                    for i, n in zip(idx, m.shape))
+        x0, t0, m = x0[box], t0[box], m[box]
+    return np.asarray(x0, dtype=np.float64), np.asarray(t0, dtype=np.float64), m
+
+
+def _radius(sigma: float, truncate: float) -> int:
+    """Radius (voxels) of scipy.ndimage's Gaussian kernels for ``sigma`` and ``truncate``, plus one."""
+    return int(truncate * float(sigma) + 0.5) + 1
 
 
 def _relative_norm(diff: np.ndarray, ref: np.ndarray) -> float:
@@ -60,14 +75,14 @@ def _relative_norm(diff: np.ndarray, ref: np.ndarray) -> float:
 
 def nrmse(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
     """Normalised root-mean-square error 100·‖x − t‖/‖t‖ over the mask (%)."""
-    x, t, m = _prep(estimate, truth, mask)
+    x, t, m = _prep(estimate, truth, mask, margin=0)
     return _relative_norm((x - t)[m], t[m])
 
 
 def hfen(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = None, sigma_voxels: float = 1.5
          ) -> float:
     """High-frequency error norm (%): nRMSE of the LoG-filtered (σ in voxels) masked maps, over the mask."""
-    x, t, m = _prep(estimate, truth, mask)
+    x, t, m = _prep(estimate, truth, mask, margin=_radius(sigma_voxels, 2.5))
     lx = ndimage.gaussian_laplace(np.where(m, x, 0.0), sigma_voxels, truncate=2.5)
     lt = ndimage.gaussian_laplace(np.where(m, t, 0.0), sigma_voxels, truncate=2.5)
     return _relative_norm((lx - lt)[m], lt[m])
@@ -76,7 +91,7 @@ def hfen(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = N
 def ssim(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = None,
          value_range_ppm: Tuple[float, float] = (-0.1, 0.2), sigma_voxels: float = 1.5) -> float:
     """Mean 3D SSIM over the mask of the two maps clipped and scaled from ``value_range_ppm`` to 0…1."""
-    x, t, m = _prep(estimate, truth, mask)
+    x, t, m = _prep(estimate, truth, mask, margin=_radius(sigma_voxels, 3.5))
     lo, hi = value_range_ppm
     if not hi > lo:
         raise QSMInputError(f"value_range_ppm must be increasing, got {value_range_ppm}")
@@ -135,17 +150,20 @@ def _ball(radius_mm: float, voxel_size_mm: Sequence[float]) -> np.ndarray:
 def dilate_mm(region: np.ndarray, radius_mm: float, voxel_size_mm: Sequence[float]) -> np.ndarray:
     """Binary dilation of ``region`` by a ball of ``radius_mm`` (anisotropic voxels handled).
 
-    Works on the region's bounding box grown by the radius, so a small region in a large volume costs little.
+    Works on the region's bounding box grown by the radius, by the exact Euclidean distance transform (the voxels
+    within ``radius_mm`` of the region, the same set as a dilation by the ball :func:`_ball`), so a small region in
+    a large volume and a large radius cost little.
     """
     reg = np.asarray(region, dtype=bool)
     if radius_mm <= 0 or not reg.any():
         return reg.copy()
-    ball = _ball(radius_mm, voxel_size_mm)
+    vox = [float(v) for v in voxel_size_mm]
     idx = np.nonzero(reg)
-    box = tuple(slice(max(int(i.min()) - r - 1, 0), min(int(i.max()) + r + 2, n))
-                for i, r, n in zip(idx, (b // 2 for b in ball.shape), reg.shape))
+    box = tuple(slice(max(int(i.min()) - int(radius_mm // v) - 1, 0), min(int(i.max()) + int(radius_mm // v) + 2, n))
+                for i, v, n in zip(idx, vox, reg.shape))
     out = np.zeros_like(reg)
-    out[box] = ndimage.binary_dilation(reg[box], structure=ball)
+    dist = ndimage.distance_transform_edt(~reg[box], sampling=vox)
+    out[box] = dist <= radius_mm * (1.0 + 1e-9)
     return out
 
 
