@@ -253,6 +253,8 @@ def run_pipeline(
             "quality check and are left out of the field fit")
         details["field_mapping_echoes"] = [n + 1 for n in good]
     fmap = run_stage("field_mapping", fit_inputs)
+    used = good if 2 <= len(good) < gre.n_echoes else list(range(gre.n_echoes))
+    used_te = {"te_s": tuple(gre.te_s[n] for n in used)}  # later stages that model TE see the fitted echoes only
     outputs["field_hz"] = np.asarray(fmap.field_hz, dtype=np.float32)
     outputs["total_field_ppm"] = np.asarray(fmap.field_ppm, dtype=np.float32)
     outputs["noise_sd_hz"] = np.asarray(fmap.noise_sd_hz, dtype=np.float32)
@@ -272,17 +274,18 @@ def run_pipeline(
     inv_method = cfg.stages["inversion"]["method"]
     if inv_method in SINGLE_STEP_INVERSIONS:
         chi = run_stage("inversion", {"total_field_ppm": outputs["total_field_ppm"], "local_field_ppm": None,
-                                      "mask": m, "weight": weight, "magnitude": outputs["magnitude"]})
+                                      "mask": m, "weight": weight, "magnitude": outputs["magnitude"], **used_te})
         qsm_mask = m
     else:
         bg = run_stage("background", {"field_ppm": outputs["total_field_ppm"], "mask": m, "weight": weight,
-                                      "phase_rad": phase})
+                                      "phase_rad": phase[..., used], **used_te})
         outputs["local_field_ppm"] = np.asarray(bg.local_field_ppm, dtype=np.float32)
         qsm_mask = np.asarray(bg.mask, dtype=bool)
         if not qsm_mask.any():
             raise QSMInputError("background removal eroded the whole mask: use a smaller kernel radius")
         chi = run_stage("inversion", {"local_field_ppm": outputs["local_field_ppm"], "mask": qsm_mask,
-                                      "weight": weight, "magnitude": outputs["magnitude"], "labels": labels})
+                                      "weight": weight, "magnitude": outputs["magnitude"], "labels": labels,
+                                      **used_te})
     outputs["qsm_mask"] = qsm_mask.astype(np.uint8)
 
     # 8. Reference
