@@ -187,3 +187,29 @@ def test_failed_echo_is_left_out_of_the_field_fit(acq, result):
         return float(np.percentile(np.abs(d[m] - np.median(d[m])), 99))
 
     assert err(res) < 1.5 * err(result)
+
+
+def test_edge_shell_out_of_the_data_term_helps_data_heavy_inversions(acq):
+    """MEDI on the chain's own local field: leaving the brain-edge shell (where background removal errs most) out of
+    the data term cuts its χ nRMSE (measured on this 2 mm phantom: 81 % → 45 %); the weight there is 0 and the
+    shell depth is in the provenance."""
+    cfg = PipelineConfig.default().set("inversion", "medi")
+    cfg.stages["swi"]["enabled"] = False
+
+    def chi_err(res):
+        m = res.outputs["qsm_mask"].astype(bool)
+        est = res.outputs["chi_ppm"]
+        return nrmse(est - est[m].mean(), acq.chi_ppm - acq.chi_ppm[m].mean(), m)
+
+    full = run_pipeline(acq.gre, cfg, data_edge_mm=0.0)
+    shell = run_pipeline(acq.gre, cfg)
+    print(f"MEDI in the chain: nRMSE {chi_err(full):.1f} % with the edge shell in the data term, "
+          f"{chi_err(shell):.1f} % without")
+    assert chi_err(shell) < 0.7 * chi_err(full)
+    assert shell.provenance["inversion_data_edge_mm"] == 4.5
+    w = shell.details["inversion_weight"]
+    m = shell.outputs["qsm_mask"].astype(bool)
+    from scipy import ndimage as ndi
+
+    edge = m & (ndi.distance_transform_edt(np.pad(m, 1), sampling=VOXEL_MM)[1:-1, 1:-1, 1:-1] <= 4.5)
+    assert not w[edge].any() and (w[m & ~edge] > 0).mean() > 0.99

@@ -55,8 +55,9 @@ def field_noise_sd_ppm(te_s, b0_tesla: float, snr: float, r2star_hz: float = 20.
 def chain_to_local_field(acq: Any) -> Dict[str, Any]:
     """The default chain from the wrapped phase up to the local field: the inversion stage's inputs, with timing.
 
-    Returns ``local``, ``mask`` (background removal's), ``field_mask``, ``weight``, ``magnitude``, ``total``,
-    ``seconds``, ``peak_mb`` and ``stages`` (a text of the stage times).
+    Returns ``local``, ``mask`` (background removal's), ``field_mask``, ``weight`` (the inversion stage's, with the
+    brain-edge shell left out), ``total_weight`` (the noise weight on the field mask, for single-step methods),
+    ``magnitude``, ``total``, ``seconds``, ``peak_mb`` and ``stages`` (a text of the stage times).
     """
     from ..pipeline import PipelineConfig, _weight_from_noise, run_pipeline
 
@@ -69,7 +70,8 @@ def chain_to_local_field(acq: Any) -> Dict[str, Any]:
     rec = [r for r in res.provenance["stages"] if r["stage"] not in ("inversion", "reference")]
     return {
         "local": out["local_field_ppm"], "mask": out["qsm_mask"].astype(bool), "field_mask": field_mask,
-        "weight": _weight_from_noise(out["noise_sd_hz"], field_mask), "magnitude": out["magnitude"],
+        "weight": res.details["inversion_weight"],
+        "total_weight": _weight_from_noise(out["noise_sd_hz"], field_mask), "magnitude": out["magnitude"],
         "total": out["total_field_ppm"],
         "seconds": float(sum(r["seconds"] for r in rec)), "peak_mb": mem,
         "stages": ", ".join(f"{r['stage']} {r['seconds']:.1f}s" for r in rec),
@@ -99,7 +101,8 @@ def run(ctx: BenchContext) -> List[BenchRow]:
     ch = chain_to_local_field(acq)
     mb = ch["mask"]
     b_in = {"field": ch["local"], "mask": mb, "weight": ch["weight"], "magnitude": ch["magnitude"],
-            "total": ch["total"], "total_mask": ch["field_mask"], "note": "default chain from wrapped phase",
+            "total": ch["total"], "total_mask": ch["field_mask"], "total_weight": ch["total_weight"],
+            "note": "default chain from wrapped phase",
             "truth": reference_whole_brain(acq.chi_ppm, mb).chi_ppm}
     local_err = nrmse(ch["local"], acq.local_field_ppm, mb)
     rows: List[BenchRow] = [BenchRow(AREA_B, "chain to local field", ch["seconds"], ch["peak_mb"],
@@ -115,12 +118,12 @@ def run(ctx: BenchContext) -> List[BenchRow]:
             extra: Dict[str, Any] = dict(scan)
             if key == "medi0":
                 extra["labels"] = acq.labels
-            fld, msk = setting["field"], setting["mask"]
+            fld, msk, wgt = setting["field"], setting["mask"], setting["weight"]
             if key in SINGLE_STEP_INVERSIONS:  # background removal included: the total field
                 extra["total_field_ppm"] = setting["total"]
-                msk = setting["total_mask"]
+                msk, wgt = setting["total_mask"], setting.get("total_weight")
             try:
-                chi, dt, mem = measure(invert_dipole, fld, msk, vox, b0, method=key, weight=setting["weight"],
+                chi, dt, mem = measure(invert_dipole, fld, msk, vox, b0, method=key, weight=wgt,
                                        magnitude=setting["magnitude"], **extra)
             except Exception as exc:  # a method failing must not hide the others' numbers
                 rows.append(BenchRow(area, key, float("nan"), float("nan"), {}, f"FAILED: {exc}"))
