@@ -599,3 +599,19 @@ def test_swi_run_on_nodes_matches_library(scene, phantom):
         runner.run_swi_on_nodes(scene, mags, phs, g.te_s, method="swim")
     with pytest.raises(QSMInputError, match="needs magnitude"):
         runner.run_swi_on_nodes(scene, [], phs, g.te_s)
+
+
+def test_selected_inputs_prefer_a_sequence_over_checked_volumes(scene):
+    """A chosen sequence node wins over checked echo volumes; checked volumes come back ordered by echo time."""
+    from types import SimpleNamespace
+
+    vols = []
+    for te_ms in (16.0, 8.0):
+        n = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+        n.SetAttribute("DICOM.EchoTime", str(te_ms))
+        vols.append(n)
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode")
+    p = SimpleNamespace(magnitudeSequence=None, magnitudeVolumes=vols, phaseSequence=seq, phaseVolumes=vols)
+    mags, phases = ad.selected_inputs(p)
+    assert [m.GetAttribute("DICOM.EchoTime") for m in mags] == ["8.0", "16.0"]
+    assert phases is seq

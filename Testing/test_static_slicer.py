@@ -154,7 +154,7 @@ def test_inputs_offer_sequences_and_segmentation_masks(module):
     selectors = {n for n, c in names.items() if c in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox")}
     assert selectors <= receivers, f"{module}.ui: selectors without the scene: {sorted(selectors - receivers)}"
     src = read(os.path.join(MODULES_DIR, module, f"{module}.py"))
-    assert "def _selectedInputs(self)" in src and "p.phaseSequence if p.phaseSequence is not None" in src
+    assert "mrml_adapter.selected_inputs(self._parameterNode)" in src  # sequences win over checked volumes
 
 
 def _method(module: str, cls: str, name: str) -> ast.FunctionDef:

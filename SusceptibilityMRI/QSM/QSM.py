@@ -221,10 +221,9 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _selectedInputs(self):
         """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        p = self._parameterNode
-        mags = p.magnitudeSequence if p.magnitudeSequence is not None else self.logic.sortEchoNodes(p.magnitudeVolumes)
-        phases = p.phaseSequence if p.phaseSequence is not None else self.logic.sortEchoNodes(p.phaseVolumes)
-        return mags, phases
+        from QSMLib import mrml_adapter
+
+        return mrml_adapter.selected_inputs(self._parameterNode)
 
     def _updateInputInfo(self) -> None:
         """Phase scaling, echo times and B0 of the selected echoes, refreshed on every selection change.

@@ -151,10 +151,9 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _selectedInputs(self):
         """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        p = self._parameterNode
-        mags = p.magnitudeSequence if p.magnitudeSequence is not None else self.logic.sortEchoNodes(p.magnitudeVolumes)
-        phases = p.phaseSequence if p.phaseSequence is not None else self.logic.sortEchoNodes(p.phaseVolumes)
-        return mags, phases
+        from QSMLib import mrml_adapter
+
+        return mrml_adapter.selected_inputs(self._parameterNode)
 
     def onEchoVolumesChanged(self) -> None:
         if self._parameterNode:

@@ -196,6 +196,16 @@ def as_node_list(nodes: Any) -> List[Any]:
     return [nodes]
 
 
+def selected_inputs(parameter_node: Any) -> Tuple[Any, Any]:
+    """(magnitude, phase) as a run gets them from a module's parameter node (fields ``magnitudeSequence``,
+    ``magnitudeVolumes``, ``phaseSequence``, ``phaseVolumes``): a sequence node where one is chosen, else the
+    checked echo volumes ordered by echo time."""
+    p = parameter_node
+    mags = p.magnitudeSequence if p.magnitudeSequence is not None else sort_echo_nodes(list(p.magnitudeVolumes))
+    phases = p.phaseSequence if p.phaseSequence is not None else sort_echo_nodes(list(p.phaseVolumes))
+    return mags, phases
+
+
 def sort_echo_nodes(nodes: Sequence[Any], database: Any = None) -> List[Any]:
     """Echo volumes ordered by echo time when every node has one (see :func:`echo_time_of_node_s`), else as given."""
     nodes = list(nodes)
