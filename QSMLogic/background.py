@@ -43,6 +43,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from ._background_laplace import MaskedPoisson
+from ._distance import distance_mm
 from .constants import GAMMA_BAR_HZ_PER_T
 from .dipole import FFT_WORKERS, dipole_kernel
 from .errors import QSMInputError
@@ -154,7 +155,7 @@ def _margin(radius_mm: float, vox: np.ndarray, extra: int = 2) -> List[int]:
 
 def _distance_inside(mask_c: np.ndarray, vox: np.ndarray) -> np.ndarray:
     """Euclidean distance (mm) from each mask voxel to the nearest voxel outside the mask (0 outside)."""
-    return ndimage.distance_transform_edt(mask_c, sampling=vox).astype(np.float32)
+    return distance_mm(mask_c, vox).astype(np.float32)
 
 
 def _eroded(dist: np.ndarray, radius_mm: float) -> np.ndarray:

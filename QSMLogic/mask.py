@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._distance import distance_mm
 from .errors import QSMInputError
 from .geometry import check_voxel_size
 from .params import MethodSpec, Param, register_method
@@ -71,13 +72,13 @@ def noise_level(combined: np.ndarray, threshold: float) -> float:
 def _erode(m: np.ndarray, radius_mm: float, vox: np.ndarray) -> np.ndarray:
     if radius_mm <= 0:
         return m
-    return ndi.distance_transform_edt(np.pad(m, 1), sampling=vox)[1:-1, 1:-1, 1:-1] > radius_mm
+    return distance_mm(np.pad(m, 1), vox)[1:-1, 1:-1, 1:-1] > radius_mm
 
 
 def _dilate(m: np.ndarray, radius_mm: float, vox: np.ndarray) -> np.ndarray:
     if radius_mm <= 0 or not m.any():
         return m
-    return ndi.distance_transform_edt(~m, sampling=vox) <= radius_mm
+    return distance_mm(~m, vox) <= radius_mm
 
 
 def _largest_component(m: np.ndarray) -> np.ndarray:

@@ -398,12 +398,12 @@ def field_outliers(field_hz: np.ndarray, mask: np.ndarray, te_first_s: float) ->
 def inversion_weight(weight: np.ndarray, mask: np.ndarray, voxel_size_mm, edge_mm: float) -> np.ndarray:
     """``weight`` inside ``mask`` with the voxels within ``edge_mm`` of the mask edge set to 0 (see
     :data:`DATA_EDGE_MM`); unchanged when ``edge_mm`` ≤ 0 or when the shell would take every voxel."""
-    from scipy import ndimage as ndi
+    from ._distance import distance_mm
 
     w = np.where(mask, weight, np.float32(0)).astype(np.float32)
     if edge_mm <= 0:
         return w
-    deep = ndi.distance_transform_edt(np.pad(mask, 1), sampling=voxel_size_mm)[1:-1, 1:-1, 1:-1] > edge_mm
+    deep = distance_mm(np.pad(mask, 1), voxel_size_mm)[1:-1, 1:-1, 1:-1] > edge_mm
     if not (deep & (w > 0)).any():
         return w
     return np.where(deep, w, np.float32(0))
