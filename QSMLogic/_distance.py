@@ -53,6 +53,8 @@ def _envelope(f, n, s, d, v, z):  # pragma: no cover - compiled
 
 @njit(cache=True, parallel=True)
 def _squared_distance(mask, s0, s1, s2):  # pragma: no cover - compiled
+    """The three 1D passes, each written out with the loop order that keeps its memory access near-sequential (one
+    generic pass over strided views measured 50 % slower at 256×256×160)."""
     nx, ny, nz = mask.shape
     g = np.empty((nx, ny, nz), np.float64)
     # axis 2
