@@ -1,5 +1,5 @@
 """Static checks of the Slicer side (Slicer itself cannot run here): .ui files, widget names used by the module
-code, parameter-node bindings, CMake listings, extension layout, Python 3.9 grammar, no Qt in QSMLib."""
+code, parameter-node bindings, CMake listings, extension layout, Python 3.9 grammar, no Qt in SusceptibilityMRILib."""
 from __future__ import annotations
 
 import ast
@@ -65,13 +65,13 @@ def test_ui_parses_and_names_every_widget_the_code_uses(module):
 
 
 def test_stage_widgets_exist_for_every_stage():
-    sys.path.insert(0, os.path.join(MODULES_DIR, "QSM"))
-    from QSMLib.param_forms import stage_widget_names
+    sys.path.insert(0, MODULES_DIR)
+    from SusceptibilityMRILib.param_forms import stage_widget_names
 
     from QSMLogic.params import stages
 
     names = ui_widgets("QSM")
-    from QSMLib.param_forms import UNAVAILABLE_STAGES
+    from SusceptibilityMRILib.param_forms import UNAVAILABLE_STAGES
 
     expected_class = {"collapsible": "ctkCollapsibleButton", "method": "QComboBox", "parameters": "QFrame",
                       "enabled": "QCheckBox", "note": "QLabel"}
@@ -184,7 +184,7 @@ def test_scene_close_stops_the_background_worker():
 def test_widget_degrades_without_packages():
     src = ast.unparse(_method("QSM", "QSMWidget", "_updateInputInfo"))
     assert "except ImportError" in src and "Install the Python packages" in src
-    adapter = read(os.path.join(MODULES_DIR, "QSM", "QSMLib", "mrml_adapter.py"))
+    adapter = read(os.path.join(MODULES_DIR, "SusceptibilityMRILib", "mrml_adapter.py"))
     top = [n for n in ast.parse(adapter).body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not any(isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("QSMLogic.io") for n in top), \
         "mrml_adapter must not import QSMLogic.io at module level (it needs nibabel, pydicom, pynrrd)"
@@ -219,7 +219,7 @@ def test_top_cmakelists_is_a_slicer_extension():
     subdirs = re.findall(r"add_subdirectory\(([^)]+)\)", text)
     for module in MODULES:
         assert f"SusceptibilityMRI/{module}" in subdirs, f"module {module} is not add_subdirectory'd"
-    assert "SusceptibilityMRI/QSMLogicPackage" in subdirs
+    assert "SusceptibilityMRI/QSMLogicPackage" in subdirs and "SusceptibilityMRI/SusceptibilityMRILib" in subdirs
     for d in subdirs:
         assert os.path.isfile(os.path.join(ROOT, d, "CMakeLists.txt")), d
 
@@ -306,7 +306,7 @@ def imported_modules(path: str) -> set:
 
 
 def test_qsmlib_has_no_qt():
-    lib = os.path.join(MODULES_DIR, "QSM", "QSMLib")
+    lib = os.path.join(MODULES_DIR, "SusceptibilityMRILib")
     files = [os.path.join(lib, f) for f in os.listdir(lib) if f.endswith(".py")]
     assert len(files) >= 5
     for path in files:
@@ -358,8 +358,8 @@ def test_qsm_binds_library_before_the_logic_class_of_the_same_name():
 
 
 def test_qsmlib_makes_library_importable_from_a_source_checkout():
-    code = ("import sys; sys.path.insert(0, {!r}); import QSMLib, importlib.util; "
-            "print(importlib.util.find_spec('QSMLogic').origin)").format(os.path.join(MODULES_DIR, "QSM"))
+    code = (f"import sys; sys.path.insert(0, {MODULES_DIR!r}); import SusceptibilityMRILib, importlib.util; "
+            "print(importlib.util.find_spec('QSMLogic').origin)")
     res = subprocess.run([sys.executable, "-S", "-c", code], cwd="/", capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert os.path.realpath(res.stdout.strip()) == os.path.realpath(os.path.join(ROOT, "QSMLogic", "__init__.py"))
@@ -374,10 +374,10 @@ def test_icons_are_128_png(module):
 
 
 def test_requirements_and_docs():
-    sys.path.insert(0, os.path.join(MODULES_DIR, "QSM"))
-    from QSMLib import dependencies
+    sys.path.insert(0, MODULES_DIR)
+    from SusceptibilityMRILib import dependencies
 
-    path = os.path.join(MODULES_DIR, "QSM", "Resources", "QSM", "requirements.txt")
+    path = os.path.join(MODULES_DIR, "SusceptibilityMRILib", "requirements.txt")
     assert os.path.realpath(dependencies.requirements_path()) == os.path.realpath(path)
     reqs = read(path)
     names = dict(re.findall(r"^([A-Za-z0-9_.-]+)>=([0-9.]+)\s*$", reqs, re.M))
@@ -386,10 +386,10 @@ def test_requirements_and_docs():
     pyproject = read(os.path.join(ROOT, "pyproject.toml"))
     for name, low in names.items():
         assert f'"{name}>={low}"' in pyproject, f"{name}>={low} differs from pyproject.toml"
-    # installed as a resource of the QSM module, in its own folder under Resources (same place relative to QSMLib
-    # in the source, build and install trees), not into the shared qt-scripted-modules/Resources
-    cmake = read(os.path.join(MODULES_DIR, "QSM", "CMakeLists.txt"))
-    assert "Resources/${MODULE_NAME}/requirements.txt" in _cmake_list(cmake, "MODULE_PYTHON_RESOURCES")
+    # installed as a resource of SusceptibilityMRILib, inside the package (same place in the source, build and
+    # install trees), not into the shared qt-scripted-modules/Resources
+    cmake = read(os.path.join(MODULES_DIR, "SusceptibilityMRILib", "CMakeLists.txt"))
+    assert "SusceptibilityMRILib/requirements.txt" in _cmake_list(cmake, "SusceptibilityMRILib_PYTHON_RESOURCES")
     assert "requirements.txt" not in re.sub(r"#.*", "", read(os.path.join(MODULES_DIR, "QSMLogicPackage",
                                                                          "CMakeLists.txt")))
     for module in MODULES:
@@ -398,7 +398,7 @@ def test_requirements_and_docs():
         assert "dependencies.ensure_requirements(" in ast.unparse(_method(module, f"{module}Logic",
                                                                            "ensureDependencies"))
         assert "ensureDependencies(confirm=None)" not in src  # the self-test gives its consent explicitly
-    deps = read(os.path.join(MODULES_DIR, "QSM", "QSMLib", "dependencies.py"))
+    deps = read(os.path.join(MODULES_DIR, "SusceptibilityMRILib", "dependencies.py"))
     assert 'import_module("slicer.packaging")' in deps
     doc = read(os.path.join(ROOT, "docs", "slicer.md"))
     assert ("--additional-module-paths <repo>/SusceptibilityMRI/QSM <repo>/SusceptibilityMRI/SWI" in doc)
