@@ -42,6 +42,9 @@ STAGE_ORDER = (
 #: Methods of the "inversion" stage that take the total field and remove the background themselves.
 SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
 
+#: SWI methods built from a map of the QSM chain rather than from the wrapped phase, and the stage making that map.
+SWI_NEEDS = {"unwrapped": "background", "swim": "reference"}
+
 #: Depth (mm) of the brain-edge shell whose local field gets no weight in the dipole inversion's data term (the
 #: susceptibility there is still estimated, from the field inside). Background removal leaves its largest errors
 #: in the outer millimetres (head phantom, 1.5 mm, PDF: local-field error RMS 0.009 ppm within 4 mm of the edge,
@@ -90,6 +93,20 @@ class PipelineConfig:
         """Every stage on, with its default method and default parameters."""
         specs = load_all()
         return cls({k: {"method": specs[k].default_method, "params": {}, "enabled": True} for k, _ in STAGE_ORDER})
+
+    @classmethod
+    def swi_only(cls, method: str = "homodyne", brain_mask: bool = False, **params: Any) -> PipelineConfig:
+        """Only SWI (after coil combination for multi-coil data and, with ``brain_mask``, the mask stage): the
+        QSM chain and R2* are off, so the acquisition needs no B0 (``GREData(b0_tesla=None)``). ``method`` must
+        work from the wrapped phase (homodyne); ``params`` override its parameters. Without ``brain_mask`` (and
+        without a mask given to :func:`run_pipeline`) the phase mask applies to the whole volume."""
+        if method in SWI_NEEDS:
+            raise QSMInputError(f"SWI method {method!r} needs the {SWI_NEEDS[method]} stage of the QSM chain; "
+                                "swi_only runs methods that work from the wrapped phase, e.g. 'homodyne'")
+        cfg = cls.default()
+        for key, entry in cfg.stages.items():
+            entry["enabled"] = key in ("coil_combination", "swi") or (key == "mask" and brain_mask)
+        return cfg.set("swi", method, **params)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> PipelineConfig:
@@ -167,7 +184,7 @@ class _Run:
         self.records: List[Dict[str, Any]] = []
         self.outputs: Dict[str, np.ndarray] = {}
         self.details: Dict[str, Any] = {}
-        self.total_w = sum(w for _, w in STAGE_ORDER)
+        self.total_w = sum(w for k, w in STAGE_ORDER if self.enabled(k))
         self.done_w = 0.0
         self.common = {"te_s": gre.te_s, "b0_tesla": gre.b0_tesla, "voxel_size_mm": gre.voxel_size_mm,
                        "b0_direction": gre.b0_direction, "cancel": cancel}
@@ -214,21 +231,58 @@ def run_pipeline(
     """
     cfg = config or PipelineConfig.default()
     cfg.validate()
+    check_stage_selection(cfg, gre, mask_given=mask is not None)
     run = _Run(gre, cfg, progress or _noop_progress, cancel or (lambda: False), log or (lambda s: None))
     t_start = time.perf_counter()
     magnitude, phase = combine_coils_step(run)
     m, valid = mask_step(run, magnitude, phase, mask, labels)
-    unwrap, m = unwrap_step(run, phase, magnitude, m, valid)
-    m, used, weight = field_mapping_step(run, unwrap, magnitude, m)
-    used_te = {"te_s": tuple(gre.te_s[n] for n in used)}  # later stages that model TE see the fitted echoes only
+    reference_info = None
+    # each QSM stage runs only after the one it needs (check_stage_selection)
+    if run.enabled("unwrap"):
+        unwrap, m = unwrap_step(run, phase, magnitude, m, valid)
+    if run.enabled("field_mapping"):
+        m, used, weight = field_mapping_step(run, unwrap, magnitude, m)
     r2star_step(run, magnitude, m)
-    chi, qsm_mask = local_field_and_inversion_step(run, phase, m, used, used_te, weight, labels, data_edge_mm)
-    reference_info = reference_step(run, chi, qsm_mask, labels)
-    swi_step(run, magnitude, phase, m)
+    if run.enabled("field_mapping"):
+        used_te = {"te_s": tuple(gre.te_s[n] for n in used)}  # later stages that model TE see the fitted echoes only
+        chi, qsm_mask = local_field_and_inversion_step(run, phase, m, used, used_te, weight, labels, data_edge_mm)
+        if chi is not None:
+            reference_info = reference_step(run, chi, qsm_mask, labels)
+    swi_step(run, magnitude, phase, m if m is not None else valid)
     run.progress(1.0, "done")
     provenance = build_provenance(gre, run.records, run.details, reference_info, data_edge_mm,
                                   time.perf_counter() - t_start)
     return PipelineResult(outputs=run.outputs, provenance=provenance, affine=gre.affine.copy(), details=run.details)
+
+
+def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = False) -> None:
+    """Raise :class:`QSMInputError` naming the problem when an enabled stage needs a disabled one (each stage of
+    the QSM chain needs the one before it, a phase-free SWI method the map it is built from, R2* and unwrapping a
+    mask) or when the B0 the field mapping needs (and everything after it) is unknown."""
+    single_step = cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
+
+    def on(key: str) -> bool:
+        return bool(cfg.stages[key].get("enabled", True))
+
+    needs = {"unwrap": "mask", "r2star": "mask", "field_mapping": "unwrap", "background": "field_mapping",
+             "inversion": "field_mapping" if single_step else "background", "reference": "inversion"}
+    swi_method = cfg.stages["swi"]["method"]
+    if swi_method in SWI_NEEDS:
+        needs["swi"] = SWI_NEEDS[swi_method]
+    for key, need in needs.items():
+        if not on(key) or on(need) or (need == "mask" and mask_given):
+            continue
+        if need == "mask":
+            raise QSMInputError(f"the {key} stage needs a brain mask: enable the mask stage or give a mask")
+        raise QSMInputError(f"the {key} stage ({cfg.stages[key]['method']}) needs the {need} stage, which is "
+                            "disabled")
+    if on("inversion") and not on("reference"):
+        raise QSMInputError("the reference stage cannot be disabled while the inversion runs: susceptibility is "
+                            "relative and the map needs its reference")
+    if gre.b0_tesla is None and on("field_mapping"):
+        raise QSMInputError("the field strength is unknown (b0_tesla is None) but the field_mapping stage and the "
+                            "QSM stages after it need it: give b0_tesla, or run SWI alone "
+                            "(PipelineConfig.swi_only())")
 
 
 def combine_coils_step(run: _Run) -> Tuple[np.ndarray, np.ndarray]:
@@ -249,10 +303,14 @@ def combine_coils_step(run: _Run) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def mask_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, mask: Optional[np.ndarray],
-              labels: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+              labels: Optional[np.ndarray]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Step 2: the user's ``mask`` or the mask stage's, without the voxels the reader found NaN/Inf; returns the
-    mask and those valid voxels (None when the reader masked none)."""
+    mask (None when the mask stage is off and no mask was given) and those valid voxels (None when the reader
+    masked none)."""
     gre = run.gre
+    valid = spatial_valid_mask(gre)
+    if mask is None and not run.enabled("mask"):
+        return None, valid
     if mask is not None:
         m = np.asarray(mask).astype(bool)
         if m.shape != gre.shape:
@@ -262,7 +320,6 @@ def mask_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, mask: Optiona
         run.records.append({"stage": "mask", "method": "user", "params": {}, "seconds": 0.0})
     else:
         m = np.asarray(run.stage("mask", {"magnitude": magnitude, "phase": phase, "labels": labels}), dtype=bool)
-    valid = spatial_valid_mask(gre)
     if valid is not None:  # NaN/Inf phase voxels (set to 0 by the reader) never enter the processing
         n_invalid = int(np.count_nonzero(m & ~valid))
         m = m & valid
@@ -322,7 +379,7 @@ def field_mapping_step(run: _Run, unwrap: Any, magnitude: np.ndarray,
     return m, used, _weight_from_noise(fmap.noise_sd_hz, m)
 
 
-def r2star_step(run: _Run, magnitude: np.ndarray, m: np.ndarray) -> None:
+def r2star_step(run: _Run, magnitude: np.ndarray, m: Optional[np.ndarray]) -> None:
     """Step 5: R2* when enabled and the data have ≥ 2 echoes with magnitude (ARLO falls back to the exact
     two-point log-linear fit with 2 echoes)."""
     gre = run.gre
@@ -338,11 +395,15 @@ def r2star_step(run: _Run, magnitude: np.ndarray, m: np.ndarray) -> None:
 
 def local_field_and_inversion_step(run: _Run, phase: np.ndarray, m: np.ndarray, used: List[int],
                                    used_te: Dict[str, Any], weight: np.ndarray, labels: Optional[np.ndarray],
-                                   data_edge_mm: float) -> Tuple[np.ndarray, np.ndarray]:
+                                   data_edge_mm: float) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Steps 6-7: background removal then dipole inversion (or one single-step inversion of the total field);
-    returns the susceptibility before referencing and the mask it is defined on."""
+    returns the susceptibility before referencing and the mask it is defined on (None, None when neither runs;
+    None and the eroded mask when the inversion is off)."""
     outputs = run.outputs
-    if run.cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS:
+    single_step = run.cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
+    if not run.enabled("inversion") and (single_step or not run.enabled("background")):
+        return None, None
+    if single_step:
         chi = run.stage("inversion", {"total_field_ppm": outputs["total_field_ppm"], "local_field_ppm": None,
                                       "mask": m, "weight": weight, "magnitude": outputs["magnitude"], **used_te})
         qsm_mask = m
@@ -353,6 +414,9 @@ def local_field_and_inversion_step(run: _Run, phase: np.ndarray, m: np.ndarray, 
         qsm_mask = np.asarray(bg.mask, dtype=bool)
         if not qsm_mask.any():
             raise QSMInputError("background removal eroded the whole mask: use a smaller kernel radius")
+        if not run.enabled("inversion"):
+            outputs["qsm_mask"] = qsm_mask.astype(np.uint8)
+            return None, qsm_mask
         inv_weight = inversion_weight(weight, qsm_mask, run.gre.voxel_size_mm, data_edge_mm)
         run.details["inversion_weight"] = inv_weight
         chi = run.stage("inversion", {"local_field_ppm": outputs["local_field_ppm"], "mask": qsm_mask,
@@ -370,8 +434,9 @@ def reference_step(run: _Run, chi: np.ndarray, qsm_mask: np.ndarray,
     return {"reference": ref.reference, "offset_ppm": float(ref.offset_ppm)}
 
 
-def swi_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, m: np.ndarray) -> None:
-    """Step 9: SWI (and its mIP) when enabled, from the phase or from the local field or χ computed before."""
+def swi_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, m: Optional[np.ndarray]) -> None:
+    """Step 9: SWI (and its mIP) when enabled, from the phase or from the local field or χ computed before;
+    ``m`` None: the whole volume."""
     if not run.enabled("swi"):
         return
     outputs = run.outputs
