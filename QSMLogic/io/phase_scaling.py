@@ -21,10 +21,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..constants import PHASE_RULES
 from ..errors import QSMInputError
 
-#: Rules understood by :func:`phase_to_radians` (plus "auto").
-PHASE_RULES: Tuple[str, ...] = ("radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range")
 #: Fixed rules: (lowest, highest) stored value of the 2π-equivalent interval, integer-valued data required.
 _FIXED_RULES: Dict[str, Tuple[float, float, bool]] = {
     "radians": (-np.pi, np.pi, False),
