@@ -1,4 +1,4 @@
-"""Physical constants shared by every stage (see DESIGN.md §1)."""
+"""Physical constants shared by every stage (see docs/conventions.md)."""
 from __future__ import annotations
 
 from typing import Tuple

@@ -1,6 +1,6 @@
 """The GRE acquisition data model: one validated object for a (multi-echo, optionally multi-coil) GRE scan.
 
-Array layout (DESIGN.md §2): spatial axes first (in the array's own order, matching ``affine``), then echo, then
+Array layout (docs/conventions.md): spatial axes first (in the array's own order, matching ``affine``), then echo, then
 coil: ``(nx, ny, nz, n_echo)`` for coil-combined data, ``(nx, ny, nz, n_echo, n_coil)`` for uncombined data.
 Phase is stored in radians in the project's internal convention (phase grows as ``+2π·Δf·TE``; paramagnetic
 sources parallel to B0 give Δf > 0): ``phase = phase_sign · input_phase``.

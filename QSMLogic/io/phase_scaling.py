@@ -1,4 +1,4 @@
-"""Conversion of stored phase values to radians with an explicit, checked rule (DESIGN.md §1).
+"""Conversion of stored phase values to radians with an explicit, checked rule (docs/conventions.md).
 
 Scanners and converters store phase in many ways: radians, DICOM 12-bit integers (0..4095 or −4096..4095),
 degrees, milliradians (Philips after RescaleSlope/Intercept), or arbitrary units that still wrap (e.g. floats

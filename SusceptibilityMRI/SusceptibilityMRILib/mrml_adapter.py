@@ -1,8 +1,8 @@
 """MRML adapter: Slicer volume nodes ↔ the arrays, geometry and GRE data of the QSMLogic library.
 
-This is the only code that turns MRML nodes into library inputs and library outputs back into nodes (DESIGN.md §2).
-It takes the scene as an argument and imports only slicer (MRML), vtk, numpy and QSMLogic — no Qt — so pytest runs
-it on ``slicer-core``.
+This is the only code that turns MRML nodes into library inputs and library outputs back into nodes
+(docs/conventions.md). It takes the scene as an argument and imports only slicer (MRML), vtk, numpy and QSMLogic —
+no Qt — so pytest runs it on ``slicer-core``.
 
 Array order: the library receives arrays in **(i, j, k)** order — ``slicer.util.arrayFromVolume`` gives (k, j, i),
 so arrays are transposed — together with the node's IJK-to-RAS matrix as the affine. Voxel size and B0 direction
