@@ -30,6 +30,7 @@ import numpy as np
 
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import irfft, rfft
+from ..utils.solvers import CancelFn
 from .common import prepare_problem
 from .tv import admm_tv, default_alpha
 
@@ -49,6 +50,7 @@ def hdqsm(
     pad_voxels: int = 6,
     outlier_factor: float = 10.0,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """HD-QSM (Lambert et al., MRM 2022): L1-TV solve, then L2-TV solve warm-started from it.
 
@@ -58,7 +60,7 @@ def hdqsm(
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
                            b0_tesla=b0_tesla)
     alpha_l2 = default_alpha(alpha_l2, b0_tesla)
-    common = dict(voxel_size_mm=prob.voxel_size_mm, tol=tol, eval_mask=prob.mask)
+    common = dict(voxel_size_mm=prob.voxel_size_mm, tol=tol, eval_mask=prob.mask, cancel=cancel, what="HD-QSM")
     first = admm_tv(prob.kernel, prob.field, prob.weight, alpha=alpha_l1, data_term="l1", mu_grad=300.0 * alpha_l1,
                     mu_data=mu_data_l1, max_iter=max_iter_l1, **common)
     w2 = prob.weight

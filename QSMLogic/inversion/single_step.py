@@ -32,6 +32,7 @@ from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import convolve, irfft, rfft
 from ..utils.kernels import smv_kernel_spectrum
+from ..utils.solvers import CancelFn
 from .common import prepare_problem
 from .tv import admm_params, admm_tv
 
@@ -51,6 +52,7 @@ def sstv(
     tol: float = 2e-3,
     pad_voxels: int = 6,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """SSTV (Chatnuntawech et al., MRM 2017): χ (ppm, float32, 0 outside ``mask``) from the total field in ppm.
 
@@ -73,7 +75,8 @@ def sstv(
     data[~eroded] = 0.0
     w = np.where(eroded, prob.weight, np.float32(0.0)).astype(np.float32)
     res = admm_tv(high_pass * prob.kernel, data, w, prob.voxel_size_mm, alpha=alpha, data_term="l2",
-                  mu_grad=mu_grad_factor * alpha, mu_data=mu_data, max_iter=max_iter, tol=tol, eval_mask=eroded)
+                  mu_grad=mu_grad_factor * alpha, mu_data=mu_data, max_iter=max_iter, tol=tol, eval_mask=eroded,
+                  cancel=cancel, what="SSTV")
     return prob.to_input_grid(res.chi)
 
 

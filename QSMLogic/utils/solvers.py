@@ -32,7 +32,8 @@ def blas_dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a.reshape(-1), b.reshape(-1)))
 
 
-def _check_cancel(cancel: Optional[CancelFn], what: str) -> None:
+def check_cancel(cancel: Optional[CancelFn], what: str) -> None:
+    """Raise :class:`QSMCancelled` naming ``what`` when ``cancel()`` returns True (nothing without ``cancel``)."""
     if cancel is not None and cancel():
         raise QSMCancelled(f"{what} cancelled")
 
@@ -70,7 +71,7 @@ def cg(
     rel = np.sqrt(rr) / bnorm
     it = 0
     while it < max_iter and rel > tol:
-        _check_cancel(cancel, what)
+        check_cancel(cancel, what)
         ap = apply_a(p)
         pap = inner(p, ap)
         if pap <= 0:
@@ -126,7 +127,7 @@ def lsqr(
     it = 0
     for _ in range(max_iter):
         it += 1
-        _check_cancel(cancel, what)
+        check_cancel(cancel, what)
         u = apply_a(v) - np.float32(alpha) * u
         beta = np.sqrt(dot(u, u))
         if beta > 0:
@@ -153,4 +154,4 @@ def lsqr(
     return x, it
 
 
-__all__ = ["dot", "blas_dot", "cg", "lsqr"]
+__all__ = ["CancelFn", "check_cancel", "dot", "blas_dot", "cg", "lsqr"]
