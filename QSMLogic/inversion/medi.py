@@ -20,8 +20,8 @@ ventricular CSF uniform and so gives the map a zero (CSF) reference. The CSF mas
 Units: fields and χ in ppm, ∇ in 1/mm. ``lambda_ = 0`` (the default) is automatic for the stage's ``b0_tesla``:
 λ = 2e4·(B0/3 T)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; 2e4 at 3 T, 3.3e4 at 7 T), the 3 T value
 tuned on the phantom (SNR 100, 1–2 mm). Fields in ppm get less noisy at higher B0 (noise in ppm ∝ 1/B0), so λ grows
-with B0, but far less than the (B0/3 T)² a MAP argument gives: on the phantom at 7 T the best λ is 1.2–1.5× the best
-at 3 T, and 5× (1e5) gives 10.9 % nRMSE against 9.1 % at 1.5×. ``rad_per_ppm = 0`` (default) computes κ of the
+with B0, but far less than the (B0/3 T)² a MAP argument gives (the phantom's best λ at 7 T: docs/benchmarks.md).
+``rad_per_ppm = 0`` (default) computes κ of the
 non-linear term from the ``b0_tesla`` and ``te_s`` inputs: κ = 2π·γ̄·B0·TE_eff·1e-6 with TE_eff = ΣTE²/ΣTE
 (:func:`QSMLogic.inversion.common.effective_te_s`; 3 T and 20 ms when not given).
 """

@@ -19,8 +19,7 @@ TV, so its error there is larger (the tests measure the error in M, the "local d
 α: S attenuates the low spatial frequencies of the data, so the data term is weaker than in FANSI for the same χ
 and the default α is smaller. Unlike FANSI's, the default does not change with the field strength: SSTV's error is
 dominated by the background residue the single-radius SMV leaves (a field in ppm, the same at every B0), not by the
-noise, and on the phantom (2 mm, SNR 100) lowering α for 7 T as FANSI does makes the map worse (nRMSE 23.4 % at
-α = 3e-5, 24.4 % at 1.8e-5), while the 3 T value is also the better one at 7 T.
+noise, and on the phantom lowering α for 7 T as FANSI does makes the map worse (docs/benchmarks.md).
 """
 from __future__ import annotations
 

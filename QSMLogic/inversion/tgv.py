@@ -17,8 +17,8 @@ convex conjugates (the data term's prox is a scaling, the two L1 norms' are proj
 σ = 1/(r·‖K‖) (``step_ratio`` r), ‖K‖ estimated by power iteration; χ starts from a short ADMM-TV solve. Langkammer
 et al. use α₀ = 2·α₁ (in voxel units); here α₀ is given per mm and the defaults are tuned on the project's head
 phantom at 1–3 mm and SNR 100 (fields in ppm; α scales with the noise). ``alpha1 = 0`` (default) is automatic for
-the stage's ``b0_tesla``: 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`); on the phantom the
-best α₁ at 7 T is about 0.7× the best at 3 T.
+the stage's ``b0_tesla``: 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; the phantom's best
+α₁ at 7 T: docs/benchmarks.md).
 """
 from __future__ import annotations
 

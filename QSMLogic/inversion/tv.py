@@ -27,10 +27,10 @@ Choice of α. The fields are in ppm; for the same SNR and echo times their noise
 best α falls with the field strength. ``alpha = 0`` (the default) means automatic for the stage's ``b0_tesla``:
 α = 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; 1e-4 at 3 T, 6.0e-5 at 7 T). The 3 T
 value (gradients in ppm/mm, weights of mean 1) is tuned on the project's head phantom at 1–2 mm and SNR 100 (field
-noise ≈ 0.5 ppb); the exponent comes from the same phantom at 7 T (best α 0.5–0.7× the 3 T best, not the 3/7 a
-noise-proportional rule gives: the error at SNR 100 is mostly the prior's bias). For noisier data raise α. FANSI
-sets ``μ₁ = 100·α``; on the phantom ``μ₁ = 300·α`` and ``μ₂ = 0.3`` reach the converged error in 30 iterations
-rather than ~150, so those are the defaults here (``mu_grad_factor``, ``mu_data``).
+noise ≈ 0.5 ppb); the exponent comes from the same phantom at 7 T (the error at SNR 100 is mostly the prior's bias,
+so the best α falls more slowly than the noise). For noisier data raise α. FANSI sets ``μ₁ = 100·α``; here the
+defaults are ``μ₁ = 300·α`` and ``μ₂ = 0.3`` (``mu_grad_factor``, ``mu_data``), which converge in far fewer
+iterations (figures: docs/benchmarks.md).
 Nonlinear data term: ``te_eff_s = 0`` (default) takes the effective echo time from the stage input ``te_s`` (the
 pipeline passes the scan's echo times): ``Σ TE²/Σ TE`` (:func:`QSMLogic.inversion.common.effective_te_s`), 20 ms
 when ``te_s`` is not given; ``b0_tesla`` defaults to 3 T likewise.

@@ -27,8 +27,8 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 
 def blas_dot(a: np.ndarray, b: np.ndarray) -> float:
     """Inner product by BLAS in the arrays' own precision (no temporary array; its blocked summation keeps float32
-    rounding small). The background-removal solves use it: their results were validated with it, and PDF, an
-    iteration-limited solve of an ill-conditioned problem, moves by 0.2 % (relative) with :func:`dot` instead."""
+    rounding small). The background-removal solves use it: their figures were measured with it, and an
+    iteration-limited solve of an ill-conditioned problem (PDF) moves with the rounding (docs/benchmarks.md)."""
     return float(np.dot(a.reshape(-1), b.reshape(-1)))
 
 
