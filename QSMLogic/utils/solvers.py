@@ -54,7 +54,8 @@ def cg(
     Works in the precision of ``b``. Stops when ‖r‖ ≤ tol·‖b‖ (also before the first iteration, from ``x0``), when
     the curvature pᵀAp is no longer positive, or after ``max_iter`` iterations. ``precondition(r)`` applies M⁻¹ of
     a symmetric positive definite preconditioner M; ``inner`` is the inner product (:func:`dot` or
-    :func:`blas_dot`). ``cancel()`` returning True raises QSMCancelled naming ``what``.
+    :func:`blas_dot`). ``apply_a`` and ``precondition`` may return a buffer they reuse (each result is used up
+    before the next call). ``cancel()`` returning True raises QSMCancelled naming ``what``.
     """
     dtype = b.dtype.type
     if x0 is None:
