@@ -484,7 +484,8 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
 
 
 class QSMTest(ScriptedLoadableModuleTest):
-    """In-Slicer test: the head phantom at 64³ through the module logic; checks output geometry and values."""
+    """In-Slicer test: the head phantom at 64³ through the module logic, in Slicer's process and in a background
+    PythonSlicer process; checks output geometry and values, and that both runs agree."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -494,6 +495,8 @@ class QSMTest(ScriptedLoadableModuleTest):
         self.test_QSM_phantom()
 
     def test_QSM_phantom(self):
+        import time
+
         import numpy as np
 
         self.delayDisplay("Checking Python dependencies")
@@ -532,4 +535,18 @@ class QSMTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(phases[0]),
                                        np.ascontiguousarray(gre.phase_rad[..., 0].transpose(2, 1, 0))))
         logic.showResults(nodes)
+
+        self.delayDisplay("Running QSM in a background process")
+        done = []
+        run = logic.run(mags, phases, None, 3.0, background=True, run_name="QSM background self-test",
+                        on_done=lambda result, error: done.append((result, error)))
+        started = time.monotonic()
+        while not done and time.monotonic() - started < 900:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertTrue(run.finished and done, "the background run did not finish")
+        background, error = done[0]
+        self.assertIsNone(error)
+        self.assertTrue(np.array_equal(mrml_adapter.array_ijk(background["chi_ppm"]), chi))  # same result
+        self.assertEqual(mrml_adapter.read_provenance(background["chi_ppm"])["input"]["phase_sign"], 1)
         self.delayDisplay("QSM self-test passed")
