@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
 from SusceptibilityMRILib import mrml_adapter as ad  # noqa: E402
 from SusceptibilityMRILib import runner  # noqa: E402
 from SusceptibilityMRILib.process import WorkerError, WorkerProcess  # noqa: E402
+from SusceptibilityMRILib.testing import add_echo_volumes  # noqa: E402
 
 from QSMLogic.errors import QSMCancelled  # noqa: E402
 from QSMLogic.gre import GREData  # noqa: E402
@@ -69,17 +70,11 @@ def scene():
 
 
 def echo_nodes(scene, gre: GREData):
-    out = []
-    for kind, data in (("mag", gre.magnitude), ("phase", gre.phase_rad)):
-        nodes = []
-        for e in range(gre.n_echoes):
-            n = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{kind}{e}")
-            slicer.util.updateVolumeFromArray(n, np.ascontiguousarray(data[..., e].transpose(2, 1, 0)))
-            n.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(gre.affine))
-            n.SetAttribute("DICOM.EchoTime", str(TE_S[e] * 1e3))
-            nodes.append(n)
-        out.append(nodes)
-    return out
+    """The modules' self-test fixture, on slicer-core: (magnitude nodes, phase nodes) with their echo times."""
+    assert slicer.mrmlScene is scene
+    mags, phases = add_echo_volumes(gre, name="synthetic")
+    assert [float(n.GetAttribute("DICOM.EchoTime")) for n in phases] == pytest.approx([t * 1e3 for t in TE_S])
+    return mags, phases
 
 
 def worker_env():
