@@ -5,6 +5,7 @@ whole process tree of a launcher (as PythonSlicer starts python-real), a worker 
 starts that fail."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -101,6 +102,10 @@ def test_protocol_carries_phase_sign_and_metadata(tmp_path):
     np.testing.assert_array_equal(back.te_s, gre.te_s)
     assert back.b0_direction == gre.b0_direction
     assert back_cfg.to_dict() == cfg and mask.all() and labels is None
+    # an SWI-only acquisition without B0 stays without B0
+    no_b0 = dataclasses.replace(synthetic_gre(), b0_tesla=None)
+    i, c, _ = write_worker_input(str(tmp_path / "swi"), no_b0, PipelineConfig.swi_only().to_dict())
+    assert read_worker_input(i, c)[0].b0_tesla is None
 
 
 def test_background_run_gives_the_in_process_result(scene):
