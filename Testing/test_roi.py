@@ -179,7 +179,8 @@ def test_oblique_user_labels_match_hand_resampling():
     hand[ok] = lab_o[oi[0, ok], oi[1, ok], oi[2, ok]]
     hand = hand.reshape(chi.shape)
     assert np.mean(hand[hand > 0] == regs.labels[hand > 0]) > 0.995   # ties at exactly half a voxel may differ
-    a = measure_regions(chi, regs.labels, regs.regions, m.voxel_size_mm, mask=m.brain_mask, reference="none")
+    a = measure_regions(chi, regs.labels, regs.regions, m.voxel_size_mm, mask=m.brain_mask, reference="none",
+                        source=regs.source)
     b = measure_regions(chi, hand, regs.regions, m.voxel_size_mm, mask=m.brain_mask, reference="none")
     for ra, rb in zip(a, b):
         assert ra.n_voxels > 10 and abs(ra.n_voxels - rb.n_voxels) <= max(1, rb.n_voxels // 100)
@@ -248,8 +249,12 @@ def test_cli_roi_with_user_labels_and_atlas(tmp_path):
     got = json.loads((tmp_path / "u" / "roi_measures.json").read_text())
     put = [r for r in got["rows"] if r["structure"] == "putamen"]
     assert sorted(r["side"] for r in put) == ["L", "R"]
+    x = (m.affine[:3, :3] @ np.indices(m.shape).reshape(3, -1) + m.affine[:3, 3:4])[0].reshape(m.shape)
+    ref = m.chi_ppm[(m.labels == label_of("ventricles")) & m.brain_mask].mean()
     for r in put:
-        assert abs(r["mean_ppm"] - 0.06) < 0.01 and r["reference"].startswith("region 'ventricles'")
+        side = (x < 0) if r["side"] == "L" else (x >= 0)
+        want = m.chi_ppm[(m.labels == label_of("putamen")) & m.brain_mask & side].mean() - ref
+        assert abs(r["mean_ppm"] - want) < 1e-5 and r["reference"].startswith("region 'ventricles'")
     assert (tmp_path / "u" / "roi_plot.png").stat().st_size > 5000
     assert (tmp_path / "u" / "roi_measures.csv").read_text().count("\n") == len(got["rows"]) + 1
     rc = main(["roi", "--chi", str(tmp_path / "chi.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
