@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import QSMInputError
 from .params import load_all, markdown_table
-from .roi.cli import add_roi_parser
+from .roi.cli import add_roi_parser, add_run_roi_args, run_roi_stage
 
 #: Display windows (ppm / a.u.) for previews.
 QSM_WINDOW_PPM = (-0.15, 0.25)
@@ -163,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         written.append(write_result(out / f"{name}.nii.gz", arr, res.affine, _map_provenance(name, res),
                                     input_paths=inputs, units=units.get(name), reference_region=ref))
     (out / "provenance.json").write_text(res.provenance_json())
+    run_roi_stage(args, res.outputs, res.affine, out, inputs)
     for rec in res.provenance["stages"]:
         print(f"  {rec['stage']:<18}{rec['method']:<22}{rec['seconds']:>8.2f} s")
     if labels is not None and names is not None:
@@ -262,6 +263,7 @@ def make_parser() -> argparse.ArgumentParser:
     stg.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="override a method parameter")
     stg.add_argument("--disable", action="append", metavar="STAGE", help="skip an optional stage (r2star, swi)")
     stg.add_argument("--config", help="JSON configuration ({'stages': {stage: {method, params}}})")
+    add_run_roi_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_run)
 

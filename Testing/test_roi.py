@@ -264,3 +264,32 @@ def test_cli_roi_with_user_labels_and_atlas(tmp_path):
     assert len(got["rows"]) == 32 and "CC BY 4.0" in got["provenance"]["parameters"]["atlas_licence"]
     assert all(r["source"].startswith("atlas CIT168") for r in got["rows"])
     assert main(["roi", "--chi", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "x")]) == 2
+
+
+REAL = "/work/shared/data/real-gre-small"
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL), reason="real sample not available (../shared/data/real-gre-small)")
+def test_run_with_roi_stage_on_the_real_sample(tmp_path, capsys):
+    """`run --roi` on the real 24×24×41 mm crop runs end to end and says which nuclei are outside its field of view:
+    a warning that the crop is too small for a trustworthy registration, every row flagged or measured (no NaN)."""
+    from QSMLogic.cli import main
+
+    out = tmp_path / "real"
+    rc = main(["run", "--magnitude", f"{REAL}/Mag.nii.gz", "--phase", f"{REAL}/Phase.nii.gz", "--te-ms-in", "4", "8",
+               "12", "--b0-in", "3", "--phase-sign", "-1", "--disable", "swi", "--disable", "r2star",
+               "--inversion", "tkd", "--background", "vsharp", "--roi", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "field of view (24 × 24 × 41 mm) is smaller than the atlas's nuclei box" in text
+    got = json.loads((out / "roi_measures.json").read_text())
+    assert "smaller than the atlas" in got["provenance"]["warning"]
+    rows = got["rows"]
+    assert len(rows) == 32
+    outside = {r["region"] for r in rows if r["flag"] == "outside the field of view"}
+    assert {"L Putamen", "R Putamen", "L Ventral Pallidum", "R Ventral Pallidum"} <= outside
+    for r in rows:
+        assert (r["mean_ppm"] is None) == (r["n_voxels"] == 0)
+        assert r["mean_ppm"] is None or np.isfinite(r["mean_ppm"])
+        assert r["mean_ppm"] is not None or r["flag"]
+    assert (out / "roi_plot.png").is_file() and (out / "roi_labels.nii.gz").is_file()
