@@ -293,3 +293,27 @@ def test_run_with_roi_stage_on_the_real_sample(tmp_path, capsys):
         assert r["mean_ppm"] is None or np.isfinite(r["mean_ppm"])
         assert r["mean_ppm"] is not None or r["flag"]
     assert (out / "roi_plot.png").is_file() and (out / "roi_labels.nii.gz").is_file()
+
+
+def test_refinement_recovers_shifted_small_nuclei():
+    """A red nucleus / STN label shifted by 2 voxels (a registration error) is pulled back onto the bright nucleus by
+    Otsu thresholding inside the 3 mm-dilated region; the threshold is stated in the source."""
+    from QSMLogic.roi.atlas import Region
+    from QSMLogic.roi.refine import refine_regions
+    from QSMLogic.roi.regions import SubjectRegions
+
+    m = make_head_model((128, 140, 110), (1.5, 1.5, 1.5))
+    lab = np.zeros(m.shape, np.int32)
+    names = {1: ("Red Nucleus", "red nucleus"), 2: ("Subthalamic Nucleus", "subthalamic nucleus")}
+    for k, (_, phantom_name) in names.items():
+        lab[np.roll(m.labels == label_of(phantom_name), (2, -1, 1), axis=(0, 1, 2))] = k
+    regs = SubjectRegions(lab, {k: Region(k, n, n, "", (255, 0, 0)) for k, (n, _) in names.items()}, "shifted")
+    new, thresholds = refine_regions(m.chi_ppm, regs, m.voxel_size_mm, dilation_mm=3.0, mask=m.brain_mask)
+    assert set(thresholds) == {1, 2} and "Otsu threshold within +3 mm" in new.source
+    for k, (_, phantom_name) in names.items():
+        truth = m.labels == label_of(phantom_name)
+        before, after = dice(lab == k, truth), dice(new.labels == k, truth)
+        print(phantom_name, before, after, thresholds[k])
+        # measured: RN 0.30 → 0.76, STN 0.23 → 0.61
+        assert after > before + 0.2 and after >= 0.6, (phantom_name, before, after)
+        assert 0.0 < thresholds[k] < 0.12
