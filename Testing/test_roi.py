@@ -317,3 +317,33 @@ def test_refinement_recovers_shifted_small_nuclei():
         # measured: RN 0.30 → 0.76, STN 0.23 → 0.61
         assert after > before + 0.2 and after >= 0.6, (phantom_name, before, after)
         assert 0.0 < thresholds[k] < 0.12
+
+
+PD25 = "/work/shared/data/atlases/PD25"
+
+
+@pytest.mark.skipif(not os.path.isdir(PD25), reason="PD25 files not available (not shipped: CC BY-NC-SA 3.0)")
+def test_pd25_from_a_user_folder(tmp_path):
+    import nibabel as nib
+
+    from QSMLogic.cli import main
+    from QSMLogic.roi.atlas import atlas_template
+
+    at = load_atlas("pd25", PD25)
+    assert len(at.regions) == 16 and "NC-SA" in at.licence
+    assert at.labels_of("thalamus", "L") and at.labels_of("thalamus", "R")
+    for k, r in at.regions.items():
+        x = (at.affine[:3, :3] @ np.argwhere(at.labels == k).mean(axis=0) + at.affine[:3, 3])[0]
+        assert (x < 0) == (r.side == "L"), r.name
+    tpl, _ = atlas_template(at, "atlas")
+    assert tpl.max() > 100
+    with pytest.raises(QSMInputError, match="lacks"):
+        load_atlas("pd25", tmp_path)
+    m = make_head_model((48, 56, 40), (3.0, 3.0, 3.0))
+    nib.save(nib.Nifti1Image(m.chi_ppm, m.affine), str(tmp_path / "chi.nii.gz"))
+    assert main(["roi", "--chi", str(tmp_path / "chi.nii.gz"), "--atlas", "pd25", "--atlas-dir", PD25,
+                 "--affine-only", "--out", str(tmp_path / "p")]) == 0
+    got = json.loads((tmp_path / "p" / "roi_measures.json").read_text())
+    thal = [r for r in got["rows"] if "thalamus" in r["region"]]
+    assert len(thal) == 2 and all(r["mean_ppm"] is not None for r in thal)
+    assert "non-commercial" in got["provenance"]["parameters"]["atlas_licence"]

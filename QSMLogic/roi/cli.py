@@ -124,7 +124,8 @@ def cmd_roi(args: argparse.Namespace) -> int:
             if image.shape != chi.shape or not np.allclose(img_aff, aff, atol=1e-3):
                 raise QSMInputError(f"--register-on {args.register_on!r} is not on the χ map's grid")
             if not args.contrast:
-                raise QSMInputError("--register-on needs --contrast (magnitude, r2star, t1w or qsm)")
+                raise QSMInputError("--register-on needs --contrast (magnitude, r2star, qsm, or atlas for a "
+                                    "T1-like image)")
             inputs.append(args.register_on)
         else:
             image = np.where(mask, chi, 0.0)
