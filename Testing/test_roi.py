@@ -258,11 +258,12 @@ def test_cli_roi_with_user_labels_and_atlas(tmp_path):
     assert (tmp_path / "u" / "roi_plot.png").stat().st_size > 5000
     assert (tmp_path / "u" / "roi_measures.csv").read_text().count("\n") == len(got["rows"]) + 1
     rc = main(["roi", "--chi", str(tmp_path / "chi.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
-               "--affine-only", "--out", str(tmp_path / "a")])
+               "--affine-only", "--refine", "--refine-threshold-ppm", "0.05", "--out", str(tmp_path / "a")])
     assert rc == 0
     got = json.loads((tmp_path / "a" / "roi_measures.json").read_text())
     assert len(got["rows"]) == 32 and "CC BY 4.0" in got["provenance"]["parameters"]["atlas_licence"]
     assert all(r["source"].startswith("atlas CIT168") for r in got["rows"])
+    assert all("refined by χ > 0.05 ppm within +2 mm" in r["source"] for r in got["rows"])
     assert main(["roi", "--chi", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "x")]) == 2
 
 

@@ -71,6 +71,11 @@ def add_roi_parser(sub) -> None:
     src.add_argument("--contrast", choices=CONTRASTS,
                      help="template contrast matching --register-on (default qsm when registering on χ)")
     src.add_argument("--affine-only", action="store_true", help="skip the deformable registration stage")
+    src.add_argument("--refine", action="store_true", help="refine STN, SN, RN and GPi by thresholding χ inside "
+                     "the dilated region (Otsu's threshold unless --refine-threshold-ppm; stated in each row)")
+    src.add_argument("--refine-threshold-ppm", type=float, help="fixed χ threshold (ppm) for --refine")
+    src.add_argument("--refine-dilation-mm", type=float, default=2.0, help="growth of the region searched by "
+                     "--refine (mm, default 2)")
     m = p.add_argument_group("measures")
     m.add_argument("--reference", default="whole_brain",
                    help="whole_brain (default), csf (with --csf-labels and --labels), region:<name>, or none")
@@ -133,13 +138,21 @@ def cmd_roi(args: argparse.Namespace) -> int:
         regs = atlas_regions(image, aff, atlas, contrast, subject_mask=mask, progress=progress,
                              deformable=not args.affine_only)
         print()
+    if args.refine:
+        from .refine import refine_regions
+
+        regs, _ = refine_regions(chi, regs, vox, dilation_mm=args.refine_dilation_mm,
+                                 threshold_ppm=args.refine_threshold_ppm, mask=mask)
     rows = measure_regions(
         chi, regs.labels, regs.regions, vox, mask=mask, reference=args.reference,
         csf_labels=parse_labels(args.csf_labels) if args.csf_labels else (), erosion_mm=args.erode_mm,
         source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
     write_roi_outputs(rows, regs, atlas, aff, Path(args.out), inputs, time.perf_counter() - t0,
                       {"reference": args.reference, "erosion_mm": args.erode_mm,
-                       "min_probability": args.min_probability if atlas else None}, Path(args.chi).name)
+                       "min_probability": args.min_probability if atlas else None, "refine": args.refine,
+                       "refine_threshold_ppm": args.refine_threshold_ppm,
+                       "refine_dilation_mm": args.refine_dilation_mm if args.refine else None},
+                      Path(args.chi).name)
     return 0
 
 
