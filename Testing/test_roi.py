@@ -348,3 +348,25 @@ def test_pd25_from_a_user_folder(tmp_path):
     thal = [r for r in got["rows"] if "thalamus" in r["region"]]
     assert len(thal) == 2 and all(r["mean_ppm"] is not None for r in thal)
     assert "non-commercial" in got["provenance"]["parameters"]["atlas_licence"]
+
+
+def test_hemispheres_with_a_one_sided_change():
+    """Only the right putamen (RAS x > 0) is made paramagnetic: the atlas's 'R Putamen' row and the midline split of a
+    user label report it, the left side does not (DESIGN.md §7: a structure on one side only)."""
+    m = make_head_model((48, 56, 40), (3.0, 3.0, 3.0))
+    x = (m.affine[:3, :3] @ np.indices(m.shape).reshape(3, -1) + m.affine[:3, 3:4])[0].reshape(m.shape)
+    put = m.labels == label_of("putamen")
+    chi = np.where(put & (x > 0), np.float32(0.30), m.chi_ppm)
+    regs = atlas_regions(np.where(m.brain_mask, chi, 0), m.affine, load_cit168(), "qsm", subject_mask=m.brain_mask,
+                         deformable=False)
+    rows = {r.region: r for r in measure_regions(chi, regs.labels, regs.regions, m.voxel_size_mm,
+                                                 mask=m.brain_mask, reference="none", source=regs.source)}
+    assert rows["R Putamen"].mean_ppm > rows["L Putamen"].mean_ppm + 0.15
+    assert rows["R Putamen"].side == "R" and rows["L Putamen"].side == "L"
+    from QSMLogic.roi.measures import split_by_midline
+
+    user = user_regions(put.astype(np.int16), m.affine, m.shape, m.affine, {1: "putamen"})
+    lab, reg = split_by_midline(user.labels, user.regions, m.affine, 0.0)
+    rows = {r.side: r for r in measure_regions(chi, lab, reg, m.voxel_size_mm, mask=m.brain_mask, reference="none")}
+    assert rows["R"].mean_ppm == pytest.approx(0.30, abs=1e-5)
+    assert rows["L"].mean_ppm < 0.1
