@@ -163,9 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         written.append(write_result(out / f"{name}.nii.gz", arr, res.affine, _map_provenance(name, res),
                                     input_paths=inputs, units=units.get(name), reference_region=ref))
     (out / "provenance.json").write_text(res.provenance_json())
-    run_roi_stage(args, res.outputs, res.affine, out, inputs)
     for rec in res.provenance["stages"]:
         print(f"  {rec['stage']:<18}{rec['method']:<22}{rec['seconds']:>8.2f} s")
+    run_roi_stage(args, res.outputs, res.affine, out, inputs)
     if labels is not None and names is not None:
         rows = roi_table(res.outputs["chi_ppm"], labels, names, gre.voxel_size_mm,
                          mask=res.outputs["qsm_mask"].astype(bool),
@@ -256,6 +256,7 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--mask-file", dest="mask_file",
                      help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
     _add_phantom_args(p)
+    add_run_roi_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
     for key, spec in load_all().items():
         stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,
@@ -263,7 +264,6 @@ def make_parser() -> argparse.ArgumentParser:
     stg.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="override a method parameter")
     stg.add_argument("--disable", action="append", metavar="STAGE", help="skip an optional stage (r2star, swi)")
     stg.add_argument("--config", help="JSON configuration ({'stages': {stage: {method, params}}})")
-    add_run_roi_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_run)
 
