@@ -294,6 +294,7 @@ def test_run_with_roi_stage_on_the_real_sample(tmp_path, capsys):
         assert r["mean_ppm"] is None or np.isfinite(r["mean_ppm"])
         assert r["mean_ppm"] is not None or r["flag"]
     assert (out / "roi_plot.png").is_file() and (out / "roi_labels.nii.gz").is_file()
+    assert "nan" not in (out / "roi_measures.csv").read_text().lower()
 
 
 def test_refinement_recovers_shifted_small_nuclei():
@@ -363,6 +364,13 @@ def test_hemispheres_with_a_one_sided_change():
                                                  mask=m.brain_mask, reference="none", source=regs.source)}
     assert rows["R Putamen"].mean_ppm > rows["L Putamen"].mean_ppm + 0.15
     assert rows["R Putamen"].side == "R" and rows["L Putamen"].side == "L"
+    # probabilities travel by linear interpolation through the same registration
+    from QSMLogic.roi.regions import warp_probability
+
+    k = load_cit168().labels_of("Putamen", "R")[0]
+    p = warp_probability(load_cit168(), k, regs, m.shape, m.affine)
+    assert p.dtype == np.float32 and 0.0 <= p.min() and p.max() <= 1.0 + 1e-6
+    assert p[regs.labels == k].mean() > 0.5 > p[regs.labels == load_cit168().labels_of("Putamen", "L")[0]].max()
     from QSMLogic.roi.measures import split_by_midline
 
     user = user_regions(put.astype(np.int16), m.affine, m.shape, m.affine, {1: "putamen"})
