@@ -295,6 +295,9 @@ def test_run_with_roi_stage_on_the_real_sample(tmp_path, capsys):
         assert r["mean_ppm"] is not None or r["flag"]
     assert (out / "roi_plot.png").is_file() and (out / "roi_labels.nii.gz").is_file()
     assert "nan" not in (out / "roi_measures.csv").read_text().lower()
+    from QSMLogic.roi.cli import ROI_FILES
+
+    assert all((out / f).is_file() for f in ROI_FILES)
 
 
 def test_refinement_recovers_shifted_small_nuclei():

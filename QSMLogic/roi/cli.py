@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -192,16 +192,20 @@ def add_run_roi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--roi-reference", default="whole_brain", help="reference of the roi stage (see `roi --help`)")
 
 
+#: Files the roi outputs consist of (``roi_labels.json`` is the label map's sidecar).
+ROI_FILES = ("roi_measures.csv", "roi_measures.json", "roi_plot.png", "roi_labels.nii.gz", "roi_labels.json")
+
+
 def run_roi_stage(args: argparse.Namespace, outputs: Dict[str, np.ndarray], affine: np.ndarray, out: Path,
-                  inputs: list) -> None:
-    """The ``--roi`` stage of ``run`` (nothing without ``--roi``): CIT168 registered on the pipeline's χ (qsm
-    template), measured with ``--roi-reference``."""
+                  inputs: list) -> List[str]:
+    """The ``--roi`` stage of ``run``: CIT168 registered on the pipeline's χ (qsm template), measured with
+    ``--roi-reference``; returns the names of the files written into ``out`` (none without ``--roi``)."""
     from .atlas import load_cit168
     from .measures import measure_regions
     from .regions import atlas_regions
 
     if not getattr(args, "roi", False):
-        return
+        return []
     if "chi_ppm" not in outputs or "qsm_mask" not in outputs:
         raise QSMInputError("--roi needs the QSM stages (a χ map); this run made none")
     t0 = time.perf_counter()
@@ -219,3 +223,4 @@ def run_roi_stage(args: argparse.Namespace, outputs: Dict[str, np.ndarray], affi
                            source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
     write_roi_outputs(rows, regs, atlas, affine, out, inputs, time.perf_counter() - t0,
                       {"reference": args.roi_reference, "erosion_mm": 0.0}, "chi_ppm")
+    return list(ROI_FILES)
