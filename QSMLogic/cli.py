@@ -1,8 +1,10 @@
-"""Command line: ``susceptibility-mri simulate | run | bench | params``.
+"""Command line: ``susceptibility-mri simulate | run | roi | bench | params``.
 
 - ``simulate``: write the built-in head phantom as multi-echo NIfTI (BIDS-style sidecars) plus its ground truth.
 - ``run``: the whole pipeline on the built-in phantom (``--phantom``) or on your files; writes every map as NIfTI
   with a JSON provenance sidecar, a table of deep-gray-nuclei values and PNG previews into ``--out``.
+- ``roi``: deep-grey-nuclei χ per region and hemisphere from the registered CIT168 atlas or a user label map
+  (CSV, JSON, PNG plot; :mod:`QSMLogic.roi.cli`).
 - ``bench``: times every stage at a realistic size (256×256×160, 5 echoes, and 16 coils for coil combination).
 - ``params``: the methods and parameters of every stage (``--markdown`` for the docs), from the same
   declaration the Slicer module uses.
@@ -20,6 +22,7 @@ import numpy as np
 
 from .errors import QSMInputError
 from .params import load_all, markdown_table
+from .roi.cli import add_roi_parser, add_run_roi_args, run_roi_stage
 
 #: Display windows (ppm / a.u.) for previews.
 QSM_WINDOW_PPM = (-0.15, 0.25)
@@ -162,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     (out / "provenance.json").write_text(res.provenance_json())
     for rec in res.provenance["stages"]:
         print(f"  {rec['stage']:<18}{rec['method']:<22}{rec['seconds']:>8.2f} s")
+    run_roi_stage(args, res.outputs, res.affine, out, inputs)
     if labels is not None and names is not None:
         rows = roi_table(res.outputs["chi_ppm"], labels, names, gre.voxel_size_mm,
                          mask=res.outputs["qsm_mask"].astype(bool),
@@ -252,6 +256,7 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--mask-file", dest="mask_file",
                      help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
     _add_phantom_args(p)
+    add_run_roi_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
     for key, spec in load_all().items():
         stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,
@@ -261,6 +266,8 @@ def make_parser() -> argparse.ArgumentParser:
     stg.add_argument("--config", help="JSON configuration ({'stages': {stage: {method, params}}})")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_run)
+
+    add_roi_parser(sub)
 
     p = sub.add_parser("bench", help="time every stage at a realistic size")
     p.add_argument("--quick", action="store_true", help="small size smoke run")
