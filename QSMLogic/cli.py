@@ -121,6 +121,28 @@ def _load_inputs(args: argparse.Namespace):
     return gre, None, None, None, user_mask, inputs
 
 
+def _r2_map(args: argparse.Namespace, gre, cfg):
+    """(R2 map on the data's grid or None, its input paths) for source separation: ``--r2`` / ``--t2`` files
+    (resampled through their geometry), or the phantom's true R2 at its field strength (R2 scales with B0 like R2*
+    in the phantom)."""
+    from .separation import read_r2_map
+
+    if args.r2 and args.t2:
+        raise QSMInputError("give --r2 or --t2, not both")
+    if args.r2 or args.t2:
+        path = args.r2 or args.t2
+        quantity = "r2" if args.r2 else f"t2_{args.t2_unit}"
+        return read_r2_map(path, gre.shape, gre.affine, quantity), [path]
+    entry = cfg.stages["source_separation"]
+    if args.phantom and entry["enabled"] and entry["method"] == "r2prime":
+        from .phantom import make_head_model
+        from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
+
+        model = make_head_model(shape=tuple(args.shape), voxel_size_mm=tuple(args.voxel_size), seed=args.seed)
+        return model.r2_hz * np.float32(gre.b0_tesla / R2STAR_REFERENCE_B0_TESLA), []
+    return None, []
+
+
 def _map_provenance(name: str, res) -> Dict[str, Any]:
     """Sidecar record of one output map: the stage and method that made it, with that stage's parameters."""
     from .io.writer import make_provenance
@@ -151,12 +173,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     def progress(fraction: float, label: str) -> None:
         print(f"\r[{fraction * 100:5.1f} %] {label:<60}", end="", flush=True)
 
-    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress)
+    r2_hz, r2_inputs = _r2_map(args, gre, cfg)
+    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress, r2_hz=r2_hz)
+    inputs = inputs + r2_inputs
     print()
     written = []
     units = res.provenance["units"]
     for name, arr in res.outputs.items():
-        ref = res.provenance["susceptibility_reference"]["reference"] if name == "chi_ppm" else None
+        ref = res.provenance["susceptibility_reference"]["reference"] if name.startswith("chi_") else None
         written.append(write_result(out / f"{name}.nii.gz", arr, res.affine, _map_provenance(name, res),
                                     input_paths=inputs, units=units.get(name), reference_region=ref))
     (out / "provenance.json").write_text(res.provenance_json())
@@ -251,6 +275,10 @@ def make_parser() -> argparse.ArgumentParser:
                      help="NaN/Inf phase voxels: stop with an error (default), or leave them out of the mask")
     src.add_argument("--mask-file", dest="mask_file",
                      help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
+    src.add_argument("--r2", help="R2 map (1/s) NIfTI/NRRD for --source-separation r2prime (resampled through its "
+                     "geometry; the phantom uses its true R2)")
+    src.add_argument("--t2", help="T2 map NIfTI/NRRD instead of --r2 (unit: --t2-unit)")
+    src.add_argument("--t2-unit", default="ms", choices=("ms", "s"), help="unit of the --t2 map (default ms)")
     _add_phantom_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
     for key, spec in load_all().items():
