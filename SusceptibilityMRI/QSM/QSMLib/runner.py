@@ -22,9 +22,10 @@ from .worker_protocol import read_worker_output, worker_command, write_worker_in
 
 ConfigLike = Union[None, PipelineConfig, Dict[str, Any], str]
 
-#: Outputs added to the scene by default (the rest stay available through ``output_names``).
+#: Outputs added to the scene by default, those of the run's enabled stages (the rest stay available through
+#: ``output_names``).
 DEFAULT_OUTPUTS = ("magnitude", "chi_ppm", "local_field_ppm", "total_field_ppm", "r2star_hz", "swi", "mip",
-                   "swi_phase_rad", "swi_phase_mask", "qsm_mask")
+                   "swi_phase_rad", "swi_phase_mask", "qsm_mask", "chi_para_ppm", "chi_dia_ppm")
 #: SWI methods the SWI module offers: those that need nothing but magnitude and wrapped phase.
 SWI_MODULE_METHODS = ("homodyne",)
 #: B0 recorded for SWI-only runs on nodes that carry no field strength (the SWI stage does not use it).
