@@ -267,7 +267,7 @@ def test_independent_forward_model_qsm_forward(model):
         s = qsm_forward.generate_signal(field, B0=3.0, TR=1.0, TE=t, flip_angle=90, M0=model.proton_density,
                                         R1=1.0, R2=model.r2_hz, dr_pos=DR_3T_HZ_PER_PPM, dr_neg=DR_3T_HZ_PER_PPM,
                                         chi_pos=model.chi_para_ppm, chi_neg=-model.chi_dia_ppm)
-        noise = rng.normal(0.0, 0.006, s.shape) + 1j * rng.normal(0.0, 0.006, s.shape)  # SNR ≈ 90 in GM at the first echo
+        noise = rng.normal(0.0, 0.006, s.shape) + 1j * rng.normal(0.0, 0.006, s.shape)  # SNR ≈ 90 in GM
         mags.append(np.abs(s + noise))
     mag = np.stack(mags, axis=-1).astype(np.float32)
     load_all()
