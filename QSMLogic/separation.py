@@ -228,7 +228,9 @@ def chi_separation_r2prime(chi_ppm: np.ndarray, r2star_hz: Optional[np.ndarray],
     """χ-separation (Shin et al. 2021) with R2' = R2* − R2 from a measured R2 map (Hz) on the data's grid.
 
     Voxels with R2 > R2* + ``r2_tolerance_hz`` leave the mask (``info["r2_above_r2star_masked"]``); voxels with
-    R2* < R2 ≤ R2* + tolerance get R2' = 0 (``info["r2prime_clipped_to_zero"]``). More than
+    R2* < R2 ≤ R2* + tolerance get R2' = 0 (``info["r2prime_clipped_to_zero"]``). Voxels where the R2 map is not
+    finite (``info["nonfinite_masked"]``) or ≤ 0 (zero-filled outside its own mask; ``r2_not_positive_masked``)
+    leave the mask too. More than
     :data:`MAX_IMPOSSIBLE_FRACTION` of the mask with R2 > R2* + tolerance is an error (wrong map or units).
     """
     if r2star_hz is None:
@@ -245,8 +247,12 @@ def chi_separation_r2prime(chi_ppm: np.ndarray, r2star_hz: Optional[np.ndarray],
     finite = np.isfinite(r2s) & np.isfinite(r2)
     n_nonfinite = int(np.count_nonzero(m & ~finite))
     m = m & finite
+    with np.errstate(invalid="ignore"):
+        no_r2 = m & (r2 <= 0)  # zero-filled outside the R2 map's own mask: no tissue has R2 = 0
+    n_no_r2 = int(no_r2.sum())
+    m = m & ~no_r2
     if not m.any():
-        raise QSMInputError("no mask voxel has a finite R2 and R2* (does the R2 map cover the brain?)")
+        raise QSMInputError("no mask voxel has a finite R2 > 0 and R2* (does the R2 map cover the brain?)")
     with np.errstate(invalid="ignore"):
         r2p = r2s - r2
     impossible = m & (r2p < -tol)
@@ -273,6 +279,7 @@ def chi_separation_r2prime(chi_ppm: np.ndarray, r2star_hz: Optional[np.ndarray],
         "r2_above_r2star_masked": n_imp,
         "r2_above_r2star_tolerance_hz": tol,
         "r2prime_clipped_to_zero": int(small.sum()),
+        "r2_not_positive_masked": n_no_r2,
         "nonfinite_masked": out.info["nonfinite_masked"] + n_nonfinite,
     })
     return out

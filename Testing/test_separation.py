@@ -166,6 +166,10 @@ def test_bad_inputs_are_named_and_impossible_voxels_counted(model):
     r2_nan = r2.copy()
     r2_nan[-1] = np.nan
     assert chi_separation_r2prime(chi, r2s, r2_nan, 3.0).info["nonfinite_masked"] == 10 * 8
+    r2_zero = r2.copy()
+    r2_zero[:, 0] = 0.0  # zero-filled outside the R2 map's own mask
+    sep = chi_separation_r2prime(chi, r2s, r2_zero, 3.0)
+    assert sep.info["r2_not_positive_masked"] == 12 * 8 and not sep.mask[:, 0].any()
     with pytest.raises(QSMInputError, match="mask is empty"):
         chi_separation_r2prime(chi, r2s, r2, 3.0, mask=np.zeros(shape, bool))
 
@@ -185,29 +189,31 @@ def test_r2_map_with_its_geometry_is_resampled(model):
 
 
 def test_pipeline_refuses_before_computing():
-    import dataclasses
-
+    from QSMLogic.gre import GREData
     from QSMLogic.pipeline import PipelineConfig, run_pipeline
 
-    acq = simulate_acquisition(make_head_model((40, 40, 32), (4.0, 4.0, 4.0), seed=0), te_s=(0.004, 0.008),
-                               snr=None, seed=0)
+    def gre(n_echoes, magnitude=True):
+        rng = np.random.default_rng(0)
+        shape = (16, 16, 12, n_echoes)
+        return GREData(phase_rad=rng.uniform(-3, 3, shape).astype(np.float32),
+                       magnitude=np.ones(shape, np.float32) if magnitude else None,
+                       te_s=tuple(0.004 * (k + 1) for k in range(n_echoes)), b0_tesla=3.0, affine=np.eye(4))
+
     assert not PipelineConfig.default().stages["source_separation"]["enabled"]
     cfg = PipelineConfig.default().set("source_separation", "r2prime")
     assert cfg.stages["source_separation"]["enabled"]  # choosing the method switches the stage on
     with pytest.raises(QSMInputError, match="needs an R2 map"):
-        run_pipeline(acq.gre, cfg)
+        run_pipeline(gre(3), cfg)
     with pytest.raises(QSMInputError, match=r"R2 map has shape \(10, 10, 8\)"):
-        run_pipeline(acq.gre, cfg, r2_hz=np.zeros((10, 10, 8), np.float32))
-    no_mag = dataclasses.replace(acq.gre, magnitude=None)
+        run_pipeline(gre(3), cfg, r2_hz=np.zeros((10, 10, 8), np.float32))
+    r2star_only = PipelineConfig.from_dict({"source_separation": {"method": "r2star_only"}})
     with pytest.raises(QSMInputError, match="2 echoes with their magnitude images; the data have no magnitude"):
-        run_pipeline(no_mag, PipelineConfig.default().set("source_separation", "r2star_only"), mask=acq.brain_mask)
-    one_echo = simulate_acquisition(make_head_model((40, 40, 32), (4.0, 4.0, 4.0), seed=0), te_s=(0.004,),
-                                    snr=None, seed=0)
+        run_pipeline(gre(3, magnitude=False), r2star_only, mask=np.ones((16, 16, 12), bool))
     with pytest.raises(QSMInputError, match="the data have 1 echo"):
-        run_pipeline(one_echo.gre, PipelineConfig.from_dict({"source_separation": {"method": "r2star_only"}}))
+        run_pipeline(gre(1), r2star_only)
     off = PipelineConfig.from_dict({"source_separation": {"method": "r2star_only"}, "r2star": {"enabled": False}})
     with pytest.raises(QSMInputError, match="needs the r2star stage"):
-        run_pipeline(acq.gre, off)
+        run_pipeline(gre(3), off)
 
 
 def test_command_line_writes_sources_with_provenance(tmp_path):
