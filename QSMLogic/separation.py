@@ -31,10 +31,10 @@ Methods:
   Voxels where R2 exceeds R2* by more than ``r2_tolerance_hz`` are impossible (R2' < 0) and are left out of the
   separation mask and counted; smaller excesses (noise) give R2' = 0.
 * ``r2star_only`` — no R2 map: R2 is assumed uniform, ``r2_assumed_hz`` in every voxel (brain parenchyma has
-  T2 ≈ 70–100 ms at 3 T, R2 ≈ 10–15 Hz, a spread far smaller than that of R2*), so R2' = R2* − R2_assumed; the
-  R2*-only family of Dimov et al. (Tomography 8 (2022) 1544–1551) and Li et al. (NeuroImage 2023) likewise replaces
-  the measured R2 by a model of it. Each Hz of R2 error moves χ⁺ and |χ⁻| by 1/(2·Dr) ppm (0.0036 ppm at 3 T), in
-  the same direction. Voxels where R2* is below the assumed R2 (CSF) get R2' = 0 and are counted.
+  T2 ≈ 70–110 ms at 3 T, R2 ≈ 9–15 Hz, a spread far smaller than that of R2*), so R2' = R2* − R2_assumed. It is
+  the simplest stated assumption; other gradient-echo-only separations model the decay differently (Dimov et al.,
+  Tomography 8 (2022) 1544–1551; Li et al., NeuroImage 2023). Each Hz of R2 error moves χ⁺ and |χ⁻| by 1/(2·Dr)
+  ppm (0.0036 ppm at 3 T), in the same direction. Voxels where R2* is below the assumed R2 (CSF) get R2' = 0 and are counted.
 
 χ⁻ is reported as its magnitude: ``chi_dia_ppm`` = |χ⁻| ≥ 0, so the net susceptibility the sources give is
 ``chi_para_ppm − chi_dia_ppm`` (``chi_sum_ppm``), compared with the input χ in the info (it differs only where a
@@ -55,8 +55,8 @@ from .params import MethodSpec, Param, register_method
 
 #: Field strength at which ``dr_3t_hz_per_ppm`` holds; Dr scales with B0 (static dephasing regime).
 DR_REFERENCE_B0_TESLA = 3.0
-#: Uniform R2 (Hz) the R2*-only variant assumes by default: T2 ≈ 77 ms, between grey (≈ 95 ms) and white matter
-#: (≈ 75 ms) at 3 T (Wansapura et al., J Magn Reson Imaging 9 (1999) 531–538).
+#: Uniform R2 (Hz) the R2*-only variant assumes by default: T2 ≈ 77 ms, within the 70–110 ms of brain parenchyma at
+#: 3 T (e.g. Wansapura et al., J Magn Reson Imaging 9 (1999) 531–538).
 R2_ASSUMED_HZ = 13.0
 #: When R2 exceeds R2* in more than this fraction of the mask, the R2 map is almost surely wrong (T2 given for R2,
 #: milliseconds for seconds, another subject or grid): refuse rather than mask most of the brain.

@@ -22,9 +22,9 @@ NeuroImage 44 (2009) 1259–1266; Peran et al., Brain 130 (2007) 1767–1781). R
 Susceptibility sources (χ-separation ground truth; Shin et al., NeuroImage 240 (2021) 118371). Each tissue's net χ
 is the sum of a paramagnetic part χ⁺ ≥ 0 (iron) and a diamagnetic part χ⁻ ≤ 0 (myelin, calcium); like the
 source-separation stage (:mod:`QSMLogic.separation`), the phantom gives χ⁻ as its magnitude |χ⁻| = −χ⁻ ≥ 0. The
-irreversible rate R2 (Hz at 3 T) is declared per tissue, typical of spin-echo T2 at 3 T (GM T2 ≈ 95 ms, WM ≈ 75 ms,
-iron-rich nuclei 55–65 ms; e.g. Wansapura et al., J Magn Reson Imaging 9 (1999) 531–538 for GM/WM), and the sources
-follow from the two χ-separation equations with the relaxometric constant Dr (``QSMLogic.constants``, 137 Hz/ppm):
+irreversible rate R2 (Hz at 3 T) is declared per tissue (phantom T2: GM 95 ms, WM 74 ms, iron-rich nuclei
+57–67 ms; spin-echo T2 of parenchyma at 3 T is about 70–110 ms, e.g. Wansapura et al., J Magn Reson Imaging 9 (1999)
+531–538, shorter in iron-rich nuclei), and the sources follow from the two χ-separation equations with the relaxometric constant Dr (``QSMLogic.constants``, 137 Hz/ppm):
 
     χ⁺ + χ⁻ = χ,    R2' = R2* − R2 = Dr·(χ⁺ − χ⁻)   →   χ± = (χ ± R2'/Dr)/2.
 
