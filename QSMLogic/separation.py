@@ -34,7 +34,8 @@ Methods:
   T2 ≈ 70–110 ms at 3 T, R2 ≈ 9–15 Hz, a spread far smaller than that of R2*), so R2' = R2* − R2_assumed. It is
   the simplest stated assumption; other gradient-echo-only separations model the decay differently (Dimov et al.,
   Tomography 8 (2022) 1544–1551; Li et al., NeuroImage 2023). Each Hz of R2 error moves χ⁺ and |χ⁻| by 1/(2·Dr)
-  ppm (0.0036 ppm at 3 T), in the same direction. Voxels where R2* is below the assumed R2 (CSF) get R2' = 0 and are counted.
+  ppm (0.0036 ppm at 3 T), in the same direction. Voxels where R2* is below the assumed R2 (CSF) get R2' = 0 and
+  are counted.
 
 χ⁻ is reported as its magnitude: ``chi_dia_ppm`` = |χ⁻| ≥ 0, so the net susceptibility the sources give is
 ``chi_para_ppm − chi_dia_ppm`` (``chi_sum_ppm``), compared with the input χ in the info (it differs only where a

@@ -24,7 +24,8 @@ is the sum of a paramagnetic part χ⁺ ≥ 0 (iron) and a diamagnetic part χ�
 source-separation stage (:mod:`QSMLogic.separation`), the phantom gives χ⁻ as its magnitude |χ⁻| = −χ⁻ ≥ 0. The
 irreversible rate R2 (Hz at 3 T) is declared per tissue (phantom T2: GM 95 ms, WM 74 ms, iron-rich nuclei
 57–67 ms; spin-echo T2 of parenchyma at 3 T is about 70–110 ms, e.g. Wansapura et al., J Magn Reson Imaging 9 (1999)
-531–538, shorter in iron-rich nuclei), and the sources follow from the two χ-separation equations with the relaxometric constant Dr (``QSMLogic.constants``, 137 Hz/ppm):
+531–538, shorter in iron-rich nuclei), and the sources follow from the two χ-separation equations with the
+relaxometric constant Dr (``QSMLogic.constants``, 137 Hz/ppm):
 
     χ⁺ + χ⁻ = χ,    R2' = R2* − R2 = Dr·(χ⁺ − χ⁻)   →   χ± = (χ ± R2'/Dr)/2.
 
