@@ -134,7 +134,7 @@ def _r2_map(args: argparse.Namespace, gre, cfg):
         quantity = "r2" if args.r2 else f"t2_{args.t2_unit}"
         return read_r2_map(path, gre.shape, gre.affine, quantity), [path]
     entry = cfg.stages["source_separation"]
-    if args.phantom and entry["enabled"] and entry["method"] == "r2prime":
+    if args.phantom and entry["enabled"] and entry["method"] in ("r2prime", "joint"):
         from .phantom import make_head_model
         from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
 

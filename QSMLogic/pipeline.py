@@ -306,7 +306,7 @@ def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = 
         raise QSMInputError("the reference stage cannot be disabled while the inversion runs: susceptibility is "
                             "relative and the map needs its reference")
     if on("source_separation"):
-        check_separation_inputs(cfg.stages["source_separation"]["method"], gre, on("r2star"), r2_given)
+        check_separation_inputs(cfg.stages["source_separation"]["method"], gre, on("r2star"), r2_given, single_step)
     if gre.b0_tesla is None and on("field_mapping"):
         raise QSMInputError("the field strength is unknown (b0_tesla is None) but the field_mapping stage and the "
                             "QSM stages after it need it: give b0_tesla, or run SWI alone "
@@ -462,18 +462,22 @@ def reference_step(run: _Run, chi: np.ndarray, qsm_mask: np.ndarray,
     return {"reference": ref.reference, "offset_ppm": float(ref.offset_ppm)}
 
 
-def check_separation_inputs(method: str, gre: GREData, r2star_on: bool, r2_given: bool) -> None:
-    """Source separation needs R2*, so the r2star stage and ≥ 2 echoes with magnitude, and ``r2prime`` an R2 map;
-    checked before any computing."""
+def check_separation_inputs(method: str, gre: GREData, r2star_on: bool, r2_given: bool,
+                            single_step: bool = False) -> None:
+    """Source separation needs R2*, so the r2star stage and ≥ 2 echoes with magnitude; ``r2prime`` and ``joint`` an
+    R2 map, ``joint`` the local field (a two-step inversion); checked before any computing."""
     if gre.magnitude is None or gre.n_echoes < 2:
         have = "no magnitude images" if gre.magnitude is None else f"{gre.n_echoes} echo"
         raise QSMInputError(f"source separation needs R2* from at least 2 echoes with their magnitude images; the "
                             f"data have {have}")
     if not r2star_on:
         raise QSMInputError("the source_separation stage needs the r2star stage, which is disabled")
-    if method == "r2prime" and not r2_given:
-        raise QSMInputError("source separation's r2prime method needs an R2 map (r2_hz; command line --r2 or --t2); "
-                            "without one choose the r2star_only method and its stated assumption")
+    if method in ("r2prime", "joint") and not r2_given:
+        raise QSMInputError(f"source separation's {method} method needs an R2 map (r2_hz; command line --r2 or "
+                            "--t2); without one choose the r2star_only method and its stated assumption")
+    if method == "joint" and single_step:
+        raise QSMInputError("source separation's joint method inverts the local field, which a single-step "
+                            "inversion does not produce: choose a two-step inversion or the r2prime method")
 
 
 def separation_step(run: _Run, qsm_mask: np.ndarray, r2_hz: Optional[np.ndarray],
@@ -482,17 +486,20 @@ def separation_step(run: _Run, qsm_mask: np.ndarray, r2_hz: Optional[np.ndarray]
     R2* (and the R2 map); the counts of left-out and clipped voxels go into the stage's provenance record."""
     outputs = run.outputs
     sep = run.stage("source_separation", {"chi_ppm": outputs["chi_ppm"], "r2star_hz": outputs.get("r2star_hz"),
-                                          "r2_hz": r2_hz, "mask": qsm_mask})
+                                          "r2_hz": r2_hz, "mask": qsm_mask,
+                                          "local_field_ppm": outputs.get("local_field_ppm"),
+                                          "weight": run.details.get("inversion_weight")})
     outputs["chi_para_ppm"] = sep.chi_para_ppm
     outputs["chi_dia_ppm"] = sep.chi_dia_ppm
     outputs["chi_sources_net_ppm"] = sep.chi_sum_ppm
     outputs["r2prime_hz"] = sep.r2prime_hz
     outputs["separation_mask"] = sep.mask.astype(np.uint8)
     info = dict(sep.info)
-    info["chi_reference"] = reference_info["reference"]
+    joint = info.get("method") == "joint"
+    info["chi_reference"] = "none needed: R2' and the bounds fix the zero" if joint else reference_info["reference"]
     info["masked_from_qsm_mask"] = int(np.count_nonzero(qsm_mask)) - info["voxels"]
     run.records[-1]["result"] = info
-    if not str(reference_info["reference"]).startswith("csf"):
+    if not joint and not str(reference_info["reference"]).startswith("csf"):
         run.log("[source_separation] χ is referenced to the "
                 f"{reference_info['reference']}; the sources are relative to it (a CSF reference, where they are "
                 "absent, is the natural zero)")
