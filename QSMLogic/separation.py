@@ -10,19 +10,19 @@ separation toward iron and myelin mapping in the brain", NeuroImage 240 (2021) 1
 with χ⁺ ≥ 0, χ⁻ ≤ 0 and Dr the relaxometric constant (Hz/ppm). In the static dephasing regime (Yablonskiy &
 Haacke, Magn Reson Med 32 (1994) 749–763) R2' grows with γ·B0·|Δχ|, so Dr is proportional to B0; its published value
 at 3 T is Dr = 137 Hz/ppm (Shin et al. 2021), the default here, scaled by B0/3 T at other fields (the χ-sepnet
-networks of the same group are trained with 114 Hz/ppm; both are parameters, not constants of nature).
+networks' training code uses 114 Hz/ppm; Dr is a parameter, not a constant of nature).
 
-Here the field equation is solved by the pipeline's dipole inversion (its net χ, with the reference it states, is
-the input) and the decay equation gives the absolute susceptibility a = R2'/Dr voxel by voxel. The two equations,
+In the two-step methods the field equation is solved by the pipeline's dipole inversion (its net χ, with the
+reference it states, is the input) and the decay equation gives the absolute susceptibility a = R2'/Dr voxel by voxel. The two equations,
 weighted equally in ppm, are then solved for each voxel under Shin's sign constraints:
 
     minimise (χ⁺ + χ⁻ − χ)² + (χ⁺ − χ⁻ − a)²   subject to χ⁺ ≥ 0, χ⁻ ≤ 0.
 
 The map (χ, a) → (χ⁺, χ⁻) is a scaled rotation, so the constrained minimum is the unconstrained one,
 χ± = (χ ± a)/2, with each part clipped at zero; voxels where a clip was needed (|χ| > a: the data do not fit the
-model, e.g. resolved veins or haemorrhage, or noise) are counted. Shin et al. solve both equations jointly in one
-regularised inversion; this two-step form has the same model and constraints, and its spatial regularisation is that
-of the chosen dipole inversion.
+model, e.g. resolved veins or haemorrhage, or noise) are counted. This two-step form has Shin et al.'s model and
+constraints, and its spatial regularisation is that of the chosen dipole inversion; Shin et al. solve both equations
+in one regularised inversion, which the ``joint`` method does.
 
 Methods:
 
@@ -41,8 +41,8 @@ Methods:
 
 χ⁻ is reported as its magnitude: ``chi_dia_ppm`` = |χ⁻| ≥ 0, so the net susceptibility the sources give is
 ``chi_para_ppm − chi_dia_ppm`` (``chi_sum_ppm``), compared with the input χ in the info (it differs only where a
-part was clipped). Both parts are relative to the input χ's reference: use a CSF reference, where the sources are
-absent (a whole-brain-mean reference moves both parts by half its offset).
+part was clipped). In the two-step methods both parts are relative to the input χ's reference: use a CSF reference,
+where the sources are absent (a whole-brain-mean reference moves both parts by half its offset).
 """
 from __future__ import annotations
 
