@@ -13,8 +13,8 @@ at 3 T is Dr = 137 Hz/ppm (Shin et al. 2021), the default here, scaled by B0/3 T
 networks' training code uses 114 Hz/ppm; Dr is a parameter, not a constant of nature).
 
 In the two-step methods the field equation is solved by the pipeline's dipole inversion (its net χ, with the
-reference it states, is the input) and the decay equation gives the absolute susceptibility a = R2'/Dr voxel by voxel. The two equations,
-weighted equally in ppm, are then solved for each voxel under Shin's sign constraints:
+reference it states, is the input) and the decay equation gives the absolute susceptibility a = R2'/Dr voxel by
+voxel. The two equations, weighted equally in ppm, are then solved for each voxel under Shin's sign constraints:
 
     minimise (χ⁺ + χ⁻ − χ)² + (χ⁺ − χ⁻ − a)²   subject to χ⁺ ≥ 0, χ⁻ ≤ 0.
 
