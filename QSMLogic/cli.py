@@ -70,6 +70,8 @@ def _phantom_acquisition(args: argparse.Namespace):
 def cmd_simulate(args: argparse.Namespace) -> int:
     import nibabel as nib
 
+    from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -81,7 +83,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         nib.save(nib.Nifti1Image(np.asarray(arr, dtype=np.float32), gre.affine), out / f"phantom_{name}.nii.gz")
         (out / f"phantom_{name}.json").write_text(json.dumps(side, indent=2))
     for name, arr in (("chi_ppm", acq.chi_ppm), ("local_field_ppm", acq.local_field_ppm),
-                      ("total_field_ppm", acq.total_field_ppm), ("r2star_hz", acq.r2star_hz)):
+                      ("total_field_ppm", acq.total_field_ppm), ("r2star_hz", acq.r2star_hz),
+                      ("chi_para_ppm", model.chi_para_ppm), ("chi_dia_ppm", model.chi_dia_ppm),
+                      ("r2_hz", model.r2_hz * np.float32(gre.b0_tesla / R2STAR_REFERENCE_B0_TESLA))):
         nib.save(nib.Nifti1Image(np.asarray(arr, dtype=np.float32), gre.affine), out / f"truth_{name}.nii.gz")
     nib.save(nib.Nifti1Image(acq.labels.astype(np.int16), gre.affine), out / "truth_labels.nii.gz")
     (out / "truth_labels.json").write_text(json.dumps({str(k): v for k, v in model.label_names.items()}, indent=2))
