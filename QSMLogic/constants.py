@@ -13,8 +13,3 @@ def hz_to_ppm(field_hz, b0_tesla: float):
 def ppm_to_hz(field_ppm, b0_tesla: float):
     """Convert a relative field δ in ppm to a frequency offset Δf in Hz."""
     return field_ppm * 1e-6 * GAMMA_BAR_HZ_PER_T * b0_tesla
-
-
-#: Relaxometric constant Dr at 3 T (Hz/ppm) of χ-separation, R2' = Dr·(χ⁺ + |χ⁻|) (Shin et al., NeuroImage 240
-#: (2021) 118371); Dr scales with B0. The default of the ``source_separation`` stage and the phantom's truth.
-DR_3T_HZ_PER_PPM: float = 137.0

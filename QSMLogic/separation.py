@@ -52,9 +52,12 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .constants import DR_3T_HZ_PER_PPM
 from .errors import QSMCancelled, QSMInputError
 from .params import MethodSpec, Param, register_method
+
+#: Relaxometric constant Dr at 3 T (Hz/ppm) of χ-separation, R2' = Dr·(χ⁺ + |χ⁻|) (Shin et al., NeuroImage 240
+#: (2021) 118371): the stage's default and the phantom's truth.
+DR_3T_HZ_PER_PPM = 137.0
 
 #: Field strength at which ``dr_3t_hz_per_ppm`` holds; Dr scales with B0 (static dephasing regime).
 DR_REFERENCE_B0_TESLA = 3.0

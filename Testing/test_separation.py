@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from QSMLogic.constants import DR_3T_HZ_PER_PPM
 from QSMLogic.errors import QSMInputError
 from QSMLogic.params import load_all, run_method, stage
 from QSMLogic.phantom import TISSUES, label_of, make_head_model, simulate_acquisition
 from QSMLogic.reference import reference_csf
 from QSMLogic.separation import (
-    chi_separation_joint, chi_separation_r2prime, chi_separation_r2star_only, r2_from_t2,
+    DR_3T_HZ_PER_PPM, chi_separation_joint, chi_separation_r2prime, chi_separation_r2star_only, r2_from_t2,
     relaxometric_constant_hz_per_ppm, resample_to_grid, separate_sources,
 )
 

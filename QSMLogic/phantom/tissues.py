@@ -25,7 +25,7 @@ source-separation stage (:mod:`QSMLogic.separation`), the phantom gives χ⁻ as
 irreversible rate R2 (Hz at 3 T) is declared per tissue (phantom T2: GM 95 ms, WM 74 ms, iron-rich nuclei
 57–67 ms; spin-echo T2 of parenchyma at 3 T is about 70–110 ms, e.g. Wansapura et al., J Magn Reson Imaging 9 (1999)
 531–538, shorter in iron-rich nuclei), and the sources follow from the two χ-separation equations with the
-relaxometric constant Dr (``QSMLogic.constants``, 137 Hz/ppm):
+relaxometric constant Dr (``QSMLogic.separation``, 137 Hz/ppm):
 
     χ⁺ + χ⁻ = χ,    R2' = R2* − R2 = Dr·(χ⁺ − χ⁻)   →   χ± = (χ ± R2'/Dr)/2.
 
@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from ..constants import DR_3T_HZ_PER_PPM
+from ..separation import DR_3T_HZ_PER_PPM
 
 #: Field strength at which the R2* (and R2) values below hold.
 R2STAR_REFERENCE_B0_TESLA = 3.0
