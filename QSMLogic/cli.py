@@ -73,6 +73,8 @@ def _phantom_acquisition(args: argparse.Namespace):
 def cmd_simulate(args: argparse.Namespace) -> int:
     import nibabel as nib
 
+    from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -84,7 +86,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         nib.save(nib.Nifti1Image(np.asarray(arr, dtype=np.float32), gre.affine), out / f"phantom_{name}.nii.gz")
         (out / f"phantom_{name}.json").write_text(json.dumps(side, indent=2))
     for name, arr in (("chi_ppm", acq.chi_ppm), ("local_field_ppm", acq.local_field_ppm),
-                      ("total_field_ppm", acq.total_field_ppm), ("r2star_hz", acq.r2star_hz)):
+                      ("total_field_ppm", acq.total_field_ppm), ("r2star_hz", acq.r2star_hz),
+                      ("chi_para_ppm", model.chi_para_ppm), ("chi_dia_ppm", model.chi_dia_ppm),
+                      ("r2_hz", model.r2_hz * np.float32(gre.b0_tesla / R2STAR_REFERENCE_B0_TESLA))):
         nib.save(nib.Nifti1Image(np.asarray(arr, dtype=np.float32), gre.affine), out / f"truth_{name}.nii.gz")
     nib.save(nib.Nifti1Image(acq.labels.astype(np.int16), gre.affine), out / "truth_labels.nii.gz")
     (out / "truth_labels.json").write_text(json.dumps({str(k): v for k, v in model.label_names.items()}, indent=2))
@@ -124,6 +128,28 @@ def _load_inputs(args: argparse.Namespace):
     return gre, None, None, None, user_mask, inputs
 
 
+def _r2_map(args: argparse.Namespace, gre, cfg):
+    """(R2 map on the data's grid or None, its input paths) for source separation: ``--r2`` / ``--t2`` files
+    (resampled through their geometry), or the phantom's true R2 at its field strength (R2 scales with B0 like R2*
+    in the phantom)."""
+    from .separation import read_r2_map
+
+    if args.r2 and args.t2:
+        raise QSMInputError("give --r2 or --t2, not both")
+    if args.r2 or args.t2:
+        path = args.r2 or args.t2
+        quantity = "r2" if args.r2 else f"t2_{args.t2_unit}"
+        return read_r2_map(path, gre.shape, gre.affine, quantity), [path]
+    entry = cfg.stages["source_separation"]
+    if args.phantom and entry["enabled"] and entry["method"] in ("r2prime", "joint"):
+        from .phantom import make_head_model
+        from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
+
+        model = make_head_model(shape=tuple(args.shape), voxel_size_mm=tuple(args.voxel_size), seed=args.seed)
+        return model.r2_hz * np.float32(gre.b0_tesla / R2STAR_REFERENCE_B0_TESLA), []
+    return None, []
+
+
 def _map_provenance(name: str, res) -> Dict[str, Any]:
     """Sidecar record of one output map: the stage and method that made it, with that stage's parameters."""
     from .io.writer import make_provenance
@@ -154,12 +180,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     def progress(fraction: float, label: str) -> None:
         print(f"\r[{fraction * 100:5.1f} %] {label:<60}", end="", flush=True)
 
-    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress)
+    r2_hz, r2_inputs = _r2_map(args, gre, cfg)
+    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress, r2_hz=r2_hz)
+    inputs = inputs + r2_inputs
     print()
     written = []
     units = res.provenance["units"]
     for name, arr in res.outputs.items():
-        ref = res.provenance["susceptibility_reference"]["reference"] if name == "chi_ppm" else None
+        ref = res.provenance["susceptibility_reference"]["reference"] if name.startswith("chi_") else None
         written.append(write_result(out / f"{name}.nii.gz", arr, res.affine, _map_provenance(name, res),
                                     input_paths=inputs, units=units.get(name), reference_region=ref))
     (out / "provenance.json").write_text(res.provenance_json())
@@ -255,6 +283,10 @@ def make_parser() -> argparse.ArgumentParser:
                      help="NaN/Inf phase voxels: stop with an error (default), or leave them out of the mask")
     src.add_argument("--mask-file", dest="mask_file",
                      help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
+    src.add_argument("--r2", help="R2 map (1/s) NIfTI/NRRD for --source-separation r2prime (resampled through its "
+                     "geometry; the phantom uses its true R2)")
+    src.add_argument("--t2", help="T2 map NIfTI/NRRD instead of --r2 (unit: --t2-unit)")
+    src.add_argument("--t2-unit", default="ms", choices=("ms", "s"), help="unit of the --t2 map (default ms)")
     _add_phantom_args(p)
     add_run_roi_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")

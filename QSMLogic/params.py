@@ -129,6 +129,10 @@ _REGISTRY: Dict[str, StageSpec] = {
         StageSpec("reference", "Susceptibility reference",
                   "chi_ppm, mask, labels -> ReferencedMap", "whole_brain",
                   "Susceptibility is relative: choose and record the reference region."),
+        StageSpec("source_separation", "Susceptibility source separation",
+                  "chi_ppm, r2star_hz, r2_hz, mask, b0_tesla -> SourceSeparation",
+                  "r2prime", "Paramagnetic (χ⁺) and diamagnetic (|χ⁻|) susceptibility from χ and R2' "
+                  "(χ-separation, Shin et al. NeuroImage 2021). Off unless chosen."),
         StageSpec("swi", "Susceptibility-weighted imaging",
                   "magnitude, phase, mask, voxel_size_mm, te_s, b0_tesla, b0_direction, affine -> SWIResult",
                   "homodyne", "SWI (Haacke et al. MRM 2004) and variants."),
@@ -138,7 +142,7 @@ _REGISTRY: Dict[str, StageSpec] = {
 #: Modules that register methods; :func:`load_all` imports them.
 STAGE_MODULES: Tuple[str, ...] = (
     "QSMLogic.coil", "QSMLogic.mask", "QSMLogic.unwrap", "QSMLogic.echo", "QSMLogic.background",
-    "QSMLogic.inversion", "QSMLogic.reference", "QSMLogic.swi",
+    "QSMLogic.inversion", "QSMLogic.reference", "QSMLogic.separation", "QSMLogic.swi",
 )
 
 

@@ -36,8 +36,13 @@ STAGE_ORDER = (
     ("background", 0.15),
     ("inversion", 0.35),
     ("reference", 0.01),
+    ("source_separation", 0.01),
     ("swi", 0.09),
 )
+
+#: Stages that run only when asked for: choosing their method or setting their parameters (``from_dict``, ``set``,
+#: the command line's ``--source-separation``) switches them on. Source separation needs an R2 map or an assumption.
+OFF_BY_DEFAULT = frozenset({"source_separation"})
 
 #: Methods of the "inversion" stage that take the total field and remove the background themselves.
 SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
@@ -57,6 +62,9 @@ OUTPUT_STAGE = {
     "magnitude": "coil_combination", "mask": "mask", "unwrap_quality": "unwrap", "field_mask": "unwrap",
     "field_hz": "field_mapping", "total_field_ppm": "field_mapping", "noise_sd_hz": "field_mapping",
     "r2star_hz": "r2star", "local_field_ppm": "background", "qsm_mask": "background", "chi_ppm": "reference",
+    "chi_para_ppm": "source_separation", "chi_dia_ppm": "source_separation",
+    "chi_sources_net_ppm": "source_separation", "r2prime_hz": "source_separation",
+    "separation_mask": "source_separation",
 }
 
 
@@ -88,9 +96,10 @@ class PipelineConfig:
 
     @classmethod
     def default(cls) -> PipelineConfig:
-        """Every stage on, with its default method and default parameters."""
+        """Every stage with its default method and default parameters, on except :data:`OFF_BY_DEFAULT`."""
         specs = load_all()
-        return cls({k: {"method": specs[k].default_method, "params": {}, "enabled": True} for k, _ in STAGE_ORDER})
+        return cls({k: {"method": specs[k].default_method, "params": {}, "enabled": k not in OFF_BY_DEFAULT}
+                    for k, _ in STAGE_ORDER})
 
     @classmethod
     def swi_only(cls, method: str = "homodyne", brain_mask: bool = False, **params: Any) -> PipelineConfig:
@@ -118,7 +127,8 @@ class PipelineConfig:
                 cur["method"] = entry["method"]
                 cur["params"] = {}
             cur["params"].update(entry.get("params", {}))
-            cur["enabled"] = bool(entry.get("enabled", cur["enabled"]))
+            asked = key in OFF_BY_DEFAULT and ("method" in entry or bool(entry.get("params")))
+            cur["enabled"] = bool(entry.get("enabled", cur["enabled"] or asked))
         cfg.validate()
         return cfg
 
@@ -131,11 +141,14 @@ class PipelineConfig:
             stage(key).method(entry["method"]).resolve(entry.get("params"))
 
     def set(self, stage_key: str, method: Optional[str] = None, **params: Any) -> PipelineConfig:
-        """Choose ``method`` for a stage and/or override some of its parameters; returns ``self``."""
+        """Choose ``method`` for a stage and/or override some of its parameters (which switches on a stage that is
+        off by default); returns ``self``."""
         entry = self.stages[stage_key]
         if method is not None and method != entry["method"]:
             entry["method"], entry["params"] = method, {}
         entry["params"].update(params)
+        if stage_key in OFF_BY_DEFAULT:
+            entry["enabled"] = True
         stage(stage_key).method(entry["method"]).resolve(entry["params"])
         return self
 
@@ -220,16 +233,23 @@ def run_pipeline(
     cancel: Optional[CancelFn] = None,
     log: Optional[LogFn] = None,
     data_edge_mm: float = DATA_EDGE_MM,
+    r2_hz: Optional[np.ndarray] = None,
 ) -> PipelineResult:
     """Run the configured stages on ``gre`` and return every map with its provenance.
 
     ``mask`` (bool, spatial shape) replaces the mask stage; ``labels`` (int, spatial shape) lets the reference
     stage use a CSF/ventricle label. ``data_edge_mm``: the shell at the brain edge left out of the inversion's data
-    term (:data:`DATA_EDGE_MM`; 0 keeps it). The input arrays are never modified.
+    term (:data:`DATA_EDGE_MM`; 0 keeps it). ``r2_hz``: an R2 map (Hz) on the data's grid for source separation's
+    ``r2prime`` method (:func:`QSMLogic.separation.resample_to_grid` brings a map with its own geometry there). The
+    input arrays are never modified.
     """
     cfg = config or PipelineConfig.default()
     cfg.validate()
-    check_stage_selection(cfg, gre, mask_given=mask is not None)
+    if r2_hz is not None and np.shape(r2_hz) != gre.shape:
+        raise QSMInputError(f"the R2 map has shape {np.shape(r2_hz)} but the data {gre.shape}: bring it onto the "
+                            "data's grid with its geometry (QSMLogic.separation.resample_to_grid, or --r2 with a "
+                            "NIfTI/NRRD file, which is resampled through both affines)")
+    check_stage_selection(cfg, gre, mask_given=mask is not None, r2_given=r2_hz is not None)
     run = _Run(gre, cfg, progress or _noop_progress, cancel or (lambda: False), log or (lambda s: None))
     t_start = time.perf_counter()
     magnitude, phase = combine_coils_step(run)
@@ -246,6 +266,8 @@ def run_pipeline(
         chi, qsm_mask = local_field_and_inversion_step(run, phase, m, used, used_te, weight, labels, data_edge_mm)
         if chi is not None:
             reference_info = reference_step(run, chi, qsm_mask, labels)
+            if run.enabled("source_separation"):
+                separation_step(run, qsm_mask, r2_hz, reference_info)
     swi_step(run, magnitude, phase, m if m is not None else valid)
     run.progress(1.0, "done")
     provenance = build_provenance(gre, run.records, run.details, reference_info, data_edge_mm,
@@ -253,10 +275,12 @@ def run_pipeline(
     return PipelineResult(outputs=run.outputs, provenance=provenance, affine=gre.affine.copy(), details=run.details)
 
 
-def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = False) -> None:
+def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = False,
+                          r2_given: bool = False) -> None:
     """Raise :class:`QSMInputError` naming the problem when an enabled stage needs a disabled one (each stage of
     the QSM chain needs the one before it, a phase-free SWI method the map it is built from, R2* and unwrapping a
-    mask) or when the B0 the field mapping needs (and everything after it) is unknown."""
+    mask, source separation χ and R2*) or data it lacks (B0 for the field mapping and everything after it;
+    multi-echo magnitude and, for ``r2prime``, an R2 map for source separation)."""
     single_step = cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
 
     def on(key: str) -> bool:
@@ -264,6 +288,8 @@ def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = 
 
     needs = {"unwrap": "mask", "r2star": "mask", "field_mapping": "unwrap", "background": "field_mapping",
              "inversion": "field_mapping" if single_step else "background", "reference": "inversion"}
+    if on("source_separation"):
+        needs["source_separation"] = "reference"
     swi_method = cfg.stages["swi"]["method"]
     if swi_method in SWI_NEEDS:
         needs["swi"] = SWI_NEEDS[swi_method]
@@ -277,6 +303,8 @@ def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = 
     if on("inversion") and not on("reference"):
         raise QSMInputError("the reference stage cannot be disabled while the inversion runs: susceptibility is "
                             "relative and the map needs its reference")
+    if on("source_separation"):
+        check_separation_inputs(cfg.stages["source_separation"]["method"], gre, on("r2star"), r2_given, single_step)
     if gre.b0_tesla is None and on("field_mapping"):
         raise QSMInputError("the field strength is unknown (b0_tesla is None) but the field_mapping stage and the "
                             "QSM stages after it need it: give b0_tesla, or run SWI alone "
@@ -432,6 +460,49 @@ def reference_step(run: _Run, chi: np.ndarray, qsm_mask: np.ndarray,
     return {"reference": ref.reference, "offset_ppm": float(ref.offset_ppm)}
 
 
+def check_separation_inputs(method: str, gre: GREData, r2star_on: bool, r2_given: bool,
+                            single_step: bool = False) -> None:
+    """Source separation needs R2*, so the r2star stage and ≥ 2 echoes with magnitude; ``r2prime`` and ``joint`` an
+    R2 map, ``joint`` the local field (a two-step inversion); checked before any computing."""
+    if gre.magnitude is None or gre.n_echoes < 2:
+        have = "no magnitude images" if gre.magnitude is None else f"{gre.n_echoes} echo"
+        raise QSMInputError(f"source separation needs R2* from at least 2 echoes with their magnitude images; the "
+                            f"data have {have}")
+    if not r2star_on:
+        raise QSMInputError("the source_separation stage needs the r2star stage, which is disabled")
+    if method in ("r2prime", "joint") and not r2_given:
+        raise QSMInputError(f"source separation's {method} method needs an R2 map (r2_hz; command line --r2 or "
+                            "--t2); without one choose the r2star_only method and its stated assumption")
+    if method == "joint" and single_step:
+        raise QSMInputError("source separation's joint method inverts the local field, which a single-step "
+                            "inversion does not produce: choose a two-step inversion or the r2prime method")
+
+
+def separation_step(run: _Run, qsm_mask: np.ndarray, r2_hz: Optional[np.ndarray],
+                    reference_info: Dict[str, Any]) -> None:
+    """Step 8b: paramagnetic and diamagnetic susceptibility (:mod:`QSMLogic.separation`) from the referenced χ and
+    R2* (and the R2 map); the counts of left-out and clipped voxels go into the stage's provenance record."""
+    outputs = run.outputs
+    sep = run.stage("source_separation", {"chi_ppm": outputs["chi_ppm"], "r2star_hz": outputs.get("r2star_hz"),
+                                          "r2_hz": r2_hz, "mask": qsm_mask,
+                                          "local_field_ppm": outputs.get("local_field_ppm"),
+                                          "weight": run.details.get("inversion_weight")})
+    outputs["chi_para_ppm"] = sep.chi_para_ppm
+    outputs["chi_dia_ppm"] = sep.chi_dia_ppm
+    outputs["chi_sources_net_ppm"] = sep.chi_sum_ppm
+    outputs["r2prime_hz"] = sep.r2prime_hz
+    outputs["separation_mask"] = sep.mask.astype(np.uint8)
+    info = dict(sep.info)
+    joint = info.get("method") == "joint"
+    info["chi_reference"] = "none needed: R2' and the bounds fix the zero" if joint else reference_info["reference"]
+    info["masked_from_qsm_mask"] = int(np.count_nonzero(qsm_mask)) - info["voxels"]
+    run.records[-1]["result"] = info
+    if not joint and not str(reference_info["reference"]).startswith("csf"):
+        run.log("[source_separation] χ is referenced to the "
+                f"{reference_info['reference']}; the sources are relative to it (a CSF reference, where they are "
+                "absent, is the natural zero)")
+
+
 def swi_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, m: Optional[np.ndarray]) -> None:
     """Step 9: SWI (and its mIP) when enabled, from the phase or from the local field or χ computed before;
     ``m`` None: the whole volume."""
@@ -475,7 +546,9 @@ def build_provenance(gre: GREData, records: List[Dict[str, Any]], details: Dict[
         "inversion_data_edge_mm": float(data_edge_mm),
         "units": {"chi_ppm": "ppm", "local_field_ppm": "ppm", "total_field_ppm": "ppm", "field_hz": "Hz",
                   "noise_sd_hz": "Hz", "r2star_hz": "1/s", "swi": "a.u.", "mip": "a.u.",
-                  "swi_phase_rad": "rad", "swi_phase_mask": "1 (0..1, before the power n)"},
+                  "swi_phase_rad": "rad", "swi_phase_mask": "1 (0..1, before the power n)",
+                  "chi_para_ppm": "ppm", "chi_dia_ppm": "ppm (magnitude |χ⁻| ≥ 0; net χ = chi_para − chi_dia)",
+                  "chi_sources_net_ppm": "ppm", "r2prime_hz": "1/s", "separation_mask": "1"},
         "total_seconds": round(total_seconds, 3),
     }
 

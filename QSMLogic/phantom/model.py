@@ -4,9 +4,10 @@ The anatomy is the shipped 1 mm label map derived from the MNI152 2009a template
 (:mod:`.build_data`; the construction follows the QSM Challenge 2.0 head model idea of Marques et al., Magn Reson
 Med 86 (2021) 526–542: segmented tissue classes with literature susceptibility, R2* and proton density). It is
 resampled to the requested grid with anti-aliasing, separately inside and outside the intracranial space so that
-the brain mask edge stays sharp and brain voxels never mix with skull or air. Veins, a calcification and a
-haemorrhage are then painted as soft-edged tubes and ellipsoids (:mod:`.shapes`), so they keep their partial
-volume at any resolution.
+the brain mask edge stays sharp and brain voxels never mix with skull or air. The paramagnetic and diamagnetic
+parts of χ and the irreversible rate R2 (χ-separation ground truth, :mod:`.tissues`) are resampled and painted the
+same way, so χ⁺ − |χ⁻| = χ in every voxel. Veins, a calcification and a haemorrhage are then painted as soft-edged
+tubes and ellipsoids (:mod:`.shapes`), so they keep their partial volume at any resolution.
 
 World coordinates (RAS mm) are MNI152 coordinates times :data:`HEAD_SCALE` (origin at the anterior commissure);
 the field of view is centred on the intracranial space.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -36,7 +37,13 @@ DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "head_labels_1mm.n
 
 @dataclass
 class HeadModel:
-    """A head phantom on one voxel grid (all volumes share ``shape``; ``affine`` maps indices to RAS mm)."""
+    """A head phantom on one voxel grid (all volumes share ``shape``; ``affine`` maps indices to RAS mm).
+
+    ``chi_para_ppm`` (χ⁺ ≥ 0) and ``chi_dia_ppm`` (the magnitude |χ⁻| ≥ 0 of the diamagnetic part) are the sources
+    with ``chi_ppm = chi_para_ppm − chi_dia_ppm``; ``r2_hz`` is the irreversible transverse relaxation rate at 3 T,
+    so that R2' = R2* − R2 = Dr·(χ⁺ + |χ⁻|) in tissue with sub-voxel sources (:mod:`.tissues`). They are None for
+    models built elsewhere.
+    """
 
     chi_ppm: np.ndarray
     labels: np.ndarray
@@ -47,6 +54,9 @@ class HeadModel:
     affine: np.ndarray
     voxel_size_mm: Tuple[float, float, float]
     shape: Tuple[int, int, int]
+    chi_para_ppm: Optional[np.ndarray] = None
+    chi_dia_ppm: Optional[np.ndarray] = None
+    r2_hz: Optional[np.ndarray] = None
 
 
 def _check_grid(shape: Sequence[int], voxel_size_mm: Sequence[float]) -> Tuple[Tuple[int, ...], Tuple[float, ...]]:
@@ -117,7 +127,7 @@ def _lut(attr: str) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _anatomy(shape: Tuple[int, int, int], voxel_size_mm: Tuple[float, float, float]):
-    """Labels, χ, R2*, PD and brain mask of the template anatomy on the grid (cached per grid; read-only arrays)."""
+    """Labels, χ, χ⁺, R2*, R2, PD and brain mask of the template anatomy on the grid (cached; read-only arrays)."""
     grid, _ = grid_for(shape, voxel_size_mm)
     lab1, origin1 = _labels_1mm()
     step = np.asarray(grid.voxel_size_mm) / HEAD_SCALE  # template voxels per output voxel
@@ -135,20 +145,27 @@ def _anatomy(shape: Tuple[int, int, int], voxel_size_mm: Tuple[float, float, flo
     icv1 = brain_lut[lab1]
     chi1 = _lut("chi_ppm")[lab1]
     icv = resample(icv1)
-    chi_in = resample(chi1 * icv1)
-    chi_out = resample(chi1 * (1.0 - icv1))
     brain = icv >= 0.5
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chi = np.where(brain, chi_in / icv, chi_out / (1.0 - icv)).astype(np.float32)
+
+    def resample_split(vol1: np.ndarray) -> np.ndarray:
+        """Resampled separately inside and outside the intracranial space (brain voxels never mix with skull)."""
+        inside = resample(vol1 * icv1)
+        outside = resample(vol1 * (1.0 - icv1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(brain, inside / icv, outside / (1.0 - icv)).astype(np.float32)
+
+    chi = resample_split(chi1)
+    chi_para = resample_split(_lut("chi_para_ppm")[lab1])
     r2 = resample(_lut("r2star_hz")[lab1]).astype(np.float32)
+    r2_irr = resample(_lut("r2_or_r2star_hz")[lab1]).astype(np.float32)
     pd = resample(_lut("proton_density")[lab1]).astype(np.float32)
     labels = resample(lab1, order=0).astype(np.int16)
     in_brain = brain_lut[labels] > 0
     labels[brain & ~in_brain] = BY_NAME["CSF"].label
     labels[~brain & in_brain] = BY_NAME["skull"].label
-    for a in (labels, chi, r2, pd, brain):
+    for a in (labels, chi, chi_para, r2, r2_irr, pd, brain):
         a.setflags(write=False)
-    return labels, chi, r2, pd, brain
+    return labels, chi, chi_para, r2, r2_irr, pd, brain
 
 
 def _paint_inclusions(cv: Canvas, brain: np.ndarray, seed: int) -> None:
@@ -184,15 +201,18 @@ def make_head_model(
     """
     shp, v = _check_grid(shape, voxel_size_mm)
     grid, aff = grid_for(shp, v)
-    labels, chi, r2, pd, brain = _anatomy(shp, v)  # type: ignore[arg-type]
+    labels, chi, chi_para, r2, r2_irr, pd, brain = _anatomy(shp, v)  # type: ignore[arg-type]
     cv = Canvas(grid)
     cv.labels[:] = labels
     cv.chi_ppm[:] = chi
+    cv.chi_para_ppm[:] = chi_para
     cv.r2star_hz[:] = r2
+    cv.r2_hz[:] = r2_irr
     cv.proton_density[:] = pd
     _paint_inclusions(cv, brain, seed)
     return HeadModel(
         chi_ppm=cv.chi_ppm, labels=cv.labels, label_names=dict(LABEL_NAMES), brain_mask=brain.copy(),
         r2star_hz=cv.r2star_hz, proton_density=cv.proton_density, affine=aff,
         voxel_size_mm=grid.voxel_size_mm, shape=grid.shape,
+        chi_para_ppm=cv.chi_para_ppm, chi_dia_ppm=cv.chi_para_ppm - cv.chi_ppm, r2_hz=cv.r2_hz,
     )

@@ -46,12 +46,14 @@ class Grid:
 
 
 class Canvas:
-    """χ, R2*, proton density and label volumes being painted."""
+    """χ, its paramagnetic part χ⁺, R2*, R2, proton density and label volumes being painted."""
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
         self.chi_ppm = np.zeros(grid.shape, np.float32)
+        self.chi_para_ppm = np.zeros(grid.shape, np.float32)
         self.r2star_hz = np.zeros(grid.shape, np.float32)
+        self.r2_hz = np.zeros(grid.shape, np.float32)
         self.proton_density = np.zeros(grid.shape, np.float32)
         self.labels = np.zeros(grid.shape, np.int16)
 
@@ -60,7 +62,8 @@ class Canvas:
         f = frac if within is None else frac * within[sl]
         if not np.any(f > 0):
             return
-        for arr, val in ((self.chi_ppm, tissue.chi_ppm), (self.r2star_hz, tissue.r2star_hz),
+        for arr, val in ((self.chi_ppm, tissue.chi_ppm), (self.chi_para_ppm, tissue.chi_para_ppm),
+                         (self.r2star_hz, tissue.r2star_hz), (self.r2_hz, tissue.r2_or_r2star_hz),
                          (self.proton_density, tissue.proton_density)):
             sub = arr[sl]
             sub += f * (np.float32(val) - sub)

@@ -18,13 +18,33 @@ Values, all literature-typical for healthy adults at 3 T:
 R2* at 3 T (Hz): GM ≈ 15, WM ≈ 20, CSF ≈ 2, iron-rich nuclei 30–45, veins ≈ 50, haemorrhage ≈ 100 (Yao et al.,
 NeuroImage 44 (2009) 1259–1266; Peran et al., Brain 130 (2007) 1767–1781). R2* scales about linearly with B0
 (Yao 2009), which :func:`QSMLogic.phantom.simulate_acquisition` applies. Proton density is relative to CSF (= 1).
+
+Susceptibility sources (χ-separation ground truth; Shin et al., NeuroImage 240 (2021) 118371). Each tissue's net χ
+is the sum of a paramagnetic part χ⁺ ≥ 0 (iron) and a diamagnetic part χ⁻ ≤ 0 (myelin, calcium); like the
+source-separation stage (:mod:`QSMLogic.separation`), the phantom gives χ⁻ as its magnitude |χ⁻| = −χ⁻ ≥ 0. The
+irreversible rate R2 (Hz at 3 T) is declared per tissue (phantom T2: GM 95 ms, WM 74 ms, iron-rich nuclei
+57–67 ms; spin-echo T2 of parenchyma at 3 T is about 70–110 ms, e.g. Wansapura et al., J Magn Reson Imaging 9 (1999)
+531–538, shorter in iron-rich nuclei), and the sources follow from the two χ-separation equations with the
+relaxometric constant Dr (``QSMLogic.separation``, 137 Hz/ppm):
+
+    χ⁺ + χ⁻ = χ,    R2' = R2* − R2 = Dr·(χ⁺ − χ⁻)   →   χ± = (χ ± R2'/Dr)/2.
+
+The R2 values are chosen, within their literature range, so that both signs come out right (R2 ≤ R2* − Dr·|χ|);
+the calcification is purely diamagnetic (R2 = R2* − Dr·0.5 = 11.5 Hz, so χ⁺ = 0). Veins and the haemorrhage are
+resolved, macroscopic sources outside the static-dephasing model (their R2* is below Dr·χ): they are purely
+paramagnetic (χ⁺ = χ, χ⁻ = 0) with the R2 of blood (venous blood T2 ≈ 60 ms at 3 T, Lu et al., Magn Reson Med 67
+(2012) 42–49; haematoma ≈ 40 ms), so the χ-separation data there do not fit the model, as in vivo. CSF and the
+tissues outside the brain carry no sub-voxel sources (R2 = R2*, χ split by its sign). Like R2*, R2 scales linearly
+with B0 in the simulation (a phantom convention that keeps R2' = Dr·(χ⁺ − χ⁻) with Dr ∝ B0 at every field).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
-#: Field strength at which the R2* values below hold.
+from ..separation import DR_3T_HZ_PER_PPM
+
+#: Field strength at which the R2* (and R2) values below hold.
 R2STAR_REFERENCE_B0_TESLA = 3.0
 
 
@@ -38,6 +58,27 @@ class Tissue:
     r2star_hz: float
     proton_density: float
     in_brain: bool
+    #: Irreversible transverse relaxation rate (Hz at 3 T); None: R2 = R2* (no sub-voxel susceptibility sources).
+    r2_hz: Optional[float] = None
+    #: Sources below the voxel size, in the static-dephasing regime (χ± from R2'); False: χ split by its sign.
+    sub_voxel_sources: bool = True
+
+    @property
+    def r2_or_r2star_hz(self) -> float:
+        """R2 (Hz at 3 T): the declared value, or R2* where the tissue has no sub-voxel sources."""
+        return self.r2star_hz if self.r2_hz is None else self.r2_hz
+
+    @property
+    def chi_para_ppm(self) -> float:
+        """Paramagnetic susceptibility χ⁺ ≥ 0 (ppm)."""
+        if self.r2_hz is None or not self.sub_voxel_sources:
+            return max(self.chi_ppm, 0.0)
+        return 0.5 * (self.chi_ppm + (self.r2star_hz - self.r2_hz) / DR_3T_HZ_PER_PPM)
+
+    @property
+    def chi_dia_ppm(self) -> float:
+        """Diamagnetic susceptibility as a magnitude |χ⁻| ≥ 0 (ppm): χ = χ⁺ − |χ⁻|."""
+        return self.chi_para_ppm - self.chi_ppm
 
 
 TISSUES: Tuple[Tissue, ...] = (
@@ -47,21 +88,21 @@ TISSUES: Tuple[Tissue, ...] = (
     Tissue(3, "sinus air", 9.41, 0.0, 0.0, False),
     Tissue(4, "CSF", 0.0, 2.0, 1.0, True),
     Tissue(5, "ventricles", 0.0, 2.0, 1.0, True),
-    Tissue(6, "GM", 0.02, 15.0, 0.82, True),
-    Tissue(7, "WM", -0.03, 20.0, 0.69, True),
-    Tissue(8, "caudate", 0.07, 25.0, 0.8, True),
-    Tissue(9, "putamen", 0.06, 28.0, 0.8, True),
-    Tissue(10, "globus pallidus externa (GPe)", 0.17, 42.0, 0.75, True),
-    Tissue(11, "globus pallidus interna (GPi)", 0.15, 40.0, 0.75, True),
-    Tissue(12, "thalamus", 0.02, 20.0, 0.76, True),
-    Tissue(13, "substantia nigra", 0.14, 38.0, 0.75, True),
-    Tissue(14, "red nucleus", 0.12, 32.0, 0.75, True),
-    Tissue(15, "subthalamic nucleus", 0.11, 35.0, 0.75, True),
-    Tissue(16, "dentate nucleus", 0.12, 30.0, 0.75, True),
-    Tissue(17, "nucleus accumbens", 0.04, 20.0, 0.8, True),
-    Tissue(18, "veins", 0.40, 50.0, 0.8, True),
-    Tissue(19, "calcification", -0.5, 80.0, 0.3, True),
-    Tissue(20, "hemorrhage", 1.0, 100.0, 0.7, True),
+    Tissue(6, "GM", 0.02, 15.0, 0.82, True, r2_hz=10.5),
+    Tissue(7, "WM", -0.03, 20.0, 0.69, True, r2_hz=13.5),
+    Tissue(8, "caudate", 0.07, 25.0, 0.8, True, r2_hz=13.0),
+    Tissue(9, "putamen", 0.06, 28.0, 0.8, True, r2_hz=15.0),
+    Tissue(10, "globus pallidus externa (GPe)", 0.17, 42.0, 0.75, True, r2_hz=17.5),
+    Tissue(11, "globus pallidus interna (GPi)", 0.15, 40.0, 0.75, True, r2_hz=17.5),
+    Tissue(12, "thalamus", 0.02, 20.0, 0.76, True, r2_hz=14.0),
+    Tissue(13, "substantia nigra", 0.14, 38.0, 0.75, True, r2_hz=17.0),
+    Tissue(14, "red nucleus", 0.12, 32.0, 0.75, True, r2_hz=15.0),
+    Tissue(15, "subthalamic nucleus", 0.11, 35.0, 0.75, True, r2_hz=17.0),
+    Tissue(16, "dentate nucleus", 0.12, 30.0, 0.75, True, r2_hz=13.0),
+    Tissue(17, "nucleus accumbens", 0.04, 20.0, 0.8, True, r2_hz=12.5),
+    Tissue(18, "veins", 0.40, 50.0, 0.8, True, r2_hz=16.0, sub_voxel_sources=False),
+    Tissue(19, "calcification", -0.5, 80.0, 0.3, True, r2_hz=11.5),
+    Tissue(20, "hemorrhage", 1.0, 100.0, 0.7, True, r2_hz=25.0, sub_voxel_sources=False),
 )
 
 #: Label index → name, for every label the phantom uses.

@@ -47,7 +47,7 @@ GEOMETRY_RTOL = 1e-5
 GEOMETRY_ATOL_MM = 1e-4
 
 #: Outputs written as label maps.
-LABEL_OUTPUTS = frozenset({"mask", "qsm_mask", "field_mask"})
+LABEL_OUTPUTS = frozenset({"mask", "qsm_mask", "field_mask", "separation_mask"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,9 @@ DISPLAY_PRESETS: Dict[str, DisplayPreset] = {
     "swi_phase_rad": DisplayPreset(1.0, 0.0, "SWI filtered phase: -0.5..+0.5 rad", "Filtered phase (rad)", "%.2f"),
     "swi_phase_mask": DisplayPreset(1.0, 0.5, "SWI phase mask: 0..1"),
     "magnitude": DisplayPreset(None, None, "magnitude: automatic"),
+    "chi_para_ppm": DisplayPreset(0.20, 0.10, "χ+: 0..0.2 ppm", "Paramagnetic χ+ (ppm)", "%.2f"),
+    "chi_dia_ppm": DisplayPreset(0.10, 0.05, "|χ-|: 0..0.1 ppm", "Diamagnetic |χ-| (ppm)", "%.2f"),
+    "r2prime_hz": DisplayPreset(40.0, 20.0, "R2': 0..40 1/s", "R2' (1/s)", "%.0f"),
 }
 
 

@@ -31,7 +31,7 @@ SCIENTIFIC_BELOW = 10.0 ** (2 - MAX_DECIMALS)
 #: Name endings that repeat the unit and are left out of the label (the suffix shows the unit).
 UNIT_ENDINGS = ("_mm", "_ms", "_s", "_hz", "_ppm", "_rad", "_tesla", "_deg", "_percent", "_voxels")
 #: Stages whose pipeline entry can be switched off from the GUI.
-OPTIONAL_STAGES = ("r2star", "swi")
+OPTIONAL_STAGES = ("r2star", "swi", "source_separation")
 #: Stages the Slicer module cannot feed, with the reason shown in their section (the form stays, read-only, so the
 #: declaration still documents the method). Slicer volumes and sequences hold one coil-combined image per echo;
 #: per-coil data (5D NIfTI: x, y, z, echo, coil) go through the command line, which runs coil combination.

@@ -26,7 +26,7 @@ ConfigLike = Union[None, PipelineConfig, Dict[str, Any], str]
 
 #: Outputs added to the scene by default (the rest stay available through ``output_names``).
 DEFAULT_OUTPUTS = ("magnitude", "chi_ppm", "local_field_ppm", "total_field_ppm", "r2star_hz", "swi", "mip",
-                   "swi_phase_rad", "swi_phase_mask", "qsm_mask")
+                   "swi_phase_rad", "swi_phase_mask", "qsm_mask", "chi_para_ppm", "chi_dia_ppm")
 #: Outputs of an SWI-only run (:meth:`QSMLogic.pipeline.PipelineConfig.swi_only`).
 SWI_OUTPUTS = ("swi", "mip", "swi_phase_rad", "swi_phase_mask")
 
