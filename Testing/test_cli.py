@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from QSMLogic.cli import main
+from shared_data import REAL_GRE_SMALL
 
 SMALL = ["--shape", "64", "72", "48", "--voxel-size", "2.5", "2.5", "2.5"]
 
@@ -88,7 +89,7 @@ def test_each_map_states_its_stage_method_and_reference(phantom_run):
     assert swi["stage"] == "swi"
 
 
-REAL = "/work/shared/data/real-gre-small"
+REAL = REAL_GRE_SMALL
 
 
 @pytest.mark.skipif(not __import__("os").path.isdir(REAL), reason="real sample not available")
