@@ -22,6 +22,7 @@ duplicate slices: pass the files of one GRE series.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -126,8 +127,9 @@ def _frames_of(ds: Any, path: str) -> List[_Frame]:
     """All frames of one dataset (one for classic files, NumberOfFrames for enhanced ones)."""
     try:
         pixels = ds.pixel_array
-    except (AttributeError, ValueError, NotImplementedError, RuntimeError) as exc:
-        raise QSMInputError(f"DICOM file {path!r}: cannot decode the pixel data: {exc}") from exc
+    except (AttributeError, ValueError, NotImplementedError, RuntimeError, KeyError, TypeError, IndexError,
+            OverflowError, MemoryError) as exc:
+        raise QSMInputError(f"DICOM file {path!r} is corrupt: its pixel data cannot be decoded ({exc})") from exc
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     frames = []
@@ -193,6 +195,16 @@ def _dicom_files(paths: List[str]) -> Tuple[List[str], bool]:
     return files, from_folder
 
 
+def _has_dicom_preamble(path: str) -> bool:
+    """True when the file carries the DICOM Part 10 marker ("DICM" after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
 def read_dicom_datasets(paths: Union[PathLike, Sequence[PathLike]]) -> Tuple[List[Any], List[str], int]:
     """Read DICOM datasets from files and/or folders: (datasets, their files, number of non-DICOM files skipped)."""
     files, from_folder = _dicom_files(as_path_list(paths))
@@ -200,11 +212,13 @@ def read_dicom_datasets(paths: Union[PathLike, Sequence[PathLike]]) -> Tuple[Lis
     for f in files:
         try:
             ds = pydicom.dcmread(f)
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            if from_folder:
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, IndexError, OverflowError,
+                struct.error) as exc:
+            if from_folder and not _has_dicom_preamble(f):
                 skipped += 1
                 continue
-            raise QSMInputError(f"cannot read DICOM file {f!r}: {exc}") from exc
+            what = "is corrupt" if _has_dicom_preamble(f) else "is not a readable DICOM file"
+            raise QSMInputError(f"DICOM file {f!r} {what}: {exc}") from exc
         if "PixelData" not in ds:
             skipped += 1
             continue
