@@ -5,6 +5,8 @@
   with a JSON provenance sidecar, a table of deep-gray-nuclei values and PNG previews into ``--out``.
 - ``roi``: deep-grey-nuclei χ per region and hemisphere from the registered CIT168 atlas or a user label map
   (CSV, JSON, PNG plot; :mod:`QSMLogic.roi.cli`).
+- ``batch``: every multi-echo GRE run of a BIDS dataset on Dask, resumable, with a group table
+  (:mod:`QSMLogic.batch.cli`).
 - ``bench``: times every stage at a realistic size (256×256×160, 5 echoes, and 16 coils for coil combination).
 - ``params``: the methods and parameters of every stage (``--markdown`` for the docs), from the same
   declaration the Slicer module uses.
@@ -25,6 +27,7 @@ import numpy as np
 
 from .errors import QSMInputError
 from .io.phase_scaling import PHASE_RULES
+from .batch.cli import add_batch_parser
 from .params import load_all, markdown_table
 from .roi.cli import add_roi_parser
 
@@ -454,6 +457,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     add_roi_parser(sub)
+    add_batch_parser(sub)
 
     p = sub.add_parser("bench", help="time every stage at a realistic size")
     p.add_argument("--quick", action="store_true", help="small size smoke run")
