@@ -6,9 +6,9 @@ scheduler, and a task that still fails is recorded as a failed run. Before anyth
 
 * runs already done with this configuration (:func:`~QSMLogic.batch.run.completed`) are skipped, and folders that
   killed attempts left in ``<out>/.work`` are removed;
-* each run's peak memory is estimated from its size (voxels × echoes × coils, read from the NIfTI headers) with
-  :data:`RUN_BYTES_PER_VOXEL_ECHO`, or with the largest per-voxel peak measured on runs of this output folder
-  when that is higher (every run records its measured peak), and the concurrency follows from it: a
+* each run's peak memory is estimated from its size (voxels × echoes × coils, read from the NIfTI headers):
+  :data:`RUN_FIXED_MB` plus :data:`RUN_BYTES_PER_VOXEL_ECHO` per voxel-echo, or the larger per-voxel memory
+  measured on earlier runs of this output folder (every run records its measured peak), and the concurrency follows from it: a
   ``LocalCluster`` gets as many single-threaded worker processes as the cores and
   ``MEMORY_FRACTION`` × the available memory allow; on an existing cluster each task asks for its memory as the
   Dask resource ``MEMORY_MB`` when the workers declare it (``dask worker --resources MEMORY_MB=...``), else a
@@ -30,12 +30,15 @@ from ..errors import QSMInputError
 from .discovery import RunSpec
 from .run import BatchConfig, clear_stale_staging, completed, marker_path, process_run
 
-#: Resident memory of a worker process once the library, numba kernels and the atlas are loaded (MB), measured
-#: with :class:`~QSMLogic.batch.run.PeakMemory` (docs/benchmarks.md, "Cohort processing").
-WORKER_BASE_MB = 700.0
-#: Peak memory a run adds per voxel × echo × coil (bytes), measured at 48×48×32×3 and 96×96×64×3
-#: (docs/benchmarks.md); the default pipeline keeps a few dozen float32/complex64 copies of the echoes.
-RUN_BYTES_PER_VOXEL_ECHO = 900.0
+#: Resident memory of a worker process once the library is imported, before its first run (MB), measured with
+#: :class:`~QSMLogic.bench.common.PeakRSS` in the runs' records (docs/benchmarks.md, "Cohort processing").
+WORKER_BASE_MB = 250.0
+#: Memory a run needs whatever its size (MB): the atlas, its template and the registration (measured: ~350 MB at
+#: 48×48×32 × 3 echoes, where the images themselves take a few MB).
+RUN_FIXED_MB = 350.0
+#: Memory a run adds per voxel × echo × coil (bytes): the default pipeline's peak at 256×256×160 × 5 echoes is
+#: 1235 MiB (docs/benchmarks.md, "pipeline"), 25 bytes per voxel-echo.
+RUN_BYTES_PER_VOXEL_ECHO = 25.0
 #: Fraction of the available memory (LocalCluster) or of a worker's memory limit that runs may fill.
 MEMORY_FRACTION = 0.8
 #: What to do when Dask is missing.
@@ -68,7 +71,8 @@ def run_size(spec: RunSpec) -> Optional[int]:
 
 
 def measured_bytes_per_voxel(specs: List[RunSpec], out_root: str) -> float:
-    """The largest peak memory per voxel × echo × coil that earlier runs in ``out_root`` recorded (0 if none)."""
+    """The largest memory per voxel × echo × coil beyond :data:`RUN_FIXED_MB` that earlier runs in ``out_root``
+    recorded (0 if none)."""
     import json
 
     best = 0.0
@@ -77,20 +81,20 @@ def measured_bytes_per_voxel(specs: List[RunSpec], out_root: str) -> float:
             with open(marker_path(spec, out_root), encoding="utf-8") as f:
                 rec = json.load(f)
             size = math.prod(rec["shape"]) * rec["n_echoes"] * max(1, rec["n_coils"])
-            best = max(best, float(rec["memory_increase_mb"]) * 2.0 ** 20 / size)
+            best = max(best, (float(rec["memory_increase_mb"]) - RUN_FIXED_MB) * 2.0 ** 20 / size)
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return best
 
 
 def estimate_run_memory_mb(pending: List[RunSpec], all_runs: List[RunSpec], out_root: str) -> float:
-    """Peak memory (MB) of the largest pending run, from its size and the per-voxel peak (the default or the
-    larger one measured on earlier runs)."""
+    """Peak memory (MB) of the largest pending run: :data:`RUN_FIXED_MB` plus its size times the per-voxel memory
+    (:data:`RUN_BYTES_PER_VOXEL_ECHO`, or the larger value measured on earlier runs of ``out_root``)."""
     per_voxel = max(RUN_BYTES_PER_VOXEL_ECHO, measured_bytes_per_voxel(all_runs, out_root))
     sizes = [s for s in (run_size(r) for r in pending) if s]
     if not sizes:  # DICOM only: a 256×256×160 × 5-echo acquisition
         sizes = [256 * 256 * 160 * 5]
-    return max(sizes) * per_voxel / 2.0 ** 20
+    return RUN_FIXED_MB + max(sizes) * per_voxel / 2.0 ** 20
 
 
 def plan_local(run_memory_mb: float, n_runs: int, workers: Optional[int] = None,
@@ -251,11 +255,14 @@ def start_client(scheduler: Optional[str], plan: CohortPlan, dashboard: bool = T
     return Client(cluster)
 
 
-def dashboard_text(client) -> str:
-    """The dashboard link, or why there is none."""
-    if "dashboard" in (client.scheduler_info().get("services") or {}):
-        return f"Dask dashboard: {client.dashboard_link}"
-    return "Dask dashboard: not running (it needs bokeh: pip install 'susceptibility-mri[batch]')"
+def dashboard_text(client, local: bool) -> str:
+    """The dashboard link (for a LocalCluster, with a hint when bokeh, which draws it, is missing)."""
+    import importlib.util
+
+    link = f"Dask dashboard: {client.dashboard_link}"
+    if local and importlib.util.find_spec("bokeh") is None:
+        return link + " (it needs bokeh: pip install 'susceptibility-mri[batch]')"
+    return link
 
 
 def run_cohort(runs: List[RunSpec], out_root: str, cfg: BatchConfig, scheduler: Optional[str] = None,
@@ -270,14 +277,14 @@ def run_cohort(runs: List[RunSpec], out_root: str, cfg: BatchConfig, scheduler: 
     out_root = os.path.abspath(out_root)
     pending, summaries = [], {}
     for spec in runs:
+        if clear_stale_staging(spec, out_root):
+            say(f"{spec.stem}: removed the partial files an interrupted attempt left in .work")
         done, why = completed(spec, out_root, cfg)
         if done:
             summaries[spec.stem] = _skipped(spec, out_root)
         else:
             pending.append(spec)
-            if clear_stale_staging(spec, out_root):
-                say(f"{spec.stem}: removed what an interrupted attempt left in .work")
-            if why not in ("not run yet",):
+            if why != "not run yet":
                 say(f"{spec.stem}: running again ({why})")
     say(f"{len(runs)} run(s) of {len({r.subject for r in runs})} subject(s): {len(runs) - len(pending)} already "
         f"done with this configuration, {len(pending)} to process")
@@ -302,7 +309,8 @@ def run_cohort(runs: List[RunSpec], out_root: str, cfg: BatchConfig, scheduler: 
     progress = SubjectProgress(pending, stream)
     try:
         if client is not None:
-            say(dashboard_text(client))
+            if dashboard or scheduler:
+                say(dashboard_text(client, local=not scheduler))
             progress.start()
             results = _run_dask(client, pending, out_root, cfg, plan, progress)
         else:
