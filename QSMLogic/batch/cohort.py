@@ -8,8 +8,8 @@ scheduler, and a task that still fails is recorded as a failed run. Before anyth
   killed attempts left in ``<out>/.work`` are removed;
 * each run's peak memory is estimated from its size (voxels × echoes × coils, read from the NIfTI headers):
   :data:`RUN_FIXED_MB` plus :data:`RUN_BYTES_PER_VOXEL_ECHO` per voxel-echo, or the larger per-voxel memory
-  measured on earlier runs of this output folder (every run records its measured peak), and the concurrency follows from it: a
-  ``LocalCluster`` gets as many single-threaded worker processes as the cores and
+  measured on earlier runs of this output folder (every run records its measured peak), and the concurrency
+  follows from it: a ``LocalCluster`` gets as many single-threaded worker processes as the cores and
   ``MEMORY_FRACTION`` × the available memory allow; on an existing cluster each task asks for its memory as the
   Dask resource ``MEMORY_MB`` when the workers declare it (``dask worker --resources MEMORY_MB=...``), else a
   warning says how many runs per worker its memory allows.

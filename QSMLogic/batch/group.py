@@ -5,7 +5,8 @@ with them, including runs done by an earlier invocation. Files, in ``<out>/group
 
 * ``roi_group.csv`` / ``roi_group.tsv``: one row per run, region and hemisphere — subject, session, run stem,
   every column of the per-run table, and the run's QC columns (``qc_*``);
-* ``roi_group.json``: the rows, the QC line of every run, the failed runs with their errors, the configuration;
+* ``roi_group.json``: the rows (numbers as numbers, empty cells as null), the QC line of every run, the failed
+  runs with their errors, the configuration;
 * ``qc.tsv``: one QC line per run (done or failed);
 * ``roi_group.png``: χ of each region across subjects (one dot per run, the median as a bar).
 """
@@ -52,6 +53,20 @@ def collect_rows(runs: List[RunSpec], out_root: str) -> List[Dict[str, Any]]:
                 rows.append({"subject": spec.subject, "session": spec.session or "", "run": spec.stem, **r,
                              **_qc_cells(rec.get("qc", {}))})
     return rows
+
+
+def _typed(value: Any) -> Any:
+    """A table cell for JSON: numbers as numbers, empty cells as null, other text as text."""
+    if not isinstance(value, str):
+        return value
+    if value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _write_table(rows: List[Dict[str, Any]], path: str, delimiter: str) -> None:
@@ -122,7 +137,8 @@ def write_group(runs: List[RunSpec], summaries: List[Dict[str, Any]], out_root: 
     _write_table(qc_rows, paths["qc"], "\t")
     failures = [{"run": s["stem"], "subject": s["subject"], "error": s.get("error", "")}
                 for s in summaries if s["status"] == "failed"]
-    write_text_atomic(paths["json"], json.dumps({"rows": rows, "runs": qc_rows, "failures": failures,
+    typed = [{k: _typed(v) for k, v in r.items()} for r in rows]
+    write_text_atomic(paths["json"], json.dumps({"rows": typed, "runs": qc_rows, "failures": failures,
                                                  "configuration": configuration}, indent=1, default=str))
     plot_group(rows, paths["png"])
     return paths
