@@ -97,13 +97,21 @@ def estimate_run_memory_mb(pending: List[RunSpec], all_runs: List[RunSpec], out_
     return RUN_FIXED_MB + max(sizes) * per_voxel / 2.0 ** 20
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or ``taskset``'s limit), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def plan_local(run_memory_mb: float, n_runs: int, workers: Optional[int] = None,
                available_mb: Optional[float] = None, cores: Optional[int] = None) -> CohortPlan:
     """Worker processes for a LocalCluster: the cores (or ``workers``), fewer when ``MEMORY_FRACTION`` of the
     available memory cannot hold that many runs (each worker: :data:`WORKER_BASE_MB` + one run)."""
     import psutil
 
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     avail = available_mb if available_mb is not None else psutil.virtual_memory().available / 2.0 ** 20
     per_worker = WORKER_BASE_MB + run_memory_mb
     by_memory = int(MEMORY_FRACTION * avail // per_worker)
@@ -293,7 +301,7 @@ def run_cohort(runs: List[RunSpec], out_root: str, cfg: BatchConfig, scheduler: 
     run_mb = estimate_run_memory_mb(pending, runs, out_root)
     client = None
     if serial:
-        plan = CohortPlan(run_memory_mb=run_mb, workers=1, numba_threads=os.cpu_count() or 1)
+        plan = CohortPlan(run_memory_mb=run_mb, workers=1, numba_threads=usable_cores())
     elif scheduler:
         client = start_client(scheduler, CohortPlan(run_memory_mb=run_mb))
         plan = plan_existing(client, run_mb)

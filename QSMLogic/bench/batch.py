@@ -21,7 +21,7 @@ import numpy as np
 from .common import BenchContext, BenchRow
 
 #: Benchmark cohort: subjects, matrix, voxel size (mm) and echo times (ms).
-BENCH_SUBJECTS = 8
+BENCH_SUBJECTS = 4
 BENCH_SHAPE = (64, 64, 40)
 BENCH_VOXEL_MM = (2.5, 2.5, 2.5)
 BENCH_TE_MS = (4.0, 10.0, 16.0)
@@ -81,9 +81,11 @@ def run(ctx: BenchContext) -> List[BenchRow]:
         write_phantom_bids(bids, [f"{i + 1:02d}" for i in range(BENCH_SUBJECTS)])
         for name, extra in (("serial", ["--serial"]), ("dask LocalCluster", [])):
             out = os.path.join(tmp, f"out-{name.split()[0]}")
+            load = os.getloadavg()[0]
             dt = _time_batch(bids, out, extra)
             per_hour = BENCH_SUBJECTS * 3600.0 / dt
             rows.append(BenchRow("batch", name, dt, _peak_memory(out), {"subjects_per_hour": per_hour},
                                  f"{BENCH_SUBJECTS} subjects {BENCH_SHAPE} × {len(BENCH_TE_MS)} echoes, "
-                                 f"{os.cpu_count()} cores; memory: largest worker peak RSS"))
+                                 f"{os.cpu_count()} cores, load average before {load:.1f}; memory: largest "
+                                 "worker peak RSS"))
     return rows
