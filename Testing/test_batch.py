@@ -179,7 +179,7 @@ def test_killed_run_leaves_no_partial_output(cohort, capsys):
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "QSMLogic", "batch", str(bids), "--out", str(out), "--participant-label", "01",
-           "--serial", "--roi-erode-mm", "1.5", *FLAGS]  # another configuration: sub-01 runs again
+           "--serial", "--inversion", "tkd", "--disable", "swi", *FLAGS]  # another configuration: sub-01 runs again
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     work = out / WORK_FOLDER

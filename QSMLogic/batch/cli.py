@@ -110,7 +110,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     summaries = run_cohort(runs, args.out, cfg, scheduler=args.scheduler, workers=args.workers,
                            serial=args.serial, dashboard=args.dashboard)
-    paths = write_group(runs, summaries, os.path.abspath(args.out), cfg.as_dict())
+    paths = write_group(runs, summaries, os.path.abspath(args.out), cfg)
     failed = [s for s in summaries if s["status"] == "failed"]
     counts = {k: sum(s["status"] == k for s in summaries) for k in ("done", "skipped", "failed")}
     done = [s for s in summaries if s["status"] == "done"]

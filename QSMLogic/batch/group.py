@@ -18,7 +18,7 @@ import os
 from typing import Any, Dict, List
 
 from .discovery import RunSpec
-from .run import marker_path
+from .run import BatchConfig, completed, marker_path
 
 #: Folder of the group files under the output root.
 GROUP_FOLDER = "group"
@@ -35,18 +35,16 @@ def _qc_cells(qc: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def collect_rows(runs: List[RunSpec], out_root: str) -> List[Dict[str, Any]]:
-    """Every row of every done run's ``<stem>_roi.csv`` (as text, the way the file holds it), prefixed by subject,
+def collect_rows(runs: List[RunSpec], out_root: str, cfg: BatchConfig) -> List[Dict[str, Any]]:
+    """Every row of the ``<stem>_roi.csv`` of every run done with ``cfg`` (:func:`~.run.completed`: results of
+    another configuration or of changed inputs stay out), as text the way the file holds it, prefixed by subject,
     session and run, followed by the run's QC cells."""
     rows: List[Dict[str, Any]] = []
     for spec in runs:
-        try:
-            with open(marker_path(spec, out_root), encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
+        if not completed(spec, out_root, cfg)[0]:
             continue
-        if rec.get("status") != "done":
-            continue
+        with open(marker_path(spec, out_root), encoding="utf-8") as f:
+            rec = json.load(f)
         csv_path = os.path.join(spec.derivative_folder(out_root), f"{spec.stem}_roi.csv")
         with open(csv_path, newline="", encoding="utf-8") as f:
             for r in csv.DictReader(f):
@@ -116,13 +114,14 @@ def plot_group(rows: List[Dict[str, Any]], path: str, title: str = "") -> None:
 
 
 def write_group(runs: List[RunSpec], summaries: List[Dict[str, Any]], out_root: str,
-                configuration: Dict[str, Any]) -> Dict[str, str]:
-    """Write the group files for ``runs`` (with their ``summaries`` from the cohort); returns their paths."""
+                cfg: BatchConfig) -> Dict[str, str]:
+    """Write the group files for ``runs`` done with ``cfg`` (with their ``summaries`` from the cohort); returns
+    their paths."""
     from ..io.outputs import write_text_atomic
 
     folder = os.path.join(out_root, GROUP_FOLDER)
     os.makedirs(folder, exist_ok=True)
-    rows = collect_rows(runs, out_root)
+    rows = collect_rows(runs, out_root, cfg)
     paths = {k: os.path.join(folder, n) for k, n in (("csv", "roi_group.csv"), ("tsv", "roi_group.tsv"),
                                                       ("json", "roi_group.json"), ("qc", "qc.tsv"),
                                                       ("png", "roi_group.png"))}
@@ -139,6 +138,7 @@ def write_group(runs: List[RunSpec], summaries: List[Dict[str, Any]], out_root: 
                 for s in summaries if s["status"] == "failed"]
     typed = [{k: _typed(v) for k, v in r.items()} for r in rows]
     write_text_atomic(paths["json"], json.dumps({"rows": typed, "runs": qc_rows, "failures": failures,
-                                                 "configuration": configuration}, indent=1, default=str))
+                                                 "configuration": cfg.as_dict(),
+                                                 "fingerprint": cfg.fingerprint()}, indent=1, default=str))
     plot_group(rows, paths["png"])
     return paths
