@@ -88,14 +88,33 @@ def test_discovery_finds_bids_variants_and_flags_incomplete_runs(tmp_path):
 
 
 def test_workers_follow_the_measured_run_memory():
-    # 2 cores, 24 GiB: a full-size run (256x256x160, 5 echoes: ~1.6 GB) fits twice -> one worker per core
-    full = plan_local(350.0 + 256 * 256 * 160 * 5 * 25.0 / 2 ** 20, n_runs=10, available_mb=24 * 1024, cores=2)
+    # 2 cores, 24 GiB: a full-size run (256x256x160, 5 echoes: ~1.8 GB) fits twice -> one worker per core
+    full = plan_local(550.0 + 256 * 256 * 160 * 5 * 25.0 / 2 ** 20, n_runs=10, available_mb=24 * 1024, cores=2)
     assert full.workers == 2 and full.numba_threads == 1
     # 4 GiB available: 0.8 * 4096 / (250 + 1600) MB -> one run at a time, and the plan says why
     small = plan_local(1600.0, n_runs=10, available_mb=4096, cores=2)
     assert small.workers == 1 and small.numba_threads == 2 and "memory allows 1 run" in small.notes[0]
     with pytest.raises(QSMInputError, match="only 1.0 GiB of memory is available"):
         plan_local(1600.0, n_runs=1, available_mb=1024, cores=2)
+
+
+def test_existing_scheduler_by_address(cohort, tmp_path, capsys):
+    """--scheduler: the runs go to a running cluster; workers declaring MEMORY_MB get tasks that ask for it."""
+    from distributed import LocalCluster
+
+    bids, _, _ = cohort
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"MEMORY_MB": 100},
+                      dashboard_address=":0") as cluster:
+        args = ["batch", str(bids), "--out", str(tmp_path / "d"), "--participant-label", "03",
+                "--scheduler", cluster.scheduler_address]
+        assert main(args) == 2
+        assert "every worker declares less MEMORY_MB (at most 100)" in capsys.readouterr().err
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"MEMORY_MB": 4000},
+                      dashboard_address=":0") as cluster:
+        assert main(args) == 1
+        text = capsys.readouterr().out
+    assert f"on {cluster.scheduler_address}" in text and "Dask dashboard: http" in text
+    assert "FAILED sub-03: QSMInputError: cannot read NIfTI file" in text
 
 
 def _read_csv(path: Path, delimiter: str = ","):

@@ -33,9 +33,10 @@ from .run import BatchConfig, clear_stale_staging, completed, marker_path, proce
 #: Resident memory of a worker process once the library is imported, before its first run (MB), measured with
 #: :class:`~QSMLogic.bench.common.PeakRSS` in the runs' records (docs/benchmarks.md, "Cohort processing").
 WORKER_BASE_MB = 250.0
-#: Memory a run needs whatever its size (MB): the atlas, its template and the registration (measured: ~350 MB at
-#: 48×48×32 × 3 echoes, where the images themselves take a few MB).
-RUN_FIXED_MB = 350.0
+#: Memory a run needs whatever its size (MB): the atlas, its template and the registration (measured: a rise of
+#: ~350 MB at 48×48×32 × 3 echoes with the affine registration only, where the images take a few MB; ~540 MB with
+#: the deformable stage at 64×64×40 × 3: worker peak RSS 790 MB less its ~250 MB after import).
+RUN_FIXED_MB = 550.0
 #: Memory a run adds per voxel × echo × coil (bytes): the default pipeline's peak at 256×256×160 × 5 echoes is
 #: 1235 MiB (docs/benchmarks.md, "pipeline"), 25 bytes per voxel-echo.
 RUN_BYTES_PER_VOXEL_ECHO = 25.0
@@ -217,6 +218,12 @@ def _run_dask(client, pending: List[RunSpec], out_root: str, cfg: BatchConfig, p
 
     workers = client.scheduler_info().get("workers", {}).values()
     use_resources = bool(workers) and all("MEMORY_MB" in (w.get("resources") or {}) for w in workers)
+    if use_resources:
+        most = max(float(w["resources"]["MEMORY_MB"]) for w in workers)
+        if most < plan.run_memory_mb:
+            raise QSMInputError(f"every worker declares less MEMORY_MB (at most {most:g}) than one run needs "
+                                f"(~{plan.run_memory_mb:.0f} MB): no run could ever start; restart the workers with "
+                                f"--resources MEMORY_MB={int(plan.run_memory_mb) + 1} or more")
     extra = {"resources": {"MEMORY_MB": plan.run_memory_mb}} if use_resources else {}
     futures = [client.submit(process_run, spec, out_root, cfg, plan.numba_threads, pure=False,
                              key=f"qsm-run-{spec.stem}-{uuid.uuid4().hex[:8]}", **extra) for spec in pending]
