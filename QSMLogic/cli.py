@@ -29,7 +29,7 @@ from .errors import QSMInputError
 from .io.phase_scaling import PHASE_RULES
 from .batch.cli import add_batch_parser
 from .params import load_all, markdown_table
-from .roi.cli import add_roi_parser
+from .roi.cli import add_roi_parser, add_run_roi_args, run_roi_stage
 
 #: What the tool does, for ``--help``.
 DESCRIPTION = ("susceptibility-mri computes quantitative susceptibility maps (QSM, in ppm), R2* and "
@@ -324,6 +324,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     files = [f"{n}{ext}" for n in res.outputs for ext in (".nii.gz", ".json")]
     for rec in res.provenance["stages"]:
         print(f"  {rec['stage']:<18}{rec['method']:<22}{rec['seconds']:>8.2f} s")
+    run_roi_stage(args, res.outputs, res.affine, out, inputs)
     if labels is not None and names is not None:
         rows = roi_table(res.outputs["chi_ppm"], labels, names, gre.voxel_size_mm,
                          mask=res.outputs["qsm_mask"].astype(bool),
@@ -444,6 +445,7 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--mask-file", dest="mask_file",
                      help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
     _add_phantom_args(p)
+    add_run_roi_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
     for key, spec in load_all().items():
         stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,

@@ -15,13 +15,13 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI", "QSM"))
+sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
 
-from QSMLib import mrml_adapter as ad  # noqa: E402
-from QSMLib import runner  # noqa: E402
-from QSMLib.worker_protocol import parse_worker_line  # noqa: E402
+from SusceptibilityMRILib import mrml_adapter as ad  # noqa: E402
+from SusceptibilityMRILib import runner  # noqa: E402
+from SusceptibilityMRILib.worker_protocol import parse_worker_line  # noqa: E402
 
-from QSMLib import param_forms  # noqa: E402
+from SusceptibilityMRILib import param_forms  # noqa: E402
 
 from QSMLogic.errors import QSMCancelled, QSMInputError  # noqa: E402
 from QSMLogic.geometry import b0_direction_from_affine, reverse_axes_affine, rotation_matrix  # noqa: E402

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI", "QSM"))
+sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
 
-from QSMLib import dependencies, param_forms  # noqa: E402
+from SusceptibilityMRILib import dependencies, param_forms  # noqa: E402
 
 from QSMLogic.errors import QSMInputError  # noqa: E402
 from QSMLogic.pipeline import PipelineConfig  # noqa: E402
@@ -146,7 +146,7 @@ def test_requirements_file_and_missing_requirements(tmp_path):
     f.write_text("numpy==1.0\n")
     with pytest.raises(ValueError, match="cannot read requirement"):
         dependencies.read_requirements(str(f))
-    with pytest.raises(FileNotFoundError, match="resource of the QSM module"):
+    with pytest.raises(FileNotFoundError, match="resource of SusceptibilityMRILib"):
         dependencies.read_requirements(str(tmp_path / "none.txt"))
 
 
@@ -247,7 +247,7 @@ slicer = pytest.importorskip("slicer")
 
 
 def test_sort_echo_nodes_and_results_layout():
-    from QSMLib import mrml_adapter as ad
+    from SusceptibilityMRILib import mrml_adapter as ad
 
     scene = slicer.vtkMRMLScene()
     nodes = []

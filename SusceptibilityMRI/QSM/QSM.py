@@ -1,15 +1,17 @@
 """QSM: quantitative susceptibility mapping (and R2*, SWI) from multi-echo gradient-echo magnitude and phase.
 
 Slicer scripted module (ExtensionWizard layout): QSM (module), QSMParameterNode, QSMWidget (thin GUI), QSMLogic
-(module logic, usable from the Python console) and QSMTest. All MRML work lives in QSMLib (no Qt, tested with
-pytest on slicer-core); all processing lives in the pure library ``QSMLogic`` (imported here as ``qsmlib`` — the
-module logic class below is also called ``QSMLogic``, as Slicer's naming convention requires).
+(module logic, usable from the Python console) and QSMTest. All MRML work lives in the extension's shared package
+SusceptibilityMRILib (no Qt, tested with pytest on slicer-core); all processing lives in the pure library
+``QSMLogic`` (imported here as ``qsmlib`` — the module logic class below is also called ``QSMLogic``, as Slicer's
+naming convention requires).
 """
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import sys
 from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import qt
@@ -30,9 +32,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-import QSMLib  # noqa: F401  (makes the QSMLogic library importable from a source checkout)
+try:
+    import SusceptibilityMRILib  # noqa: F401  (installed next to the module; makes QSMLogic importable)
+except ImportError:  # source checkout: the shared package is a sibling of the module folders
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import SusceptibilityMRILib  # noqa: F401
 import QSMLogic as qsmlib  # the library package, bound before the module logic class of the same name
-from QSMLib import dependencies
+from SusceptibilityMRILib import dependencies
 
 #: Phase-scaling rules offered in the GUI ("auto" decides only on checked evidence; see QSMLogic.io).
 PHASE_SCALING_CHOICES = ["auto", "radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range"]
@@ -221,7 +227,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _selectedInputs(self):
         """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.selected_inputs(self._parameterNode)
 
@@ -234,7 +240,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """
         p = self._parameterNode
         try:
-            from QSMLib import param_forms
+            from SusceptibilityMRILib import param_forms
 
             mags, phases = self._selectedInputs()
             if not phases:
@@ -259,7 +265,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _userEchoTimesS(self) -> Optional[List[float]]:
         """Echo times the user entered (s); ``None`` when the field is empty or holds the data's values."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         text = self._parameterNode.echoTimesMs.strip()
         if not text or text == self._autoEchoTimesMs:
@@ -294,7 +300,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self._updateInputInfo()
 
     def _buildStageForms(self) -> None:
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         self._stages = param_forms.stage_specs()
         for key, stage in self._stages.items():
@@ -320,7 +326,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Config from the parameter node's JSON (a restored scene) into the stage forms."""
         if not self._stages or not self._parameterNode:
             return
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         try:
             self._config = param_forms.config_from_json(self._parameterNode.configJson)
@@ -343,13 +349,13 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updatingForms = False
 
     def _storeConfig(self) -> None:
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         if self._parameterNode and self._config is not None and not self._updatingForms:
             self._parameterNode.configJson = param_forms.config_to_json(self._config)
 
     def onMethodChanged(self, stageKey: str) -> None:
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         combo = getattr(self.ui, param_forms.stage_widget_names(stageKey)["method"])
         self._config.set(stageKey, method=combo.currentData)
@@ -362,7 +368,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._storeConfig()
 
     def _rebuildParameterForm(self, stageKey: str) -> None:
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         frame = getattr(self.ui, param_forms.stage_widget_names(stageKey)["parameters"])
         formLayout = frame.layout()
@@ -410,7 +416,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return w
 
     def onParameterChanged(self, stageKey: str, spec, raw) -> None:
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         if self._updatingForms:
             return
@@ -480,7 +486,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def _pollWorker(self) -> None:
-        from QSMLib.worker_protocol import parse_worker_line
+        from SusceptibilityMRILib.worker_protocol import parse_worker_line
 
         data = self._process.readAllStandardOutput().data()
         self._outputBuffer += bytes(data).decode("utf-8", "replace")
@@ -560,11 +566,11 @@ class QSMLogic(ScriptedLoadableModuleLogic):
     # ---- dependencies
 
     def missingDependencies(self) -> List[str]:
-        """Requirements of Resources/QSM/requirements.txt not installed in Slicer's Python."""
+        """Requirements of SusceptibilityMRILib/requirements.txt not installed in Slicer's Python."""
         return dependencies.missing_requirements()
 
     def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
-        """Install the missing packages of Resources/QSM/requirements.txt; True when everything is available.
+        """Install the missing packages of SusceptibilityMRILib/requirements.txt; True when everything is available.
 
         Nothing is installed without consent: ``confirm(message)`` decides when given (the self-test passes one);
         by default the user is asked — by ``slicer.packaging.pip_ensure`` on Slicer >= 5.12, else by
@@ -577,20 +583,20 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
     def sortEchoNodes(self, nodes: Sequence[Any]) -> List[Any]:
         """Echo volumes ordered by echo time when the data give one for every volume (else as given)."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.sort_echo_nodes(list(nodes))
 
     def acquisitionFromNodes(self, magnitudeNodes: Any, phaseNodes: Any, database: Any = None):
         """Echo times (s) and B0 (T) the data give (node attributes, Slicer's DICOM database, sequence index, BIDS
-        sidecar), each with its source: a ``QSMLib.mrml_adapter.AcquisitionInfo``."""
-        from QSMLib import mrml_adapter
+        sidecar), each with its source: a ``SusceptibilityMRILib.mrml_adapter.AcquisitionInfo``."""
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.acquisition_from_nodes(magnitudeNodes, phaseNodes, database)
 
     def echoTimesFromNodesMs(self, nodes: Sequence[Any]) -> Optional[List[float]]:
         """Echo times (ms) the data give for these echo volumes, sorted; None if any volume has none."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         te = mrml_adapter.echo_times_from_nodes_s(list(nodes))
         return sorted(t * 1e3 for t in te) if te else None
@@ -598,12 +604,12 @@ class QSMLogic(ScriptedLoadableModuleLogic):
     def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
         """The phase scaling the "auto" rule would choose (or why it cannot) and DICOM ImageType warnings, for the
         GUI; says so instead of failing when the Python packages are not installed yet."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def defaultOutputs(self) -> Sequence[str]:
-        from QSMLib import runner
+        from SusceptibilityMRILib import runner
 
         return runner.DEFAULT_OUTPUTS
 
@@ -612,12 +618,12 @@ class QSMLogic(ScriptedLoadableModuleLogic):
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, b0_tesla=None, config=None, mask_node=None,
             progress=None, log=None, cancel=None, run_name: str = "QSM", phase_rule: str = "auto",
             phase_sign: int = 1, output_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-        """Run the QSM pipeline in this process; returns ``{output name: new node}`` (see QSMLib.runner).
+        """Run the QSM pipeline in this process; returns ``{output name: new node}`` (see SusceptibilityMRILib.runner).
 
         ``echo_times_s``/``b0_tesla`` ``None``: taken from the data (DICOM attributes or database, sequence index,
         BIDS sidecar). ``mask_node``: a label map or a segmentation. ``config``: None for the module defaults.
         """
-        from QSMLib import runner
+        from SusceptibilityMRILib import runner
 
         return runner.run_qsm_on_nodes(
             slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, config, mask_node,
@@ -626,29 +632,46 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
     def prepareBackgroundRun(self, **arguments):
         """Write the worker's input files; returns a WorkerRun whose ``command`` the widget starts."""
-        from QSMLib import runner
+        from SusceptibilityMRILib import runner
 
         return runner.prepare_worker_run(**arguments)
 
     def workerEnvironment(self) -> Dict[str, str]:
         """Environment for the worker process: the folder holding the QSMLogic library on PYTHONPATH."""
-        from QSMLib.worker_protocol import worker_environment
+        from SusceptibilityMRILib.worker_protocol import worker_environment
 
         return worker_environment(os.path.dirname(os.path.dirname(os.path.abspath(qsmlib.__file__))))
 
     def importBackgroundResults(self, run, run_name: str = "QSM", output_names: Optional[Sequence[str]] = None):
-        from QSMLib import runner
+        from SusceptibilityMRILib import runner
 
         return runner.import_worker_results(slicer.mrmlScene, run, run_name,
                                             runner.DEFAULT_OUTPUTS if output_names is None else output_names)
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
         """Magnitude | QSM | SWI side by side in three axial views."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
         slicer.util.resetSliceViews()
         return shown
+
+    # ---- deep grey nuclei
+
+    def measureNuclei(self, chi_node, mask_node=None, regions_node=None, atlas_name: str = "cit168",
+                      atlas_folder: Optional[str] = None, reference: str = "whole_brain", erosion_mm: float = 0.0,
+                      progress=None, cancel=None, run_name: str = "Nuclei"):
+        """χ per nucleus and hemisphere: a table node, a Segmentation node of the nuclei and a bar plot (see
+        SusceptibilityMRILib.roi_nodes). Regions from ``regions_node`` (label map or segmentation, any grid) or the
+        atlas (``cit168`` shipped; ``pd25`` from ``atlas_folder``) registered to the χ map."""
+        from SusceptibilityMRILib import roi_nodes
+
+        from QSMLogic.roi.atlas import load_atlas
+
+        atlas = None if regions_node is not None else load_atlas(atlas_name, atlas_folder)
+        return roi_nodes.measure_nuclei(slicer.mrmlScene, chi_node, mask_node=mask_node, regions_node=regions_node,
+                                        atlas=atlas, reference=reference, erosion_mm=erosion_mm, progress=progress,
+                                        cancel=cancel, run_name=run_name)
 
 
 #
@@ -673,7 +696,7 @@ class QSMTest(ScriptedLoadableModuleTest):
         logic = QSMLogic()
         # running the self-test is the consent to install missing packages
         self.assertTrue(logic.ensureDependencies(confirm=lambda message: True), "dependencies could not be installed")
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
         from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
 
         self.delayDisplay("Simulating the head phantom (64³, 3 mm)")

@@ -1,7 +1,7 @@
 """SWI: susceptibility-weighted imaging (Haacke et al., MRM 2004) and minimum-intensity projection.
 
-Thin Slicer scripted module over the SWI stage of the QSMLogic library; MRML work is done by QSMLib (from the QSM
-module of this extension), so this file holds only the module, parameter node, widget, logic and test classes.
+Thin Slicer scripted module over the SWI stage of the QSMLogic library; MRML work is done by the extension's shared
+package SusceptibilityMRILib, so this file holds only the module, parameter node, widget, logic and test classes.
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 try:
-    import QSMLib
-except ImportError:  # source checkout: the QSM module (which holds QSMLib) is the sibling folder
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "QSM"))
-    import QSMLib  # noqa: F401
-import QSMLogic as qsmlib  # the library (importable once QSMLib is)
-from QSMLib import dependencies
+    import SusceptibilityMRILib  # noqa: F401  (installed next to the module; makes QSMLogic importable)
+except ImportError:  # source checkout: the shared package is a sibling of the module folders
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import SusceptibilityMRILib  # noqa: F401
+import QSMLogic as qsmlib  # the library (importable once SusceptibilityMRILib is)
+from SusceptibilityMRILib import dependencies
 
 PHASE_SCALING_CHOICES = ["auto", "radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range"]
 
@@ -45,7 +45,7 @@ class SWI(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "SWI"
         self.parent.categories = ["Susceptibility MRI"]
-        self.parent.dependencies = ["QSM"]
+        self.parent.dependencies = []
         self.parent.contributors = ["SusceptibilityMRI contributors"]
         self.parent.helpText = (
             "Susceptibility-weighted imaging from GRE magnitude and wrapped phase: homodyne high-pass filter, "
@@ -151,7 +151,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _selectedInputs(self):
         """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.selected_inputs(self._parameterNode)
 
@@ -195,7 +195,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if self.logic.missingDependencies() or not self._parameterNode:
             return
-        from QSMLib import param_forms, runner
+        from SusceptibilityMRILib import param_forms, runner
 
         stage = param_forms.stage_specs()["swi"]
         self._method = stage.method(runner.SWI_MODULE_METHODS[0])
@@ -247,7 +247,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onParameterChanged(self, spec, raw) -> None:
         import json
 
-        from QSMLib import param_forms
+        from SusceptibilityMRILib import param_forms
 
         with slicer.util.tryWithErrorDisplay(f"Invalid value for {spec.label}."):
             value = param_forms.value_from_widget(spec, raw)
@@ -260,7 +260,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             if self._method is None:
                 self._buildForm()
-            from QSMLib import mrml_adapter
+            from SusceptibilityMRILib import mrml_adapter
 
             p = self._parameterNode
             mags, phases = self._selectedInputs()
@@ -308,13 +308,13 @@ class SWILogic(ScriptedLoadableModuleLogic):
         return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (SWI)")
 
     def sortEchoNodes(self, nodes: Sequence[Any]):
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.sort_echo_nodes(list(nodes))
 
     def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
-        """Detected phase scaling and DICOM ImageType warnings (see QSMLib.mrml_adapter.describe_inputs)."""
-        from QSMLib import mrml_adapter
+        """Detected phase scaling and DICOM ImageType warnings (see ``mrml_adapter.describe_inputs``)."""
+        from SusceptibilityMRILib import mrml_adapter
 
         return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
@@ -323,15 +323,15 @@ class SWILogic(ScriptedLoadableModuleLogic):
             phase_rule: str = "auto", phase_sign: int = 1, progress=None, cancel=None) -> Dict[str, Any]:
         """SWI (and mIP, 16 mm slab unless ``params`` say otherwise) as new volume nodes in a subject-hierarchy
         folder, with optional ``progress(fraction, label)`` / ``cancel()`` callbacks (``QSMCancelled``); see
-        QSMLib.runner.run_swi_on_nodes."""
-        from QSMLib import runner
+        SusceptibilityMRILib.runner.run_swi_on_nodes."""
+        from SusceptibilityMRILib import runner
 
         return runner.run_swi_on_nodes(slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, method,
                                        params, mask_node, run_name, phase_rule, phase_sign, progress=progress,
                                        cancel=cancel)
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
 
         shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
         slicer.util.resetSliceViews()
@@ -353,7 +353,7 @@ class SWITest(ScriptedLoadableModuleTest):
 
         logic = SWILogic()
         self.assertTrue(logic.ensureDependencies(confirm=lambda message: True))  # running the test is the consent
-        from QSMLib import mrml_adapter
+        from SusceptibilityMRILib import mrml_adapter
         from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
 
         model = make_head_model(shape=(64, 64, 64), voxel_size_mm=(3.0, 3.0, 3.0), seed=0)

@@ -1,10 +1,9 @@
 """Python dependencies of the extension: which requirements of the module's requirements file are missing, and
 their installation at first use after the user agrees (never at import or in ``setup()``).
 
-The file is ``Resources/QSM/requirements.txt`` of the QSM module: a resource of the module (listed in its
-CMakeLists.txt), so it sits one folder above this package both in the source tree (``SusceptibilityMRI/QSM/``) and
-in Slicer's build and install trees (``qt-scripted-modules/``), inside a folder named for the module so that no
-other extension's ``Resources/requirements.txt`` collides with it.
+The file is ``requirements.txt`` inside this package (installed with it as a resource, see its CMakeLists.txt), so
+it sits next to this file in the source, build and install trees alike, and no other extension's
+``Resources/requirements.txt`` collides with it.
 
 :func:`ensure_requirements` installs what is missing: with ``slicer.packaging.pip_ensure`` (Slicer >= 5.12, which
 asks the user itself) when no ``confirm`` callback is given, else after ``confirm(message)`` (default
@@ -21,21 +20,20 @@ from typing import Any, Callable, List, Optional, Tuple
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:>=\s*([0-9][0-9A-Za-z.]*))?\s*$")
 
 
-#: Location of the requirements file relative to the folder holding QSMLib/ (module folder or qt-scripted-modules).
-REQUIREMENTS_RELPATH = ("Resources", "QSM", "requirements.txt")
+#: Name of the requirements file inside this package.
+REQUIREMENTS_FILE = "requirements.txt"
 
 
 def requirements_path() -> str:
-    """The QSM module's ``Resources/QSM/requirements.txt`` (source, build and install trees alike)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(here), *REQUIREMENTS_RELPATH)
+    """This package's ``requirements.txt`` (source, build and install trees alike)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), REQUIREMENTS_FILE)
 
 
 def read_requirements(path: str) -> List[Tuple[str, Optional[str]]]:
     """(distribution name, lower bound or None) for each ``name`` / ``name>=version`` line; comments skipped."""
     out = []
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"requirements file {path} is missing (it is a resource of the QSM module)")
+        raise FileNotFoundError(f"requirements file {path} is missing (it is a resource of SusceptibilityMRILib)")
     with open(path, encoding="utf-8") as f:
         for raw in f:
             line = raw.split("#", 1)[0].strip()
@@ -119,5 +117,5 @@ def ensure_requirements(confirm: Optional[Callable[[str], bool]] = None, path: O
     return not missing_requirements(path)
 
 
-__all__ = ["REQUIREMENTS_RELPATH", "ensure_requirements", "install_message", "missing_requirements",
+__all__ = ["REQUIREMENTS_FILE", "ensure_requirements", "install_message", "missing_requirements",
            "read_requirements", "requirements_path", "slicer_packaging", "version_tuple"]

@@ -33,7 +33,7 @@ SWI_PLACEHOLDER_B0_T = 3.0
 
 def as_config(config: ConfigLike) -> PipelineConfig:
     """A validated PipelineConfig from ``None`` (module defaults), a PipelineConfig (used as it is), its dict or its
-    JSON string (library defaults overridden by it, then :data:`~QSMLib.param_forms.MODULE_DEFAULTS` wherever it
+    JSON string (library defaults overridden by it, then :data:`~.param_forms.MODULE_DEFAULTS` wherever it
     leaves a parameter unset — e.g. the 16 mm mIP slab of the SWI stage)."""
     if config is None:
         return module_default_config()
