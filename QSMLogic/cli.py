@@ -226,8 +226,7 @@ def _load_inputs(args: argparse.Namespace):
     te = None if args.te_ms_in is None else [t / 1000.0 for t in args.te_ms_in]
     mag = None if not args.magnitude else (args.magnitude if len(args.magnitude) > 1 else args.magnitude[0])
     gre = load_gre(magnitude=mag, phase=args.phase if len(args.phase) > 1 else args.phase[0], te_s=te,
-                   b0_tesla=args.b0_in, phase_rule=args.phase_rule, phase_sign=args.phase_sign,
-                   nan_policy=args.nan_policy)
+                   b0_tesla=args.b0_in, phase_rule=args.phase_rule, nan_policy=args.nan_policy)
     check_volume_is_3d(gre.shape, gre.voxel_size_mm, "--phase")
     user_mask = None
     if args.mask_file:
@@ -283,7 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .fov import fov_warnings
     from .io.outputs import MANIFEST, atomic_path, plan_output_folder, run_record, write_text_atomic
     from .io.writer import write_result
-    from .pipeline import run_pipeline
+    from .phase_sign import run_with_phase_sign
     from .preview import save_preview
     from .quantify import format_roi_table, roi_table, write_roi_table
 
@@ -300,9 +299,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"phase scaling: auto-detected rule '{scaling['rule']}' — {scaling['description']} "
               "(--phase-rule to choose another)")
     progress, tty = _progress_printer()
-    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress)
+    res = run_with_phase_sign(gre, cfg, sign=args.phase_sign, mask=user_mask, labels=labels, progress=progress,
+                              log=lambda s: print(("\n" if tty else "") + s))
     if tty:
         print()
+    sign = res.provenance.get("phase_sign", {})
+    if sign.get("decision"):
+        print(f"phase sign: {sign['decision']}")
     warnings = fov_warnings(res.outputs["mask"].astype(bool), gre.voxel_size_mm)
     for w in warnings:
         print(f"warning: {w}")
@@ -431,8 +434,9 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--b0-in", type=float, help="field strength (T) if the files do not say")
     src.add_argument("--phase-rule", default="auto", choices=("auto", *PHASE_RULES),
                      help="how stored phase values become radians (default auto: chosen from the data, and said)")
-    src.add_argument("--phase-sign", type=int, default=1, choices=(1, -1),
-                     help="-1 if veins come out negative in QSM (vendor convention)")
+    src.add_argument("--phase-sign", default="auto", choices=("auto", "1", "-1"),
+                     help="phase convention: auto (default) checks that veins come out paramagnetic and flips the "
+                          "sign if they do not, saying why; 1 or -1 force it")
     src.add_argument("--nan-policy", default="error", choices=("error", "mask"),
                      help="NaN/Inf phase voxels: stop with an error (default), or leave them out of the mask")
     src.add_argument("--mask-file", dest="mask_file",

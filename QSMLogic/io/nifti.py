@@ -160,6 +160,10 @@ def read_nifti_gre(
         "te_source": "explicit" if te_s is not None else ("sidecar" if te_side is not None else None),
         "b0_source": "explicit" if b0_tesla is not None else ("sidecar" if b0_side is not None else None),
     }
+    maker = read_sidecar(phase_files[0]).get("Manufacturer") or (
+        read_sidecar(mag_files[0]).get("Manufacturer") if mag_files else None)
+    if maker:
+        metadata["manufacturer"] = str(maker)  # BIDS; a prior for the phase sign (QSMLogic.phase_sign)
     hint_file = sidecar_path(phase_files[0])
     return build_gre(
         ph, mag, te_s if te_s is not None else te_side, b0_tesla if b0_tesla is not None else b0_side, affine,
