@@ -32,7 +32,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import QSMInputError
 from ..gre import GREData
-from .common import PathLike, as_path_list, build_gre, check_exists
+from .common import PathLike, as_path_list, build_gre, check_exists, check_image_size
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _KIND_TOKENS = (
@@ -126,7 +126,11 @@ def _floats(value: Any, n: int, what: str, source: str) -> np.ndarray:
 def _frames_of(ds: Any, path: str) -> List[_Frame]:
     """All frames of one dataset (one for classic files, NumberOfFrames for enhanced ones)."""
     try:
+        check_image_size((int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), int(ds.get("NumberOfFrames") or 1)),
+                         f"DICOM file {path!r}")
         pixels = ds.pixel_array
+    except QSMInputError:
+        raise
     except (AttributeError, ValueError, NotImplementedError, RuntimeError, KeyError, TypeError, IndexError,
             OverflowError, MemoryError) as exc:
         raise QSMInputError(f"DICOM file {path!r} is corrupt: its pixel data cannot be decoded ({exc})") from exc
