@@ -30,8 +30,6 @@ DESCRIPTION = ("susceptibility-mri computes quantitative susceptibility maps (QS
                "susceptibility-weighted images (SWI) from multi-echo gradient-echo MRI magnitude and phase "
                "(NIfTI, NRRD or DICOM), or from a built-in head phantom.")
 
-#: Display windows (ppm / a.u.) for previews.
-QSM_WINDOW_PPM = (-0.15, 0.25)
 
 
 def _floats(text: str) -> List[float]:
@@ -329,18 +327,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             write_roi_table(rows, tmp)
         files.append("roi_susceptibility.csv")
         print(format_roi_table(rows))
-    maps = {"magnitude": (res.outputs["magnitude"], tuple(np.percentile(res.outputs["magnitude"], [1, 99.5])))}
-    maps["QSM (ppm)"] = (res.outputs["chi_ppm"], QSM_WINDOW_PPM)
-    if "local_field_ppm" in res.outputs:
-        maps["local field (ppm)"] = (res.outputs["local_field_ppm"], (-0.05, 0.05))
-    if "r2star_hz" in res.outputs:
-        maps["R2* (1/s)"] = (res.outputs["r2star_hz"], (0.0, 60.0))
-    if "swi" in res.outputs:
-        maps["SWI"] = (res.outputs["swi"], tuple(np.percentile(res.outputs["swi"], [1, 99.5])))
-    if "mip" in res.outputs:
-        maps["SWI mIP"] = (res.outputs["mip"], tuple(np.percentile(res.outputs["mip"], [1, 99.5])))
     with atomic_path(str(out / "preview.png")) as tmp:
-        save_preview(maps, res.affine, tmp, title="SusceptibilityMRI", voxel_size_mm=gre.voxel_size_mm)
+        save_preview(*_preview_maps(res, gre, labels, names), tmp, title=_preview_title(args, res),
+                     voxel_size_mm=gre.voxel_size_mm, center_index=_preview_center(res, labels, names))
     files += ["preview.png", MANIFEST]
     res.provenance["outputs"] = files
     write_text_atomic(str(out / MANIFEST), res.provenance_json())
@@ -350,6 +339,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"wrote {len(written)} maps (NIfTI + JSON provenance), {table}{MANIFEST} and preview.png "
           f"to {out}{kept}")
     return 0
+
+
+def _preview_maps(res, gre, labels, names):
+    """(maps, affine) for the preview: windows from the data's percentiles inside the mask; the mIP only in the
+    plane it was projected onto."""
+    from .preview import VIEW_OF_AXIS, percentile_window
+
+    o = res.outputs
+    m = o["qsm_mask"].astype(bool) if "qsm_mask" in o else o["mask"].astype(bool)
+    maps: Dict[str, Any] = {"magnitude": (o["magnitude"], percentile_window(o["magnitude"], m, 1, 99.5))}
+    if "chi_ppm" in o:
+        maps["QSM (ppm)"] = (o["chi_ppm"], percentile_window(o["chi_ppm"], m, 1, 99, symmetric=True))
+    if "local_field_ppm" in o:
+        maps["local field (ppm)"] = (o["local_field_ppm"], percentile_window(o["local_field_ppm"], m, 1, 99, True))
+    if "r2star_hz" in o:
+        maps["R2* (1/s)"] = (o["r2star_hz"], percentile_window(o["r2star_hz"], m, 1, 99))
+    if "swi" in o:
+        maps["SWI"] = (o["swi"], percentile_window(o["swi"], m, 1, 99.5))
+    if "mip" in o:
+        info = next((r.get("result", {}) for r in res.provenance["stages"] if r["stage"] == "swi"), {})
+        r = np.asarray(res.affine)[:3, :3]
+        axis = info.get("mip_axis")
+        world = int(np.argmax(np.abs(r[:, axis]))) if axis is not None else 2
+        maps[f"SWI mIP ({info.get('mip_slab_mm_actual', '?')} mm)"] = (
+            o["mip"], percentile_window(o["mip"], m, 1, 99.5), (VIEW_OF_AXIS[world],))
+    return maps, res.affine
+
+
+def _preview_center(res, labels, names) -> Optional[List[float]]:
+    """Where the preview's slices cross: the deep-grey nuclei's centre when labels name them, else the centre of mass
+    of the mask (in a head, near the level of the basal ganglia and thalami)."""
+    deep = ("putamen", "pallidus", "thalamus", "caudate")
+    if labels is not None and names:
+        keys = [k for k, v in names.items() if any(d in str(v).lower() for d in deep)]
+        sel = np.isin(labels, keys)
+        if sel.any():
+            return [float(c) for c in np.argwhere(sel).mean(axis=0)]
+    m = res.outputs["mask"].astype(bool)
+    return [float(c) for c in np.argwhere(m).mean(axis=0)] if m.any() else None
+
+
+def _preview_title(args: argparse.Namespace, res) -> str:
+    """Input name, methods and date for the preview's title."""
+    src = "built-in phantom" if args.phantom else ", ".join(Path(p).name for p in args.phase)
+    methods = {r["stage"]: r["method"] for r in res.provenance["stages"]}
+    chain = " → ".join(methods[k] for k in ("background", "inversion") if k in methods)
+    date = time.strftime("%Y-%m-%d %H:%M")
+    return f"{src} — QSM: {chain or 'not computed'}; SWI: {methods.get('swi', 'off')} — {date}"
 
 
 def _reference_like(truth: np.ndarray, res) -> np.ndarray:
