@@ -28,8 +28,8 @@ from QSMLogic.errors import QSMInputError
 from QSMLogic.gre import GREData
 from QSMLogic.io import load_gre
 
-#: Cases per reader in CI (about 20 s for all three on 2 cores).
-CASES = {"nifti": 120, "nrrd": 100, "dicom": 100}
+#: Cases per reader in CI (about 15 s for all three on 2 cores).
+CASES = {"nifti": 100, "nrrd": 80, "dicom": 80}
 FUZZ = settings(deadline=4000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])

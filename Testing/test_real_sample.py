@@ -1,5 +1,6 @@
 """First contact with real data: ROMEO.jl's small in-vivo GRE crop (51×51×41×3, 0.47×0.47×1 mm, no ground truth)
-through the command line, and the phase-sign decision on the project's phantom with its phase negated.
+through the command line, and the phase-sign decision on the project's phantom and on an independent (qsm-forward)
+head, each with its phase negated.
 
 What the real sample can and cannot show (measured, see docs/notes.md): its field of view is a 24×24×41 mm crop that
 lies entirely inside the brain (the mask covers all six faces), and its voxels are 0.22 mm³ with a first-echo SNR
@@ -83,9 +84,23 @@ def test_phase_sign_detected_on_the_phantom_with_negated_phase():
     qm = res.outputs["qsm_mask"] > 0
     for name in ("veins", "globus pallidus externa (GPe)"):
         assert chi[qm & (lab == label_of(name))].mean() > 0.05, name
-    # the sign given explicitly is kept, with a warning that the evidence contradicts it
-    res = run_with_phase_sign(flipped, cfg, sign="1")
-    assert res.provenance["phase_sign"]["chosen"] == 1 and "WARNING" in res.provenance["phase_sign"]["decision"]
+
+
+def test_phase_sign_detected_on_an_independent_head_with_negated_phase():
+    """The qsm-forward head (another forward model, its own veins; QSMLogic.bench.independent) with its phase
+    negated and the sign +1 forced: the evidence finds the veins diamagnetic and the decision warns, naming -1."""
+    from QSMLogic.bench.independent import SMALL_VARIANTS, simulate
+
+    g = simulate(SMALL_VARIANTS["2 mm"]).gre
+    negated = GREData(phase_rad=-g.phase_rad, magnitude=g.magnitude, te_s=g.te_s, b0_tesla=g.b0_tesla,
+                      affine=g.affine)
+    cfg = PipelineConfig.default().set("inversion", "tkd")
+    cfg.stages["swi"]["enabled"] = cfg.stages["r2star"]["enabled"] = False
+    sign = run_with_phase_sign(negated, cfg, sign="1").provenance["phase_sign"]
+    # measured: veins above their surroundings in 0 of 26 blocks (26 of 26 with the phase as simulated)
+    assert sign["chosen"] == 1 and sign["evidence"]["verdict"] == "diamagnetic"
+    assert sign["evidence"]["n_blocks"] >= 12 and sign["evidence"]["n_positive"] <= 0.2 * sign["evidence"]["n_blocks"]
+    assert "WARNING" in sign["decision"] and "--phase-sign -1" in sign["decision"]
 
 
 def test_vendor_prior():
