@@ -28,9 +28,11 @@ from QSMLogic.errors import QSMInputError
 from QSMLogic.gre import GREData
 from QSMLogic.io import load_gre
 
-#: Cases per reader in CI (about 15 s for all three on 2 cores).
-CASES = {"nifti": 100, "nrrd": 80, "dicom": 80}
-FUZZ = settings(deadline=4000, derandomize=True, database=None,
+#: Cases per reader in CI (about 15 s for all three on 2 cores); ``SUSCEPTIBILITY_MRI_FUZZ_SCALE=N`` runs N times as
+#: many, with fresh random draws instead of the fixed sequence (a longer search, by hand).
+SCALE = int(os.environ.get("SUSCEPTIBILITY_MRI_FUZZ_SCALE", "1"))
+CASES = {k: n * SCALE for k, n in {"nifti": 100, "nrrd": 80, "dicom": 80}.items()}
+FUZZ = settings(deadline=4000, derandomize=SCALE == 1, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 OUTCOMES: Counter = Counter()

@@ -65,7 +65,13 @@ def read_nrrd(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     if data.ndim == 4:
         other = next(i for i in range(4) if i not in spatial)
         data = np.moveaxis(data, other, 3)
-    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
+    try:
+        origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        origin = np.full(1, np.nan)
+    if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+        raise QSMInputError(f"NRRD file {p!r} has an invalid 'space origin' {header.get('space origin')!r}: "
+                            "3 finite numbers are needed")
     affine = np.eye(4)
     affine[:3, :3] = dirs[spatial].T
     affine[:3, 3] = origin
