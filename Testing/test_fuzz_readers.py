@@ -3,10 +3,10 @@
 Valid small files are mutated — header fields (dimensions, datatypes, scaling, voxel sizes 0/NaN/negative,
 qform/sform codes, NRRD sizes/types/encodings/space directions, DICOM matrix, bit depth, rescale, geometry,
 enhanced multi-frame groups) and raw bytes (truncation, flipped bytes) — and every read must either give a valid
-:class:`GREData` or raise :class:`QSMInputError` with a message: never another exception, a hang (deadline per case)
-or a memory blow-up (headers announcing more than the machine can hold are refused before reading; the limit is
-lowered here so that a wrong allocation would show). The runs are derandomised, so CI is reproducible and bounded
-(:data:`CASES` per reader); the counts are printed (``pytest -s``) and checked.
+:class:`GREData` or raise :class:`QSMInputError` with a message: never another exception, a hang (a 20 s deadline
+per case) or a memory blow-up (headers announcing more than the machine can hold are refused before reading; the
+limit is lowered here so that a wrong allocation would show). The runs are derandomised, so CI is reproducible and
+bounded (:data:`CASES` per reader); the counts are printed (``pytest -s``) and checked.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from QSMLogic.io import load_gre
 #: many, with fresh random draws instead of the fixed sequence (a longer search, by hand).
 SCALE = int(os.environ.get("SUSCEPTIBILITY_MRI_FUZZ_SCALE", "1"))
 CASES = {k: n * SCALE for k, n in {"nifti": 100, "nrrd": 80, "dicom": 80}.items()}
-FUZZ = settings(deadline=4000, derandomize=SCALE == 1, database=None,
+FUZZ = settings(deadline=20000, derandomize=SCALE == 1, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 OUTCOMES: Counter = Counter()

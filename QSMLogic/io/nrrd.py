@@ -46,7 +46,7 @@ def read_nrrd(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     except QSMInputError:
         raise
     except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, MemoryError, zlib.error,
-            UnicodeDecodeError, nrrd.NRRDError) as exc:
+            UnicodeDecodeError, StopIteration, nrrd.NRRDError) as exc:
         raise QSMInputError(f"cannot read NRRD file {p!r} (corrupt or not NRRD): {exc}") from exc
     if data.ndim not in (3, 4):
         raise QSMInputError(f"NRRD file {p!r} is {data.ndim}D with shape {data.shape}: expected 3D or 4D")
