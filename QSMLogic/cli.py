@@ -134,8 +134,21 @@ CLI_WORDS = (
 )
 
 
+def _set_words() -> List[tuple]:
+    """``name=`` → ``--set stage.name=`` for method parameters whose name belongs to one stage only."""
+    owners: Dict[str, set] = {}
+    for key, spec in load_all().items():
+        for m in spec.methods:
+            for p in m.params:
+                owners.setdefault(p.name, set()).add(key)
+    return [(f"{n}=", f"--set {next(iter(st))}.{n}=") for n, st in owners.items() if len(st) == 1]
+
+
 def in_cli_words(message: str) -> str:
-    """A library error message with its Python parameter names replaced by the command line's flags."""
+    """A library error message with its Python parameter names replaced by the command line's flags (``te_s`` →
+    ``--te-ms-in``, ``separation_mm=5`` → ``--set mask.separation_mm=5``)."""
+    for py, flag in _set_words():
+        message = re.sub(rf"(?<![\w.-]){re.escape(py)}", flag, message)
     for py, flag in CLI_WORDS:
         message = re.sub(rf"(?<![\w-]){re.escape(py)}(?![\w])" if py[-1].isalnum() else re.escape(py), flag,
                          message)

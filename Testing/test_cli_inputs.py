@@ -125,6 +125,9 @@ def test_library_words_become_flags():
     assert in_cli_words("b0_tesla=300 is implausible") == "--b0-in 300 is implausible"
     assert in_cli_words("several echoes need te_s") == "several echoes need --te-ms-in"
     assert in_cli_words("the te_s_list stays") == "the te_s_list stays"
+    assert in_cli_words("the brain vanished when eroded by separation_mm=5.0: ...") == (
+        "the brain vanished when eroded by --set mask.separation_mm=5.0: ...")
+    assert in_cli_words("--set mask.separation_mm=-1: bad") == "--set mask.separation_mm=-1: bad"
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
