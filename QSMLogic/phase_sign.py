@@ -13,9 +13,10 @@ susceptibility map. Two kinds of evidence are used:
   two-sided sign test over the blocks (binomial, p < :data:`SIGN_TEST_P`) decides. Unlike the local field, whose sign
   inside a vein changes with its angle to B0, χ needs no orientation model.
 
-The decision is "keep", "flip" or "inconclusive" (too few blocks, or no significant majority): inconclusive keeps
-the prior and says so. The flip is exact: every stage from unwrapping to referencing is odd in the phase, so the
-pipeline rerun with the other sign gives −χ (the SWI phase mask, which is one-sided, changes as it must).
+The verdict is "paramagnetic" (keep the sign), "diamagnetic" (flip it) or "inconclusive" (fewer than
+:data:`MIN_BLOCKS` blocks, or no significant majority: the prior is kept and the report says so). A flip reruns the
+whole pipeline with the other sign: every stage from unwrapping to referencing is odd in the phase, so χ changes
+sign, while the one-sided SWI phase mask changes as it must (negating χ alone would leave SWI wrong).
 """
 from __future__ import annotations
 
