@@ -36,8 +36,6 @@ DESCRIPTION = ("susceptibility-mri computes quantitative susceptibility maps (QS
                "susceptibility-weighted images (SWI) from multi-echo gradient-echo MRI magnitude and phase "
                "(NIfTI, NRRD or DICOM), or from a built-in head phantom.")
 
-#: Display windows (ppm / a.u.) for previews.
-QSM_WINDOW_PPM = (-0.15, 0.25)
 
 
 def _floats(text: str) -> List[float]:
@@ -142,8 +140,21 @@ CLI_WORDS = (
 )
 
 
+def _set_words() -> List[tuple]:
+    """``name=`` → ``--set stage.name=`` for method parameters whose name belongs to one stage only."""
+    owners: Dict[str, set] = {}
+    for key, spec in load_all().items():
+        for m in spec.methods:
+            for p in m.params:
+                owners.setdefault(p.name, set()).add(key)
+    return [(f"{n}=", f"--set {next(iter(st))}.{n}=") for n, st in owners.items() if len(st) == 1]
+
+
 def in_cli_words(message: str) -> str:
-    """A library error message with its Python parameter names replaced by the command line's flags."""
+    """A library error message with its Python parameter names replaced by the command line's flags (``te_s`` →
+    ``--te-ms-in``, ``separation_mm=5`` → ``--set mask.separation_mm=5``)."""
+    for py, flag in _set_words():
+        message = re.sub(rf"(?<![\w.-]){re.escape(py)}", flag, message)
     for py, flag in CLI_WORDS:
         message = re.sub(rf"(?<![\w-]){re.escape(py)}(?![\w])" if py[-1].isalnum() else re.escape(py), flag,
                          message)
@@ -232,8 +243,7 @@ def _load_inputs(args: argparse.Namespace):
     te = None if args.te_ms_in is None else [t / 1000.0 for t in args.te_ms_in]
     mag = None if not args.magnitude else (args.magnitude if len(args.magnitude) > 1 else args.magnitude[0])
     gre = load_gre(magnitude=mag, phase=args.phase if len(args.phase) > 1 else args.phase[0], te_s=te,
-                   b0_tesla=args.b0_in, phase_rule=args.phase_rule, phase_sign=args.phase_sign,
-                   nan_policy=args.nan_policy)
+                   b0_tesla=args.b0_in, phase_rule=args.phase_rule, nan_policy=args.nan_policy)
     check_volume_is_3d(gre.shape, gre.voxel_size_mm, "--phase")
     user_mask = None
     if args.mask_file:
@@ -289,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .fov import fov_warnings
     from .io.outputs import MANIFEST, atomic_path, plan_output_folder, run_record, write_text_atomic
     from .io.writer import write_result
-    from .pipeline import run_pipeline
+    from .phase_sign import run_with_phase_sign
     from .preview import save_preview
     from .quantify import format_roi_table, roi_table, write_roi_table
 
@@ -306,9 +316,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"phase scaling: auto-detected rule '{scaling['rule']}' — {scaling['description']} "
               "(--phase-rule to choose another)")
     progress, tty = _progress_printer()
-    res = run_pipeline(gre, cfg, mask=user_mask, labels=labels, progress=progress)
+    res = run_with_phase_sign(gre, cfg, sign=args.phase_sign, mask=user_mask, labels=labels, progress=progress,
+                              log=lambda s: print(("\n" if tty else "") + s))
     if tty:
         print()
+    sign = res.provenance.get("phase_sign", {})
+    if sign.get("decision"):
+        print(f"phase sign: {sign['decision']}")
     warnings = fov_warnings(res.outputs["mask"].astype(bool), gre.voxel_size_mm)
     for w in warnings:
         print(f"warning: {w}")
@@ -333,18 +347,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             write_roi_table(rows, tmp)
         files.append("roi_susceptibility.csv")
         print(format_roi_table(rows))
-    maps = {"magnitude": (res.outputs["magnitude"], tuple(np.percentile(res.outputs["magnitude"], [1, 99.5])))}
-    maps["QSM (ppm)"] = (res.outputs["chi_ppm"], QSM_WINDOW_PPM)
-    if "local_field_ppm" in res.outputs:
-        maps["local field (ppm)"] = (res.outputs["local_field_ppm"], (-0.05, 0.05))
-    if "r2star_hz" in res.outputs:
-        maps["R2* (1/s)"] = (res.outputs["r2star_hz"], (0.0, 60.0))
-    if "swi" in res.outputs:
-        maps["SWI"] = (res.outputs["swi"], tuple(np.percentile(res.outputs["swi"], [1, 99.5])))
-    if "mip" in res.outputs:
-        maps["SWI mIP"] = (res.outputs["mip"], tuple(np.percentile(res.outputs["mip"], [1, 99.5])))
     with atomic_path(str(out / "preview.png")) as tmp:
-        save_preview(maps, res.affine, tmp, title="SusceptibilityMRI", voxel_size_mm=gre.voxel_size_mm)
+        save_preview(*_preview_maps(res, gre, labels, names), tmp, title=_preview_title(args, res),
+                     voxel_size_mm=gre.voxel_size_mm, center_index=_preview_center(res, labels, names))
     files += ["preview.png", MANIFEST]
     res.provenance["outputs"] = files
     write_text_atomic(str(out / MANIFEST), res.provenance_json())
@@ -354,6 +359,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"wrote {len(written)} maps (NIfTI + JSON provenance), {table}{MANIFEST} and preview.png "
           f"to {out}{kept}")
     return 0
+
+
+def _preview_maps(res, gre, labels, names):
+    """(maps, affine) for the preview: windows from the data's percentiles inside the mask; the mIP only in the
+    plane it was projected onto."""
+    from .preview import VIEW_OF_AXIS, percentile_window
+
+    o = res.outputs
+    m = o["qsm_mask"].astype(bool) if "qsm_mask" in o else o["mask"].astype(bool)
+    maps: Dict[str, Any] = {"magnitude": (o["magnitude"], percentile_window(o["magnitude"], m, 1, 99.5))}
+    if "chi_ppm" in o:
+        maps["QSM (ppm)"] = (o["chi_ppm"], percentile_window(o["chi_ppm"], m, 1, 99, symmetric=True))
+    if "local_field_ppm" in o:
+        maps["local field (ppm)"] = (o["local_field_ppm"], percentile_window(o["local_field_ppm"], m, 1, 99, True))
+    if "r2star_hz" in o:
+        maps["R2* (1/s)"] = (o["r2star_hz"], percentile_window(o["r2star_hz"], m, 1, 99))
+    if "swi" in o:
+        maps["SWI"] = (o["swi"], percentile_window(o["swi"], m, 1, 99.5))
+    if "mip" in o:
+        info = next((r.get("result", {}) for r in res.provenance["stages"] if r["stage"] == "swi"), {})
+        r = np.asarray(res.affine)[:3, :3]
+        axis = info.get("mip_axis")
+        world = int(np.argmax(np.abs(r[:, axis]))) if axis is not None else 2
+        maps[f"SWI mIP ({info.get('mip_slab_mm_actual', '?')} mm)"] = (
+            o["mip"], percentile_window(o["mip"], m, 1, 99.5), (VIEW_OF_AXIS[world],))
+    return maps, res.affine
+
+
+def _preview_center(res, labels, names) -> Optional[List[float]]:
+    """Where the preview's slices cross: the deep-grey nuclei's centre when labels name them, else the centre of mass
+    of the mask (in a head, near the level of the basal ganglia and thalami)."""
+    deep = ("putamen", "pallidus", "thalamus", "caudate")
+    if labels is not None and names:
+        keys = [k for k, v in names.items() if any(d in str(v).lower() for d in deep)]
+        sel = np.isin(labels, keys)
+        if sel.any():
+            return [float(c) for c in np.argwhere(sel).mean(axis=0)]
+    m = res.outputs["mask"].astype(bool)
+    return [float(c) for c in np.argwhere(m).mean(axis=0)] if m.any() else None
+
+
+def _preview_title(args: argparse.Namespace, res) -> str:
+    """Input name, methods and date for the preview's title."""
+    src = "built-in phantom" if args.phantom else ", ".join(Path(p).name for p in args.phase)
+    methods = {r["stage"]: r["method"] for r in res.provenance["stages"]}
+    chain = " → ".join(methods[k] for k in ("background", "inversion") if k in methods)
+    date = time.strftime("%Y-%m-%d %H:%M")
+    return f"{src} — QSM: {chain or 'not computed'}; SWI: {methods.get('swi', 'off')} — {date}"
 
 
 def _reference_like(truth: np.ndarray, res) -> np.ndarray:
@@ -438,8 +491,9 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--b0-in", type=float, help="field strength (T) if the files do not say")
     src.add_argument("--phase-rule", default="auto", choices=("auto", *PHASE_RULES),
                      help="how stored phase values become radians (default auto: chosen from the data, and said)")
-    src.add_argument("--phase-sign", type=int, default=1, choices=(1, -1),
-                     help="-1 if veins come out negative in QSM (vendor convention)")
+    src.add_argument("--phase-sign", default="auto", choices=("auto", "1", "-1"),
+                     help="phase convention: auto (default) checks that veins come out paramagnetic and flips the "
+                          "sign if they do not, saying why; 1 or -1 force it")
     src.add_argument("--nan-policy", default="error", choices=("error", "mask"),
                      help="NaN/Inf phase voxels: stop with an error (default), or leave them out of the mask")
     src.add_argument("--mask-file", dest="mask_file",

@@ -125,6 +125,9 @@ def test_library_words_become_flags():
     assert in_cli_words("b0_tesla=300 is implausible") == "--b0-in 300 is implausible"
     assert in_cli_words("several echoes need te_s") == "several echoes need --te-ms-in"
     assert in_cli_words("the te_s_list stays") == "the te_s_list stays"
+    assert in_cli_words("the brain vanished when eroded by separation_mm=5.0: ...") == (
+        "the brain vanished when eroded by --set mask.separation_mm=5.0: ...")
+    assert in_cli_words("--set mask.separation_mm=-1: bad") == "--set mask.separation_mm=-1: bad"
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
@@ -183,3 +186,25 @@ def test_version_and_description(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "computes quantitative susceptibility maps" in capsys.readouterr().out
+
+
+def test_preview_orientation_positions_and_size(tmp_path):
+    """A bright voxel in an x-flipped, anisotropic volume lands where the RAS letters say, the slice positions are
+    the affine's world coordinates, and the panels are large enough to read."""
+    from QSMLogic.preview import _world_mm, canonical_index, save_preview, to_ras_canonical
+
+    aff = np.array([[-2.0, 0, 0, 40], [0, 1.5, 0, -30], [0, 0, 3.0, 10], [0, 0, 0, 1]])
+    vol = np.zeros((20, 24, 12), np.float32)
+    vol[3, 5, 7] = 1.0
+    canon = to_ras_canonical(vol, aff)
+    ci = canonical_index((3, 5, 7), vol.shape, aff)
+    assert ci == (16, 5, 7) and canon[ci] == 1.0  # x flipped: array index 3 is canonical index 20 - 1 - 3
+    world = aff @ np.array([3, 5, 7, 1.0])
+    for ax in range(3):
+        assert _world_mm(ci, vol.shape, aff, ax) == pytest.approx(world[ax])
+    png = save_preview({"map": (vol, (0.0, 1.0)), "mIP": (vol, (0.0, 1.0), ("axial",))}, aff, tmp_path / "p.png",
+                       title="test", center_index=(3, 5, 7))
+    import matplotlib.image as mpimg
+
+    h, w = mpimg.imread(png).shape[:2]
+    assert w >= 1000 and h >= 600

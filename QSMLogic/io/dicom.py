@@ -32,7 +32,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import QSMInputError
 from ..gre import GREData
-from .common import PathLike, as_path_list, build_gre, check_exists
+from .common import PathLike, as_path_list, build_gre, check_exists, check_image_size
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _KIND_TOKENS = (
@@ -43,6 +43,8 @@ _KIND_TOKENS = (
 )
 _GE_KINDS = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 _GE_IMAGE_TYPE_TAG = (0x0043, 0x102F)
+#: What pydicom and the conversions raise on a damaged element or an unparsable value.
+_TAG_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, NotImplementedError)
 #: Tolerances (mm) for equal orientation/spacing and for evenly spaced slices.
 _GEOMETRY_TOL = 1e-3
 
@@ -126,7 +128,11 @@ def _floats(value: Any, n: int, what: str, source: str) -> np.ndarray:
 def _frames_of(ds: Any, path: str) -> List[_Frame]:
     """All frames of one dataset (one for classic files, NumberOfFrames for enhanced ones)."""
     try:
+        check_image_size((int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), int(ds.get("NumberOfFrames") or 1)),
+                         f"DICOM file {path!r}")
         pixels = ds.pixel_array
+    except QSMInputError:
+        raise
     except (AttributeError, ValueError, NotImplementedError, RuntimeError, KeyError, TypeError, IndexError,
             OverflowError, MemoryError) as exc:
         raise QSMInputError(f"DICOM file {path!r} is corrupt: its pixel data cannot be decoded ({exc})") from exc
@@ -212,7 +218,7 @@ def read_dicom_datasets(paths: Union[PathLike, Sequence[PathLike]]) -> Tuple[Lis
     for f in files:
         try:
             ds = pydicom.dcmread(f)
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, IndexError, OverflowError,
+        except (InvalidDicomError, OSError, EOFError, NotImplementedError, *_TAG_ERRORS,
                 struct.error) as exc:
             if from_folder and not _has_dicom_preamble(f):
                 skipped += 1
@@ -310,7 +316,12 @@ def read_dicom_gre(
     datasets, files, skipped = read_dicom_datasets(paths)
     frames: List[_Frame] = []
     for ds, f in zip(datasets, files):
-        frames.extend(_frames_of(ds, f))
+        try:
+            frames.extend(_frames_of(ds, f))
+        except QSMInputError:
+            raise
+        except _TAG_ERRORS as exc:  # a tag whose value cannot be parsed (damaged file or wrong VR)
+            raise QSMInputError(f"DICOM file {f!r} is corrupt or has an invalid tag: {exc}") from exc
     by_kind: Dict[str, List[_Frame]] = {}
     for fr in frames:
         by_kind.setdefault(fr.kind, []).append(fr)
@@ -344,7 +355,11 @@ def read_dicom_gre(
             f"no phase images found in {as_path_list(paths)} (image kinds found: {sorted(by_kind)}): the ImageType "
             "must mark phase images (P/PHASE), or give real and imaginary images"
         )
-    b0_tags = {float(ds.MagneticFieldStrength) for ds in datasets if ds.get("MagneticFieldStrength") not in (None, "")}
+    try:
+        b0_tags = {float(ds.MagneticFieldStrength) for ds in datasets
+                   if ds.get("MagneticFieldStrength") not in (None, "")}
+    except _TAG_ERRORS as exc:
+        raise QSMInputError(f"a DICOM MagneticFieldStrength tag cannot be read as tesla: {exc}") from exc
     if len(b0_tags) > 1:
         raise QSMInputError(f"the DICOM files give different MagneticFieldStrength values {sorted(b0_tags)}")
     te_tags = None if any(t is None for t in tes) else [t * 1e-3 for t in tes]
