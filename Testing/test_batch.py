@@ -103,15 +103,14 @@ def test_existing_scheduler_by_address(cohort, tmp_path, capsys):
     from distributed import LocalCluster
 
     bids, _, _ = cohort
+    args = ["batch", str(bids), "--out", str(tmp_path / "d"), "--participant-label", "03", "--scheduler"]
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"MEMORY_MB": 100},
                       dashboard_address=":0") as cluster:
-        args = ["batch", str(bids), "--out", str(tmp_path / "d"), "--participant-label", "03",
-                "--scheduler", cluster.scheduler_address]
-        assert main(args) == 2
+        assert main([*args, cluster.scheduler_address]) == 2
         assert "every worker declares less MEMORY_MB (at most 100)" in capsys.readouterr().err
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"MEMORY_MB": 4000},
                       dashboard_address=":0") as cluster:
-        assert main(args) == 1
+        assert main([*args, cluster.scheduler_address]) == 1
         text = capsys.readouterr().out
     assert f"on {cluster.scheduler_address}" in text and "Dask dashboard: http" in text
     assert "FAILED sub-03: QSMInputError: cannot read NIfTI file" in text
