@@ -143,6 +143,7 @@ def test_cohort_gives_two_results_and_one_recorded_failure(cohort):
         assert abs(qc["mask_volume_ml"] - truth_ml) < 0.1 * truth_ml
         assert qc["field_fit_residual_rad"] < 0.05 and qc["unwrap_failed_echoes"] == []
         assert 0 < rec["memory_increase_mb"] < 3000 and rec["peak_memory_mb"] > rec["memory_increase_mb"]
+        assert rec["invocation"]["command_line"].startswith("susceptibility-mri batch ")
     # the two subjects differ only by noise: putamen χ within 0.01 ppm
     means = [{r["region"]: float(r["mean_ppm"]) for r in _read_csv(out / f"sub-{s}" / "anat" / f"sub-{s}_roi.csv")
               if r["mean_ppm"]} for s in ("01", "02")]

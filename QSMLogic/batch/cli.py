@@ -82,6 +82,7 @@ def write_dataset_description(out: str, bids_root: str) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from ..cli import build_config
+    from ..io.outputs import run_record
     from .discovery import discover_runs
     from .group import write_group
     from .run import BatchConfig
@@ -101,7 +102,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     cfg = BatchConfig(pipeline=build_config(args).to_dict(), atlas=args.atlas, atlas_dir=args.atlas_dir,
                       roi_reference=args.roi_reference, roi_erode_mm=args.roi_erode_mm,
                       roi_deformable=not args.affine_only,
-                      phase_rule=args.phase_rule, phase_sign=args.phase_sign, nan_policy=args.nan_policy)
+                      phase_rule=args.phase_rule, phase_sign=args.phase_sign, nan_policy=args.nan_policy,
+                      invocation=run_record(getattr(args, "argv", None), []))
     cfg.validate()
     runs = discover_runs(args.bids_root, args.participant_label, args.session_label)
     os.makedirs(args.out, exist_ok=True)

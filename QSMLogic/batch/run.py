@@ -10,8 +10,9 @@ others. Its outputs (``<out>/sub-*/[ses-*/]anat``, named as in the BIDS derivati
     <stem>_desc-brain_mask.nii.gz   brain mask;  <stem>_desc-qsm_mask.nii.gz: the mask χ is defined on
     <stem>_atlas-<name>_dseg.nii.gz the atlas regions on the subject grid
     <stem>_roi.csv, <stem>_roi.json deep-grey-nuclei χ per region and hemisphere (:mod:`QSMLogic.roi`)
-    <stem>_provenance.json          the run's record: configuration fingerprint, input checksums, outputs, QC,
-                                    peak memory, every stage's provenance — written last
+    <stem>_provenance.json          the run's record: configuration and its fingerprint, input checksums,
+                                    outputs, QC, peak memory, every stage's provenance, the command line, the
+                                    version and source revision — written last
 
 Every image has a JSON sidecar with its stage's provenance. Atomicity: the run writes everything into its own
 folder under ``<out>/.work``, then removes the previous ``_provenance.json``, renames each file into place and
@@ -71,6 +72,9 @@ class BatchConfig:
     phase_rule: str = "auto"
     phase_sign: int = 1
     nan_policy: str = "error"
+    #: How the batch was started (command line, working folder, version, source revision): recorded with every
+    #: run, not part of the configuration (:meth:`as_dict`, :meth:`fingerprint`).
+    invocation: Dict[str, Any] = field(default_factory=dict, compare=False)
 
     def pipeline_config(self):
         from ..pipeline import PipelineConfig
@@ -87,6 +91,7 @@ class BatchConfig:
 
     def as_dict(self) -> Dict[str, Any]:
         d = asdict(self)
+        d.pop("invocation")
         d["pipeline"] = self.pipeline_config().to_dict()
         return d
 
@@ -327,7 +332,7 @@ def _compute(spec: RunSpec, out_root: str, cfg: BatchConfig) -> Dict[str, Any]:
         "shape": list(gre.shape), "n_echoes": gre.n_echoes, "n_coils": gre.n_coils,
         "pipeline": json.loads(res.provenance_json()),
         "roi_flags": {r.region: r.flag for r in rows if r.flag},
-        "host": socket.gethostname(), "pid": os.getpid(),
+        "invocation": cfg.invocation, "host": socket.gethostname(), "pid": os.getpid(),
     }
     return {"record": record, "staging": staging, "names": names, "qc": qc}
 
