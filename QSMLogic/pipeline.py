@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import __version__
+from .auto_params import actual_parameters
 from .errors import QSMCancelled, QSMInputError
 from .gre import GREData
 from .params import load_all, run_method, stage
@@ -213,11 +214,17 @@ class _Run:
         self.progress(self.done_w / self.total_w, label)
         self.log(f"[{key}] {entry['method']} …")
         t0 = time.perf_counter()
-        out = run_method(key, entry["method"], {**self.common, **inputs}, entry.get("params"))
+        all_inputs = {**self.common, **inputs}
+        out = run_method(key, entry["method"], all_inputs, entry.get("params"))
         dt = time.perf_counter() - t0
-        self.records.append({"stage": key, "method": entry["method"],
-                             "reference": stage(key).method(entry["method"]).reference,
-                             "params": self.cfg.resolved(key), "seconds": round(dt, 3)})
+        params = self.cfg.resolved(key)
+        # parameters left automatic (0) are recorded with the value actually used, and named as automatic
+        auto = actual_parameters(key, params, all_inputs, out)
+        record = {"stage": key, "method": entry["method"], "reference": stage(key).method(entry["method"]).reference,
+                  "params": {**params, **auto}, "seconds": round(dt, 3)}
+        if auto:
+            record["automatic_params"] = sorted(auto)
+        self.records.append(record)
         self.log(f"[{key}] {entry['method']} done in {dt:.1f} s")
         self.done_w += dict(STAGE_ORDER)[key]
         self.progress(self.done_w / self.total_w, label)

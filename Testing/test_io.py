@@ -15,8 +15,9 @@ from QSMLogic.geometry import affine_from_geometry, b0_direction_from_affine, ro
 from QSMLogic.io import (
     load_gre, make_provenance, read_nifti_gre, read_nrrd, write_nrrd, write_result,
 )
+from shared_data import REAL_GRE_SMALL
 
-REAL = "/work/shared/data/real-gre-small"
+REAL = REAL_GRE_SMALL
 SHAPE = (14, 12, 8)
 TE = (0.004, 0.009, 0.014)
 ROT = rotation_matrix((1.0, 0.4, 0.2), 23.0)

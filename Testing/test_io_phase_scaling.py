@@ -8,8 +8,9 @@ import pytest
 
 from QSMLogic.errors import QSMInputError
 from QSMLogic.io import phase_to_radians
+from shared_data import REAL_GRE_SMALL
 
-REAL = "/work/shared/data/real-gre-small"
+REAL = REAL_GRE_SMALL
 RNG = np.random.default_rng(1)
 TRUE = RNG.uniform(-np.pi, np.pi, size=(20, 18, 10)).astype(np.float64)
 

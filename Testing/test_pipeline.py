@@ -12,6 +12,7 @@ from QSMLogic.errors import QSMCancelled, QSMInputError
 from QSMLogic.metrics import nrmse
 from QSMLogic.phantom import make_head_model, simulate_acquisition
 from QSMLogic.pipeline import PipelineConfig, run_pipeline
+from shared_data import REAL_GRE_SMALL
 
 SHAPE = (80, 96, 64)
 VOXEL_MM = (2.0, 2.0, 2.0)
@@ -101,7 +102,7 @@ def test_worker_process(acq, tmp_path):
     assert bad.returncode == 2 and "milliseconds" in bad.stderr
 
 
-REAL = "/work/shared/data/real-gre-small"
+REAL = REAL_GRE_SMALL
 
 
 @pytest.mark.skipif(not __import__("os").path.isdir(REAL), reason="real sample not available")

@@ -26,9 +26,10 @@ from QSMLogic.geometry import affine_from_geometry, rotation_matrix
 from QSMLogic.params import run_method, stage
 from QSMLogic.pipeline import PipelineConfig, run_pipeline
 from QSMLogic.phantom.tissues import label_of
+from shared_data import REAL_GRE_SMALL
 
 VOX = (2.0, 2.0, 2.0)
-REAL = "/work/shared/data/real-gre-small"
+REAL = REAL_GRE_SMALL
 VEIN, CALC = label_of("veins"), label_of("calcification")
 
 

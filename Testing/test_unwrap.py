@@ -20,9 +20,10 @@ from QSMLogic.errors import QSMInputError
 from QSMLogic.params import run_method
 from QSMLogic.phantom import make_head_model, simulate_acquisition
 from QSMLogic.unwrap import UnwrapResult, laplacian_unwrap_3d, unwrap_best_path, unwrap_laplacian, unwrap_romeo
+from shared_data import REAL_GRE_SMALL
 
 TE_7T = (0.008, 0.016, 0.024, 0.032, 0.040)
-REAL = "/work/shared/data/real-gre-small"
+REAL = REAL_GRE_SMALL
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +304,7 @@ def test_bad_inputs_raise_clear_errors():
         unwrap_laplacian(ph, (1, 0, 1), te_s=te)
 
 
-@pytest.mark.skipif(not os.path.isdir(REAL), reason="shared real data not present (/work/shared/data)")
+@pytest.mark.skipif(not os.path.isdir(REAL), reason=f"shared real data not present ({REAL})")
 def test_real_gre_no_jumps_inside_tissue():
     """Real 3 T data (ROMEO.jl test set): inside the phase-quality tissue mask no neighbour pair differs by π or
     more after ROMEO, at any echo."""

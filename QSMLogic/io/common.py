@@ -28,6 +28,33 @@ def as_path_list(paths: Union[PathLike, Sequence[PathLike]]) -> List[str]:
     return out
 
 
+def max_input_bytes() -> int:
+    """Largest image (as float32) a reader accepts: half the machine's physical memory (16 GiB if unknown), or
+    ``SUSCEPTIBILITY_MRI_MAX_INPUT_BYTES``."""
+    env = os.environ.get("SUSCEPTIBILITY_MRI_MAX_INPUT_BYTES")
+    if env:
+        return int(env)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def check_image_size(shape: Sequence[int], what: str, bytes_per_value: int = 4) -> None:
+    """Refuse, before reading any data, an image whose header gives a non-positive dimension or a size that cannot
+    fit in memory (a corrupt header, or the wrong file)."""
+    dims = [int(d) for d in shape]
+    if any(d < 1 for d in dims):
+        raise QSMInputError(f"{what}: the header gives dimensions {tuple(dims)}; every dimension must be ≥ 1")
+    n = int(np.prod(np.asarray(dims, dtype=object))) * int(bytes_per_value)
+    limit = max_input_bytes()
+    if n > limit:
+        raise QSMInputError(
+            f"{what}: the header gives dimensions {tuple(dims)}, {n / 2**30:.3g} GiB as float32, more than this "
+            f"machine can hold ({limit / 2**30:.3g} GiB allowed): a corrupt header or the wrong file?"
+        )
+
+
 def check_exists(path: str, what: str = "file") -> str:
     """Raise a QSMInputError naming ``path`` if it does not exist."""
     if not os.path.exists(path):

@@ -22,6 +22,7 @@ duplicate slices: pass the files of one GRE series.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,7 +32,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import QSMInputError
 from ..gre import GREData
-from .common import PathLike, as_path_list, build_gre, check_exists
+from .common import PathLike, as_path_list, build_gre, check_exists, check_image_size
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _KIND_TOKENS = (
@@ -42,6 +43,8 @@ _KIND_TOKENS = (
 )
 _GE_KINDS = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}
 _GE_IMAGE_TYPE_TAG = (0x0043, 0x102F)
+#: What pydicom and the conversions raise on a damaged element or an unparsable value.
+_TAG_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, NotImplementedError)
 #: Tolerances (mm) for equal orientation/spacing and for evenly spaced slices.
 _GEOMETRY_TOL = 1e-3
 
@@ -125,9 +128,14 @@ def _floats(value: Any, n: int, what: str, source: str) -> np.ndarray:
 def _frames_of(ds: Any, path: str) -> List[_Frame]:
     """All frames of one dataset (one for classic files, NumberOfFrames for enhanced ones)."""
     try:
+        check_image_size((int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), int(ds.get("NumberOfFrames") or 1)),
+                         f"DICOM file {path!r}")
         pixels = ds.pixel_array
-    except (AttributeError, ValueError, NotImplementedError, RuntimeError) as exc:
-        raise QSMInputError(f"DICOM file {path!r}: cannot decode the pixel data: {exc}") from exc
+    except QSMInputError:
+        raise
+    except (AttributeError, ValueError, NotImplementedError, RuntimeError, KeyError, TypeError, IndexError,
+            OverflowError, MemoryError) as exc:
+        raise QSMInputError(f"DICOM file {path!r} is corrupt: its pixel data cannot be decoded ({exc})") from exc
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     frames = []
@@ -193,6 +201,16 @@ def _dicom_files(paths: List[str]) -> Tuple[List[str], bool]:
     return files, from_folder
 
 
+def _has_dicom_preamble(path: str) -> bool:
+    """True when the file carries the DICOM Part 10 marker ("DICM" after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
 def read_dicom_datasets(paths: Union[PathLike, Sequence[PathLike]]) -> Tuple[List[Any], List[str], int]:
     """Read DICOM datasets from files and/or folders: (datasets, their files, number of non-DICOM files skipped)."""
     files, from_folder = _dicom_files(as_path_list(paths))
@@ -200,11 +218,13 @@ def read_dicom_datasets(paths: Union[PathLike, Sequence[PathLike]]) -> Tuple[Lis
     for f in files:
         try:
             ds = pydicom.dcmread(f)
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            if from_folder:
+        except (InvalidDicomError, OSError, EOFError, NotImplementedError, *_TAG_ERRORS,
+                struct.error) as exc:
+            if from_folder and not _has_dicom_preamble(f):
                 skipped += 1
                 continue
-            raise QSMInputError(f"cannot read DICOM file {f!r}: {exc}") from exc
+            what = "is corrupt" if _has_dicom_preamble(f) else "is not a readable DICOM file"
+            raise QSMInputError(f"DICOM file {f!r} {what}: {exc}") from exc
         if "PixelData" not in ds:
             skipped += 1
             continue
@@ -296,7 +316,12 @@ def read_dicom_gre(
     datasets, files, skipped = read_dicom_datasets(paths)
     frames: List[_Frame] = []
     for ds, f in zip(datasets, files):
-        frames.extend(_frames_of(ds, f))
+        try:
+            frames.extend(_frames_of(ds, f))
+        except QSMInputError:
+            raise
+        except _TAG_ERRORS as exc:  # a tag whose value cannot be parsed (damaged file or wrong VR)
+            raise QSMInputError(f"DICOM file {f!r} is corrupt or has an invalid tag: {exc}") from exc
     by_kind: Dict[str, List[_Frame]] = {}
     for fr in frames:
         by_kind.setdefault(fr.kind, []).append(fr)
@@ -330,7 +355,11 @@ def read_dicom_gre(
             f"no phase images found in {as_path_list(paths)} (image kinds found: {sorted(by_kind)}): the ImageType "
             "must mark phase images (P/PHASE), or give real and imaginary images"
         )
-    b0_tags = {float(ds.MagneticFieldStrength) for ds in datasets if ds.get("MagneticFieldStrength") not in (None, "")}
+    try:
+        b0_tags = {float(ds.MagneticFieldStrength) for ds in datasets
+                   if ds.get("MagneticFieldStrength") not in (None, "")}
+    except _TAG_ERRORS as exc:
+        raise QSMInputError(f"a DICOM MagneticFieldStrength tag cannot be read as tesla: {exc}") from exc
     if len(b0_tags) > 1:
         raise QSMInputError(f"the DICOM files give different MagneticFieldStrength values {sorted(b0_tags)}")
     te_tags = None if any(t is None for t in tes) else [t * 1e-3 for t in tes]

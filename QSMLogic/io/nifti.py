@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import QSMInputError
 from ..gre import GREData
-from .common import PathLike, as_path_list, build_gre, check_exists, check_same_geometry
+from .common import PathLike, as_path_list, build_gre, check_exists, check_image_size, check_same_geometry
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -34,10 +34,24 @@ def read_nifti(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     p = check_exists(os.fspath(path), "NIfTI file")
     try:
         img = nib.load(p)
+        check_image_size(img.shape, f"NIfTI file {p!r}")
+        if not p.lower().endswith(".gz"):  # an uncompressed file must hold all the voxels its header announces
+            need = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+            if os.path.getsize(p) < need:
+                raise QSMInputError(f"NIfTI file {p!r} is truncated: {os.path.getsize(p)} bytes, its header needs "
+                                    f"{need}")
         data = img.get_fdata(dtype=np.float32)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        raise QSMInputError(f"cannot read NIfTI file {p!r}: {exc}") from exc
-    return data, np.asarray(img.affine, dtype=np.float64)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except QSMInputError:
+        raise
+    except (OSError, EOFError, ValueError, TypeError, OverflowError, MemoryError, zlib.error,
+            nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as exc:
+        raise QSMInputError(f"cannot read NIfTI file {p!r} (corrupt or not NIfTI): {exc}") from exc
+    if data.ndim < 3:
+        raise QSMInputError(f"NIfTI file {p!r} is {data.ndim}D with shape {data.shape}: a 3D volume is needed")
+    if not np.all(np.isfinite(affine)):
+        raise QSMInputError(f"NIfTI file {p!r}: its geometry (sform/qform, pixdim) contains NaN or Inf")
+    return data, affine
 
 
 def sidecar_path(path: PathLike) -> str:
@@ -160,6 +174,10 @@ def read_nifti_gre(
         "te_source": "explicit" if te_s is not None else ("sidecar" if te_side is not None else None),
         "b0_source": "explicit" if b0_tesla is not None else ("sidecar" if b0_side is not None else None),
     }
+    maker = read_sidecar(phase_files[0]).get("Manufacturer") or (
+        read_sidecar(mag_files[0]).get("Manufacturer") if mag_files else None)
+    if maker:
+        metadata["manufacturer"] = str(maker)  # BIDS; a prior for the phase sign (QSMLogic.phase_sign)
     hint_file = sidecar_path(phase_files[0])
     return build_gre(
         ph, mag, te_s if te_s is not None else te_side, b0_tesla if b0_tesla is not None else b0_side, affine,

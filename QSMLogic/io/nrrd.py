@@ -10,6 +10,7 @@ negating the first two world rows. Echo times and B0 can ride along as the key/v
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import nrrd
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..errors import QSMInputError
 from ..geometry import check_affine
-from .common import PathLike, check_exists
+from .common import PathLike, check_exists, check_image_size
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -36,9 +37,17 @@ def read_nrrd(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     """
     p = check_exists(os.fspath(path), "NRRD file")
     try:
+        with open(p, "rb") as f:
+            sizes = nrrd.read_header(f, custom_field_map=_CUSTOM_FIELDS).get("sizes")
+        if sizes is None:
+            raise QSMInputError(f"NRRD file {p!r} has no 'sizes' field")
+        check_image_size(np.atleast_1d(sizes).tolist(), f"NRRD file {p!r}")
         data, header = nrrd.read(p, custom_field_map=_CUSTOM_FIELDS, index_order="F")
-    except (OSError, ValueError, EOFError, nrrd.NRRDError) as exc:
-        raise QSMInputError(f"cannot read NRRD file {p!r}: {exc}") from exc
+    except QSMInputError:
+        raise
+    except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, MemoryError, zlib.error,
+            UnicodeDecodeError, StopIteration, nrrd.NRRDError) as exc:
+        raise QSMInputError(f"cannot read NRRD file {p!r} (corrupt or not NRRD): {exc}") from exc
     if data.ndim not in (3, 4):
         raise QSMInputError(f"NRRD file {p!r} is {data.ndim}D with shape {data.shape}: expected 3D or 4D")
     space = str(header.get("space", "")).lower()
@@ -56,7 +65,13 @@ def read_nrrd(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
     if data.ndim == 4:
         other = next(i for i in range(4) if i not in spatial)
         data = np.moveaxis(data, other, 3)
-    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
+    try:
+        origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        origin = np.full(1, np.nan)
+    if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+        raise QSMInputError(f"NRRD file {p!r} has an invalid 'space origin' {header.get('space origin')!r}: "
+                            "3 finite numbers are needed")
     affine = np.eye(4)
     affine[:3, :3] = dirs[spatial].T
     affine[:3, 3] = origin

@@ -2,8 +2,9 @@
 
 The sidecar (``<name>.json`` next to ``<name>.nii[.gz]``) records how the map was made — stage, method,
 parameters, package version, reference region, run time, input files, timestamp, units — so it can be reproduced
-(docs/conventions.md). Outputs never replace inputs: :func:`write_result` refuses any path (image or sidecar) that
-is one of the input files, and it only opens the output paths for writing.
+(docs/conventions.md). Outputs never replace inputs: :func:`write_result` refuses any path (image or sidecar) that is
+one of the input files, and it writes each file under a temporary name in the same folder, then renames it into place
+(no half-written file ever carries the final name).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..errors import QSMInputError
 from ..geometry import check_affine
 from .common import PathLike
 from .nifti import NIFTI_SUFFIXES, sidecar_path
+from .outputs import atomic_path, write_text_atomic
 
 
 def _json_safe(value: Any) -> Any:
@@ -103,7 +105,8 @@ def write_result(
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units(xyz="mm", t="sec")
-    nib.save(img, out)
+    with atomic_path(out) as tmp:
+        nib.save(img, tmp)
     record = dict(provenance)
     record.setdefault("version", __version__)
     record.setdefault("timestamp", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -113,6 +116,5 @@ def write_result(
     if reference_region is not None:
         record["reference_region"] = reference_region
     record["shape"] = list(a.shape)
-    with open(side, "w", encoding="utf-8") as f:
-        json.dump(_json_safe(record), f, indent=2)
+    write_text_atomic(side, json.dumps(_json_safe(record), indent=2))
     return out
