@@ -168,10 +168,11 @@ class PipelineResult:
     details: Dict[str, Any] = field(default_factory=dict)
 
     def provenance_json(self) -> str:
-        return json.dumps(self.provenance, indent=2, default=_json_default)
+        return json.dumps(self.provenance, indent=2, default=json_default)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps`` fallback for provenance values: numpy scalars and arrays as numbers and lists, else str."""
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     if isinstance(o, np.ndarray):

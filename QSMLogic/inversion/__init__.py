@@ -13,24 +13,15 @@ Every method returns ``chi_ppm`` (float32, 0 outside the mask). :func:`invert_di
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..params import run_method
 from . import common, cosmos, direct, lsqr, medi, selection  # noqa: F401  (methods register on import)
+from . import tv, hdqsm, tgv, single_step  # noqa: F401  (registered after the others, in this order)
 from .cosmos import cosmos as cosmos_inversion
 from .selection import select_parameter
-
-#: Methods written separately; imported (and registered) when present.
-_OPTIONAL = ("tv", "hdqsm", "tgv", "single_step")
-for _name in _OPTIONAL:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__name__}.{_name}":
-            raise
 
 
 def invert_dipole(

@@ -21,7 +21,7 @@ import numpy as np
 from ..dipole import dipole_kernel
 from ..errors import QSMInputError
 from ..geometry import check_b0_direction, check_voxel_size
-from ..utils.checks import check_mask, normalise_weight
+from ..utils.checks import check_field, check_mask, normalise_weight
 from ..utils.fft import convolve
 from ..utils.grid import FFTCrop
 
@@ -75,23 +75,22 @@ def hz_threshold_ppm(b0_tesla: Optional[float], kind: str = "local") -> float:
 
 
 def check_local_field_ppm(local_field_ppm: np.ndarray, mask: np.ndarray, b0_tesla: Optional[float] = None,
-                          kind: str = "local") -> None:
-    """Raise :class:`QSMInputError` if the field in the mask is not finite or looks like Hz (or radians).
+                          kind: str = "local") -> np.ndarray:
+    """The field as float32, 0 outside ``mask``, after the shared checks (:func:`QSMLogic.utils.checks.check_field`:
+    3D, real, finite in the mask; the mask 3D, of the field's shape, not empty) and the unit check: raise
+    :class:`QSMInputError` if it looks like Hz (or radians).
 
-    The test is on the 90th percentile of |field| in the mask (robust to veins, bleeds and a few per cent of
+    The unit test is on the 90th percentile of |field| in the mask (robust to veins, bleeds and a few per cent of
     unwrapping errors) against :func:`hz_threshold_ppm` (``kind`` "local" or "total"; ``b0_tesla`` sharpens it
     and names the conversion).
     """
-    f = np.asarray(local_field_ppm)
-    vals = f[mask]
-    if not np.all(np.isfinite(vals)):
-        raise QSMInputError("local_field_ppm has NaN or Inf values inside the mask")
-    p90 = field_p90(f, mask)
+    name = "local_field_ppm" if kind == "local" else "total_field_ppm"
+    f = check_field(name, local_field_ppm, mask, purpose="invert")
+    p90 = field_p90(f, np.asarray(mask, dtype=bool))
     thr = hz_threshold_ppm(b0_tesla, kind)
     if p90 > thr:
         from ..constants import GAMMA_BAR_HZ_PER_T
 
-        name = "local_field_ppm" if kind == "local" else "total_field_ppm"
         typical = TYPICAL_LOCAL_FIELD_P90_PPM if kind == "local" else TYPICAL_TOTAL_FIELD_P90_PPM
         as_hz = ""
         if b0_tesla is not None and b0_tesla > 0:
@@ -103,6 +102,7 @@ def check_local_field_ppm(local_field_ppm: np.ndarray, mask: np.ndarray, b0_tesl
             "QSMLogic.constants.hz_to_ppm(field_hz, b0_tesla) and radians with ppm = phase_rad / (2·π·TE_s·γ̄·B0_T) "
             "· 1e6"
         )
+    return f
 
 
 def weight_for_field(value_3t: float, b0_tesla: Optional[float], data_weight: bool = False,
@@ -244,17 +244,14 @@ def prepare_problem(
 ) -> InversionProblem:
     """Check the inputs and build the work grid (mask bounding box + ``pad_voxels`` zeros, fast FFT size).
 
-    Raises :class:`QSMInputError` for a field that is not 3D, not in ppm (:func:`check_local_field_ppm` with
-    ``b0_tesla`` and ``field_kind`` "local" or "total"), a mask that is empty or of another shape, a voxel size that
-    is not 3 positive numbers and a B0 direction that is not a unit vector.
+    Raises :class:`QSMInputError` for a field that is not 3D, not finite in the mask or not in ppm
+    (:func:`check_local_field_ppm` with ``b0_tesla`` and ``field_kind`` "local" or "total"), a mask that is empty or
+    of another shape, a voxel size that is not 3 positive numbers and a B0 direction that is not a unit vector.
     """
-    f = np.asarray(local_field_ppm)
-    if f.ndim != 3:
-        raise QSMInputError(f"local_field_ppm must be 3D, got shape {f.shape}")
+    f = check_local_field_ppm(local_field_ppm, mask, b0_tesla, field_kind)
     m = check_mask(mask, f.shape, purpose="invert")
     vox = check_voxel_size(voxel_size_mm)
     b0 = check_b0_direction(b0_direction)
-    check_local_field_ppm(f, m, b0_tesla, field_kind)
     w_in = normalise_weight(weight, m)
     if magnitude is not None:
         magnitude = np.asarray(magnitude, dtype=np.float32)
@@ -264,7 +261,7 @@ def prepare_problem(
             raise QSMInputError(f"magnitude shape {magnitude.shape} differs from the field shape {f.shape}")
     grid = FFTCrop(m, [max(int(pad_voxels), 0)] * 3)
     mw = grid.take(m, bool)
-    field = np.where(mw, grid.take(np.where(m, f, 0)), np.float32(0.0))
+    field = np.where(mw, grid.take(f), np.float32(0.0))
     return InversionProblem(
         field=field.astype(np.float32),
         mask=mw,

@@ -161,6 +161,16 @@ def _solve(
     return chi * mf
 
 
+def _problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, magnitude, pad_voxels, b0_tesla
+             ) -> InversionProblem:
+    """The work-grid problem, with the (first-echo) magnitude as the data weight when no weight is given."""
+    if weight is None and magnitude is not None:
+        mg = np.asarray(magnitude, dtype=np.float32)
+        weight = mg[..., 0] if mg.ndim == 4 else mg
+    return prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, magnitude=magnitude,
+                           pad_voxels=pad_voxels, b0_tesla=b0_tesla)
+
+
 def medi(
     local_field_ppm: np.ndarray,
     mask: np.ndarray,
@@ -182,11 +192,7 @@ def medi(
     cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """MEDI (Liu et al. MRM 2012): weighted data fit plus L1 norm of the non-edge gradients; see module docs."""
-    if weight is None and magnitude is not None:
-        mg = np.asarray(magnitude, dtype=np.float32)
-        weight = mg[..., 0] if mg.ndim == 4 else mg
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, magnitude=magnitude,
-                           pad_voxels=pad_voxels, b0_tesla=b0_tesla)
+    prob = _problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, magnitude, pad_voxels, b0_tesla)
     chi = _solve(prob, lambda_for(lambda_, b0_tesla), edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term,
                  kappa_for(rad_per_ppm, b0_tesla, te_s), None, 0.0, cancel, "MEDI")
     return prob.to_input_grid(chi)
@@ -217,11 +223,7 @@ def medi0(
     cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """MEDI+0 (Liu et al. MRM 2018): MEDI plus a uniform-CSF penalty; the result is referenced to the CSF mean."""
-    if weight is None and magnitude is not None:
-        mg = np.asarray(magnitude, dtype=np.float32)
-        weight = mg[..., 0] if mg.ndim == 4 else mg
-    prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, magnitude=magnitude,
-                           pad_voxels=pad_voxels, b0_tesla=b0_tesla)
+    prob = _problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, magnitude, pad_voxels, b0_tesla)
     csf = _csf_from_inputs(prob, csf_mask, labels, csf_labels)
     chi = _solve(prob, lambda_for(lambda_, b0_tesla), edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term,
                  kappa_for(rad_per_ppm, b0_tesla, te_s), csf, lambda_csf, cancel, "MEDI+0")
