@@ -1,0 +1,38 @@
+"""Export of targets and trajectories: markups JSON and CSV with RAS, AC-PC and Leksell columns."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from QSMLogic.errors import QSMInputError
+from QSMLogic.targeting.acpc import acpc_frame
+from QSMLogic.targeting.export import markups_document, target_rows, write_csv, write_markups_json
+
+
+def test_markups_json_and_csv(tmp_path):
+    acpc = acpc_frame((0, 12.5, 0), (0, -12.5, 0), (0, 0, 40))
+    ras_to_frame = np.eye(4)
+    ras_to_frame[:3, 3] = (1.0, 2.0, 3.0)
+    targets = [("STN right", (12.0, -2.0, -4.0)), ("STN left", (-12.0, -2.0, -4.0))]
+    p = write_markups_json(tmp_path / "targets.mrk.json", markups_document("Fiducial", targets, "Targets"))
+    doc = json.loads(p.read_text())
+    m = doc["markups"][0]
+    assert doc["@schema"].endswith("markups-schema-v1.0.3.json#") and m["type"] == "Fiducial"
+    assert m["coordinateSystem"] == "RAS" and [c["label"] for c in m["controlPoints"]] == ["STN right", "STN left"]
+    assert m["controlPoints"][1]["position"] == [-12.0, -2.0, -4.0]
+    line = markups_document("Line", [("entry", (30, 40, 60)), ("target", (12, -2, -4))], "STN right trajectory")
+    assert line["markups"][0]["type"] == "Line" and len(line["markups"][0]["controlPoints"]) == 2
+    rows = target_rows(targets, acpc, ras_to_frame)
+    c = write_csv(tmp_path / "targets.csv", rows)
+    got = list(csv.DictReader(c.open()))
+    assert got[0]["side"] == "right" and float(got[1]["lateral_mm"]) == 12.0 and got[1]["side"] == "left"
+    assert float(got[0]["AP_mm"]) == -2.0 and float(got[0]["vertical_mm"]) == -4.0
+    # Leksell: X = 100 - R, Y = 100 + A, Z = 100 - S after the frame shift
+    assert [float(got[0][k]) for k in ("frame_X_mm", "frame_Y_mm", "frame_Z_mm")] == [87.0, 100.0, 99.0]
+    with pytest.raises(QSMInputError, match="2 points"):
+        markups_document("Line", targets[:1], "x")
+    with pytest.raises(QSMInputError, match=".mrk.json"):
+        write_markups_json(tmp_path / "t.json", line)
