@@ -31,7 +31,7 @@ def test_markups_json_and_csv(tmp_path):
     assert got[0]["side"] == "right" and float(got[1]["lateral_mm"]) == 12.0 and got[1]["side"] == "left"
     assert float(got[0]["AP_mm"]) == -2.0 and float(got[0]["vertical_mm"]) == -4.0
     # Leksell: X = 100 - R, Y = 100 + A, Z = 100 - S after the frame shift
-    assert [float(got[0][k]) for k in ("frame_X_mm", "frame_Y_mm", "frame_Z_mm")] == [87.0, 100.0, 99.0]
+    assert [float(got[0][k]) for k in ("frame_X_mm", "frame_Y_mm", "frame_Z_mm")] == [87.0, 100.0, 101.0]
     with pytest.raises(QSMInputError, match="2 points"):
         markups_document("Line", targets[:1], "x")
     with pytest.raises(QSMInputError, match=".mrk.json"):
