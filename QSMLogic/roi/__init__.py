@@ -1,0 +1,2 @@
+"""Regions of interest on real subjects: atlases, registration, user label maps, refinement and per-region measures.
+"""

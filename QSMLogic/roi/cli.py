@@ -1,0 +1,161 @@
+"""``susceptibility-mri roi``: deep-grey-nuclei measures on a χ map, from the registered atlas or a user label map.
+
+Writes into ``--out``: ``roi_measures.csv`` and ``roi_measures.json`` (one row per region and hemisphere, with the
+reference and the region's source on every row; regions that could not be measured are flagged rows),
+``roi_plot.png`` (bar plot) and ``roi_labels.nii.gz`` (the regions on the χ grid, with a JSON sidecar naming them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import QSMInputError
+from .atlas import CONTRASTS, DEFAULT_MIN_PROBABILITY
+
+
+def _read_volume(path: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    from ..io.nifti import is_nifti, read_nifti
+    from ..io.nrrd import is_nrrd, read_nrrd
+
+    if is_nifti(path):
+        data, aff = read_nifti(path)
+    elif is_nrrd(path):
+        data, aff, _ = read_nrrd(path)
+    else:
+        raise QSMInputError(f"{what} {path!r}: give a NIfTI (.nii/.nii.gz) or NRRD (.nrrd/.nhdr) file")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise QSMInputError(f"{what} {path!r} must be 3D, got shape {data.shape}")
+    return data, aff
+
+
+def _label_names(path: Optional[str]) -> Optional[Dict[int, str]]:
+    """``{"1": "L caudate", ...}`` or a NiiVue lookup table (``{"labels": [...]}``)."""
+    if not path:
+        return None
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise QSMInputError(f"cannot read label names {path!r}: {exc}") from exc
+    if isinstance(d, dict) and isinstance(d.get("labels"), list):
+        return {k: str(n) for k, n in enumerate(d["labels"]) if k > 0}
+    if isinstance(d, dict):
+        try:
+            return {int(k): str(v) for k, v in d.items()}
+        except ValueError as exc:
+            raise QSMInputError(f"label names {path!r}: keys must be label numbers") from exc
+    raise QSMInputError(f"label names {path!r}: expected a JSON object")
+
+
+def add_roi_parser(sub) -> None:
+    """Add the ``roi`` subcommand to the main parser's subparsers."""
+    p = sub.add_parser("roi", help="deep-grey-nuclei measures on a χ map (atlas registration or user labels)")
+    p.add_argument("--chi", required=True, help="χ map (ppm) NIfTI/NRRD, e.g. chi_ppm.nii.gz from `run`")
+    p.add_argument("--mask", help="brain mask on the χ grid (default: non-zero χ)")
+    src = p.add_argument_group("regions (the atlas unless --labels is given)")
+    src.add_argument("--labels", help="user label map (NIfTI/NRRD, any grid: resampled with its geometry)")
+    src.add_argument("--label-names", help="JSON {label: name} or NiiVue lookup table for --labels")
+    src.add_argument("--atlas", default="cit168", choices=("cit168", "pd25"),
+                     help="cit168 (shipped, CC BY 4.0) or pd25 (CC BY-NC-SA 3.0, not shipped: --atlas-dir)")
+    src.add_argument("--atlas-dir", help="folder with the PD25 files")
+    src.add_argument("--min-probability", type=float, default=DEFAULT_MIN_PROBABILITY,
+                     help=f"CIT168 voxels whose most likely region is below this probability stay unlabelled "
+                          f"(default {DEFAULT_MIN_PROBABILITY})")
+    src.add_argument("--register-on", help="image to register the atlas to (e.g. magnitude or R2*; default: χ)")
+    src.add_argument("--contrast", choices=CONTRASTS,
+                     help="template contrast matching --register-on (default qsm when registering on χ)")
+    src.add_argument("--affine-only", action="store_true", help="skip the deformable registration stage")
+    m = p.add_argument_group("measures")
+    m.add_argument("--reference", default="whole_brain",
+                   help="whole_brain (default), csf (with --csf-labels and --labels), region:<name>, or none")
+    m.add_argument("--csf-labels", default="", help="comma-separated CSF/ventricle labels of --labels")
+    m.add_argument("--erode-mm", type=float, default=0.0, help="erode each region by this much against partial "
+                   "volume (mm)")
+    m.add_argument("--midline-x-mm", type=float, default=None,
+                   help="split user regions without a side at this RAS x (mm) into left and right")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_roi)
+
+
+def cmd_roi(args: argparse.Namespace) -> int:
+    from ..io.writer import make_provenance, write_result
+    from ..reference import parse_labels
+    from .atlas import load_atlas
+    from .measures import measure_regions, split_by_midline
+    from .regions import atlas_regions, user_regions
+    from .report import plot_png, write_csv, write_json
+
+    t0 = time.perf_counter()
+    chi, aff = _read_volume(args.chi, "χ map")
+    inputs = [args.chi]
+    if args.mask:
+        mask_arr, mask_aff = _read_volume(args.mask, "mask")
+        if mask_arr.shape != chi.shape or not np.allclose(mask_aff, aff, atol=1e-3):
+            raise QSMInputError(f"mask {args.mask!r} is not on the χ map's grid (shape/affine differ)")
+        mask = mask_arr > 0
+        inputs.append(args.mask)
+    else:
+        mask = np.isfinite(chi) & (chi != 0)
+    if not mask.any():
+        raise QSMInputError(f"no brain voxel: the mask is empty ({args.mask or 'non-zero χ'})")
+    if not np.all(np.isfinite(chi[mask])):
+        raise QSMInputError(f"χ map {args.chi!r} has NaN/Inf inside the mask")
+    vox = tuple(float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
+
+    def progress(fraction: float, label: str) -> None:
+        print(f"\r[{fraction * 100:5.1f} %] {label:<50}", end="", flush=True)
+
+    atlas = None
+    if args.labels:
+        lab, lab_aff = _read_volume(args.labels, "label map")
+        inputs.append(args.labels)
+        regs = user_regions(lab, lab_aff, chi.shape, aff, _label_names(args.label_names),
+                            source=f"user label map {Path(args.labels).name}")
+        if args.midline_x_mm is not None:
+            regs.labels, regs.regions = split_by_midline(regs.labels, regs.regions, aff, args.midline_x_mm)
+    else:
+        atlas = load_atlas(args.atlas, args.atlas_dir, args.min_probability)
+        if args.register_on:
+            image, img_aff = _read_volume(args.register_on, "registration image")
+            if image.shape != chi.shape or not np.allclose(img_aff, aff, atol=1e-3):
+                raise QSMInputError(f"--register-on {args.register_on!r} is not on the χ map's grid")
+            if not args.contrast:
+                raise QSMInputError("--register-on needs --contrast (magnitude, r2star, t1w or qsm)")
+            inputs.append(args.register_on)
+        else:
+            image = np.where(mask, chi, 0.0)
+        contrast = args.contrast or "qsm"
+        regs = atlas_regions(image, aff, atlas, contrast, subject_mask=mask, progress=progress,
+                             deformable=not args.affine_only)
+        print()
+    rows = measure_regions(
+        chi, regs.labels, regs.regions, vox, mask=mask, reference=args.reference,
+        csf_labels=parse_labels(args.csf_labels) if args.csf_labels else (), erosion_mm=args.erode_mm,
+        source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = time.perf_counter() - t0
+    prov = make_provenance("roi", "atlas" if atlas else "labels", {
+        "atlas": atlas.name if atlas else None, "atlas_citation": atlas.citation if atlas else None,
+        "atlas_licence": atlas.licence if atlas else None, "reference": args.reference,
+        "erosion_mm": args.erode_mm, "min_probability": args.min_probability if atlas else None,
+        "registration_stages": regs.registration.stages if regs.registration else None}, seconds,
+        output="roi_labels")
+    write_csv(rows, out / "roi_measures.csv")
+    write_json(rows, out / "roi_measures.json", {**prov, "input_files": inputs})
+    plot_png(rows, out / "roi_plot.png", title=f"{Path(args.chi).name}: {regs.source}")
+    names = {str(k): r.name for k, r in regs.regions.items()}
+    write_result(out / "roi_labels.nii.gz", regs.labels.astype(np.float32), aff, {**prov, "label_names": names},
+                 input_paths=inputs, units="label")
+    for r in rows:
+        val = "" if r.mean_ppm is None else f"{r.mean_ppm:+.4f} ± {r.sd_ppm:.4f} ppm  n={r.n_voxels}"
+        print(f"  {r.region[:36]:<37}{val:<34}{r.flag}")
+    print(f"reference: {rows[0].reference if rows else args.reference}; wrote roi_measures.csv, roi_measures.json, "
+          f"roi_plot.png, roi_labels.nii.gz to {out.resolve()} ({seconds:.1f} s)")
+    return 0
