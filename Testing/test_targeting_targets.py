@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from roi_helpers import deform_head
 
 from QSMLogic.errors import QSMInputError
 from QSMLogic.phantom import label_of, make_head_model
 from QSMLogic.phantom.model import HEAD_SCALE, _labels_1mm
+from QSMLogic.roi.atlas import load_cit168
+from QSMLogic.roi.regions import atlas_regions
 from QSMLogic.targeting.acpc import acpc_frame
 from QSMLogic.targeting.targets import check_inside, nucleus_targets, vim_indirect_target
 
@@ -105,3 +108,18 @@ def test_one_sided_structure_and_bad_targets(head):
     with pytest.raises(QSMInputError, match="outside the volume"):
         check_inside([0.0, 500.0, 0.0], head.brain_mask, head.affine)
     check_inside(true_centroids(STN)["right"], head.brain_mask, head.affine)
+
+
+def test_stn_gpi_targets_from_the_registered_atlas_within_2mm(head):
+    # a head unlike the atlas: rotated 8°, scaled (1.06, 0.95, 1.03), smoothly deformed by up to 3 mm
+    subject = deform_head(head).model
+    atlas = load_cit168()
+    regions = atlas_regions(subject.chi_ppm, subject.affine, atlas, "qsm", subject_mask=subject.brain_mask,
+                            deformable=False, pyramid_mm=(3.0,), iterations=(60, 60, 0))   # affine, one 3 mm level
+    got = nucleus_targets(regions.labels, subject.affine, {"STN": atlas.labels_of("Subthalamic"),
+                                                            "GPi": atlas.labels_of("Globus Pallidus interna")})
+    truth = nucleus_targets(subject.labels, subject.affine, {"STN": label_of(STN), "GPi": label_of(GPI)})
+    for g, t in zip(got, truth):
+        assert (g.nucleus, g.side) == (t.nucleus, t.side)
+        err = float(np.linalg.norm(g.ras_mm - t.ras_mm))
+        assert err < 2.0, (g.name, err)   # measured: STN 0.82 / 0.60, GPi 0.90 / 0.95 mm

@@ -18,7 +18,7 @@ Arrays are indexed as given; ``affine`` maps array indices to RAS mm (any orient
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -117,12 +117,13 @@ def subregion_point(
 def nucleus_targets(
     labels: np.ndarray,
     affine: np.ndarray,
-    nuclei: Mapping[str, int],
+    nuclei: Mapping[str, Union[int, Sequence[int]]],
     subregions: Optional[Mapping[str, str]] = None,
     acpc: Optional[ACPCFrame] = None,
     min_voxels: int = 3,
 ) -> List[NucleusTarget]:
-    """Right and left targets of each nucleus in ``nuclei`` (name → label value) of the label map.
+    """Right and left targets of each nucleus in ``nuclei`` (name → label value, or the values of its parts, e.g.
+    an atlas's left and right labels) of the label map.
 
     ``subregions`` maps a nucleus name to ``centroid`` (the default), ``dorsolateral`` or ``posteroventral``.
     A side with fewer than ``min_voxels`` voxels raises :class:`QSMInputError` (the nucleus is missing there).
@@ -135,7 +136,7 @@ def nucleus_targets(
     out: List[NucleusTarget] = []
     for name, value in nuclei.items():
         sub = subregions.get(name, "centroid")
-        sides = hemisphere_voxels(lab == value, aff, acpc, name)
+        sides = hemisphere_voxels(np.isin(lab, np.atleast_1d(value)), aff, acpc, name)
         for side in SIDES:
             pts = sides[side]
             if len(pts) < min_voxels:
