@@ -1,0 +1,277 @@
+"""MRML side of surgical targeting: markups, transforms, segmentations, tables and views for QSMLogic.targeting.
+
+Like :mod:`.mrml_adapter` it takes the scene as an argument and imports no Qt, so pytest runs it on
+``slicer-core``. Points are read and written in world RAS (``...PositionWorld``), so markups under a transform are
+handled; matrices are 4×4 numpy arrays (RAS mm).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import slicer
+import vtk
+
+from QSMLogic.errors import QSMInputError
+from QSMLogic.targeting.acpc import ACPCFrame, acpc_frame
+from QSMLogic.targeting.export import target_rows
+
+from .mrml_adapter import add_color_legend, place_in_folder
+
+#: Control-point labels accepted for the AC-PC landmarks (case-insensitive) in one fiducial list.
+LANDMARK_LABELS = {"AC": ("ac", "anterior commissure"), "PC": ("pc", "posterior commissure"),
+                   "midline": ("midline", "ms", "mid", "midsagittal", "ih")}
+#: Colour table and default range of the QSM overlay (ppm): paramagnetic (iron, veins) warm.
+QSM_OVERLAY_COLOR = "vtkMRMLColorTableNodeRainbow"
+#: Node attribute with the JSON report of a target or trajectory (AC-PC and frame coordinates, distances).
+REPORT_ATTRIBUTE = "SusceptibilityMRI.Targeting"
+
+
+def _matrix_to_numpy(m: Any) -> np.ndarray:
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
+def _numpy_to_matrix(a: np.ndarray) -> Any:
+    m = vtk.vtkMatrix4x4()
+    for i in range(4):
+        for j in range(4):
+            m.SetElement(i, j, float(a[i, j]))
+    return m
+
+
+def control_points_world(node: Any, what: str = "markups") -> List[Tuple[str, np.ndarray]]:
+    """(label, world RAS position) of every defined control point of a markups node."""
+    if node is None:
+        raise QSMInputError(f"no {what} node selected")
+    out = []
+    for i in range(node.GetNumberOfControlPoints()):
+        if hasattr(node, "GetNthControlPointPositionStatus") and \
+                node.GetNthControlPointPositionStatus(i) != node.PositionDefined:
+            continue
+        p = [0.0, 0.0, 0.0]
+        node.GetNthControlPointPositionWorld(i, p)
+        out.append((node.GetNthControlPointLabel(i), np.asarray(p, float)))
+    return out
+
+
+def landmarks_from_markups(node: Any) -> Dict[str, Optional[np.ndarray]]:
+    """AC, PC and midline positions (world RAS) from a fiducial list whose points are labelled so.
+
+    Labels are matched case-insensitively (:data:`LANDMARK_LABELS`); a landmark not found is ``None``, so that
+    :func:`QSMLogic.targeting.acpc.acpc_frame` names it as missing.
+    """
+    found: Dict[str, Optional[np.ndarray]] = {k: None for k in LANDMARK_LABELS}
+    for label, p in control_points_world(node, "AC-PC landmarks"):
+        key = label.strip().lower()
+        for name, aliases in LANDMARK_LABELS.items():
+            if key in aliases:
+                if found[name] is not None:
+                    raise QSMInputError(f"two control points are labelled {name}; keep one")
+                found[name] = p
+    return found
+
+
+def acpc_from_markups(node: Any) -> ACPCFrame:
+    """The AC-PC frame of a fiducial list with points labelled AC, PC and midline."""
+    lm = landmarks_from_markups(node)
+    return acpc_frame(lm["AC"], lm["PC"], lm["midline"])
+
+
+def transform_to_world(node: Any, what: str = "frame registration") -> np.ndarray:
+    """4×4 matrix of a linear transform node (to world); a non-linear transform is refused."""
+    if node is None:
+        raise QSMInputError(f"no {what} transform selected")
+    if hasattr(node, "IsLinear") and not node.IsLinear():
+        raise QSMInputError(f"the {what} transform '{node.GetName()}' is not linear")
+    m = vtk.vtkMatrix4x4()
+    node.GetMatrixTransformToWorld(m)
+    return _matrix_to_numpy(m)
+
+
+def add_transform(scene: Any, matrix: np.ndarray, name: str, folder_item: Optional[int] = None) -> Any:
+    """A NEW linear transform node whose transform-to-parent is ``matrix`` (4×4, RAS)."""
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", scene.GenerateUniqueName(name))
+    node.SetMatrixTransformToParent(_numpy_to_matrix(np.asarray(matrix, float)))
+    place_in_folder(scene, node, folder_item)
+    return node
+
+
+def place_under_transform(nodes: Sequence[Any], transform_node: Any) -> None:
+    """Put ``nodes`` (GRE-space volumes: QSM, SWI, magnitude) under ``transform_node`` so they show fused."""
+    for n in nodes:
+        if n is not None:
+            n.SetAndObserveTransformNodeID(transform_node.GetID() if transform_node is not None else None)
+
+
+def add_points(
+    scene: Any, points: Sequence[Tuple[str, Sequence[float]]], name: str,
+    acpc: Optional[ACPCFrame] = None, ras_to_frame: Optional[np.ndarray] = None,
+    color: Tuple[float, float, float] = (1.0, 0.9, 0.1), folder_item: Optional[int] = None,
+) -> Any:
+    """A NEW fiducial list with one labelled, editable control point per target; each point's description holds
+    its AC-PC (and frame) coordinates, and the node attribute :data:`REPORT_ATTRIBUTE` the rows as JSON."""
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName(name))
+    node.CreateDefaultDisplayNodes()
+    if node.GetDisplayNode() is not None:
+        node.GetDisplayNode().SetSelectedColor(*color)
+    rows = target_rows(points, acpc, ras_to_frame)
+    for (label, p), row in zip(points, rows):
+        i = node.AddControlPointWorld(vtk.vtkVector3d(*[float(c) for c in p]), label)
+        node.SetNthControlPointDescription(i, _describe(row))
+    node.SetAttribute(REPORT_ATTRIBUTE, json.dumps(rows))
+    place_in_folder(scene, node, folder_item)
+    return node
+
+
+def _describe(row: Mapping[str, Any]) -> str:
+    parts = [f"RAS ({row['R_mm']:.1f}, {row['A_mm']:.1f}, {row['S_mm']:.1f})"]
+    if "lateral_mm" in row:
+        parts.append(f"AC-PC {row['lateral_mm']:.1f} {row['side']}, AP {row['AP_mm']:.1f}, "
+                     f"vertical {row['vertical_mm']:.1f} mm")
+    if "frame_X_mm" in row:
+        parts.append(f"frame X {row['frame_X_mm']:.1f}, Y {row['frame_Y_mm']:.1f}, Z {row['frame_Z_mm']:.1f}")
+    return "; ".join(parts)
+
+
+def add_trajectory(
+    scene: Any, entry_ras_mm: Sequence[float], target_ras_mm: Sequence[float], name: str,
+    folder_item: Optional[int] = None,
+) -> Any:
+    """A NEW line markup entry → target (control points labelled ``entry`` and ``target``)."""
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", scene.GenerateUniqueName(name))
+    node.CreateDefaultDisplayNodes()
+    node.AddControlPointWorld(vtk.vtkVector3d(*[float(c) for c in entry_ras_mm]), "entry")
+    node.AddControlPointWorld(vtk.vtkVector3d(*[float(c) for c in target_ras_mm]), "target")
+    place_in_folder(scene, node, folder_item)
+    return node
+
+
+def trajectory_points(node: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """(entry, target) world RAS of a line markup (first and last control points)."""
+    pts = control_points_world(node, "trajectory")
+    if len(pts) < 2:
+        raise QSMInputError(f"trajectory '{node.GetName()}' needs an entry and a target point, has {len(pts)}")
+    return pts[0][1], pts[-1][1]
+
+
+def add_label_segmentation(
+    scene: Any, labels_ijk: np.ndarray, reference_node: Any,
+    segments: Mapping[str, Tuple[Sequence[int], Sequence[float]]], name: str, surfaces: bool = True,
+    folder_item: Optional[int] = None,
+) -> Any:
+    """A NEW segmentation node, one named, coloured segment per entry of ``segments`` (name → (label values, RGB
+    0–1)) of the (i, j, k) label array on ``reference_node``'s grid; shown as outlines on the slice views and, with
+    ``surfaces``, as closed surfaces in 3D."""
+    lab = np.asarray(labels_ijk)
+    dims = tuple(reference_node.GetImageData().GetDimensions())
+    if lab.shape != dims:
+        raise QSMInputError(f"label array shape {lab.shape} differs from the reference volume's {dims}")
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
+    seg.CreateDefaultDisplayNodes()
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+    tmp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    m = vtk.vtkMatrix4x4()
+    reference_node.GetIJKToRASMatrix(m)
+    try:
+        for seg_name, (values, rgb) in segments.items():
+            mask = np.isin(lab, np.atleast_1d(values))
+            if not mask.any():
+                raise QSMInputError(f"segment {seg_name!r} has no voxels (labels {list(np.atleast_1d(values))})")
+            slicer.util.updateVolumeFromArray(tmp, np.ascontiguousarray(mask.transpose(2, 1, 0).astype(np.uint8)))
+            tmp.SetIJKToRASMatrix(m)
+            before = seg.GetSegmentation().GetNumberOfSegments()
+            slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(tmp, seg)
+            segment = seg.GetSegmentation().GetNthSegment(before)
+            segment.SetName(seg_name)
+            segment.SetColor(*[float(c) for c in rgb])
+    finally:
+        scene.RemoveNode(tmp)
+    disp = seg.GetDisplayNode()
+    if disp is not None:
+        disp.SetVisibility2DFill(False)
+        disp.SetVisibility2DOutline(True)
+    if surfaces:
+        seg.CreateClosedSurfaceRepresentation()
+    place_in_folder(scene, seg, folder_item)
+    return seg
+
+
+def add_table(scene: Any, rows: Sequence[Mapping[str, Any]], name: str, folder_item: Optional[int] = None) -> Any:
+    """A NEW table node with one row per dict (columns: the union of keys; numbers as double columns)."""
+    cols: List[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    for c in cols:
+        values = [r.get(c) for r in rows]
+        numeric = all(isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+                      for v in values if v is not None)
+        arr = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
+        arr.SetName(c)
+        for v in values:
+            if numeric:
+                arr.InsertNextValue(float("nan") if v is None else float(v))
+            else:
+                arr.InsertNextValue("" if v is None else str(v))
+        table.AddColumn(arr)
+    place_in_folder(scene, table, folder_item)
+    return table
+
+
+def show_overlay(
+    scene: Any, background_node: Any, foreground_node: Any, opacity: float = 0.5,
+    lower_threshold: Optional[float] = None, window_range: Tuple[float, float] = (-0.15, 0.25),
+    color_node_id: str = QSM_OVERLAY_COLOR, legend_title: Optional[str] = "χ (ppm)",
+) -> None:
+    """Show ``foreground_node`` (QSM, or the SWI mIP) coloured over ``background_node`` (planning anatomy) in
+    every slice view: colour table, window ``window_range``, values below ``lower_threshold`` transparent,
+    ``opacity`` 0–1 and a colour legend. Changes the display of ``foreground_node`` and the slice composites only."""
+    if not 0.0 <= opacity <= 1.0:
+        raise QSMInputError(f"overlay opacity must be within 0..1, got {opacity}")
+    foreground_node.CreateDefaultDisplayNodes()
+    disp = foreground_node.GetDisplayNode()
+    if scene.GetNodeByID(color_node_id) is not None:
+        disp.SetAndObserveColorNodeID(color_node_id)
+    lo, hi = (float(v) for v in window_range)
+    disp.AutoWindowLevelOff()
+    disp.SetWindowLevelMinMax(lo, hi)
+    if lower_threshold is not None:
+        disp.SetApplyThreshold(True)
+        disp.SetLowerThreshold(float(lower_threshold))
+        disp.SetUpperThreshold(float(max(hi, np.finfo(np.float32).max)))
+    else:
+        disp.SetApplyThreshold(False)
+    if legend_title:
+        add_color_legend(foreground_node, legend_title)
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        comp = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        comp.SetBackgroundVolumeID(background_node.GetID() if background_node is not None else None)
+        comp.SetForegroundVolumeID(foreground_node.GetID())
+        comp.SetForegroundOpacity(float(opacity))
+
+
+def probe_eye_view(slice_node: Any, entry_ras_mm: Sequence[float], target_ras_mm: Sequence[float],
+                   depth_from_target_mm: float = 0.0) -> None:
+    """Reslice ``slice_node`` perpendicular to the trajectory (probe's-eye view), centred on the point
+    ``depth_from_target_mm`` above the target along the trajectory (0: at the target)."""
+    e = np.asarray(entry_ras_mm, float)
+    t = np.asarray(target_ras_mm, float)
+    d = e - t
+    n = float(np.linalg.norm(d))
+    if n < 1.0:
+        raise QSMInputError("entry and target coincide; no trajectory to reslice along")
+    d /= n
+    helper = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    tx = np.cross(helper, d)
+    tx /= np.linalg.norm(tx)
+    p = t + depth_from_target_mm * d
+    slice_node.SetSliceToRASByNTP(*d, *tx, *p, 0)
+    slice_node.UpdateMatrices()
+
+
+def nucleus_colors(names: Sequence[str]) -> Dict[str, Tuple[float, float, float]]:
+    """Distinct display colours (RGB 0–1) for nucleus segments, in order."""
+    palette = ((0.9, 0.3, 0.2), (0.2, 0.6, 0.9), (0.3, 0.8, 0.3), (0.9, 0.7, 0.1), (0.7, 0.4, 0.9),
+               (0.1, 0.8, 0.8), (0.9, 0.5, 0.7), (0.6, 0.6, 0.6))
+    return {n: palette[i % len(palette)] for i, n in enumerate(names)}

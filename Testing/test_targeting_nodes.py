@@ -1,0 +1,143 @@
+"""MRML helpers of the targeting module on real MRML nodes (slicer-core): AC-PC from markups under a transform,
+target and trajectory markups, the markups JSON the library writes read back by Slicer's storage node, nucleus
+segmentations, tables, the QSM overlay and the probe's-eye reslice."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
+
+from SusceptibilityMRILib import targeting_nodes as tn  # noqa: E402
+
+from QSMLogic.errors import QSMInputError  # noqa: E402
+from QSMLogic.targeting.export import markups_document, write_markups_json  # noqa: E402
+
+
+@pytest.fixture()
+def scene():
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    app = slicer.vtkSlicerApplicationLogic()   # markups need it (DESIGN.md §4)
+    app.SetMRMLScene(s)
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(s)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations.SetMRMLScene(s)
+    yield s
+    segmentations.SetMRMLScene(None)
+    colors.SetMRMLScene(None)
+    app.SetMRMLScene(None)
+    s.Clear(1)
+
+
+def rigid(deg: float, axis, shift) -> np.ndarray:
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = np.radians(deg)
+    m = np.eye(4)
+    m[:3, :3] = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+    m[:3, 3] = shift
+    return m
+
+
+def test_acpc_from_markups_under_a_transform(scene):
+    pose = rigid(23.0, (0.3, -0.5, 0.8), (10.0, -20.0, 35.0))
+    moved = tn.add_transform(scene, pose, "head pose")
+    np.testing.assert_allclose(tn.transform_to_world(moved), pose, atol=1e-12)
+    lm = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "landmarks")
+    for label, p in (("AC", (0, 12.5, 0)), ("pc", (0, -12.5, 0)), ("Midline", (0, 0, 40))):
+        lm.AddControlPoint(vtk.vtkVector3d(*p), label)
+    lm.SetAndObserveTransformNodeID(moved.GetID())      # the landmarks seen in a rotated head
+    frame = tn.acpc_from_markups(lm)
+    target = pose[:3, :3] @ np.array([12.0, -2.0, -4.0]) + pose[:3, 3]
+    np.testing.assert_allclose(frame.to_acpc(target)[0], (12.0, -2.0, -4.0), atol=1e-6)   # float32 markups
+    lm.RemoveNthControlPoint(2)
+    with pytest.raises(QSMInputError, match="midline point is missing"):
+        tn.acpc_from_markups(lm)
+    with pytest.raises(QSMInputError, match="no AC-PC landmarks node"):
+        tn.acpc_from_markups(None)
+
+
+def test_targets_trajectory_and_markups_json_round_trip(scene, tmp_path):
+    frame = tn.acpc_frame((0, 12.5, 0), (0, -12.5, 0), (0, 0, 40))
+    targets = [("STN right", (12.0, -2.0, -4.0)), ("STN left", (-12.0, -2.0, -4.0))]
+    node = tn.add_points(scene, targets, "Targets", acpc=frame, ras_to_frame=np.eye(4))
+    assert node.GetNumberOfControlPoints() == 2 and node.GetNthControlPointLabel(1) == "STN left"
+    assert "AC-PC 12.0 left, AP -2.0, vertical -4.0 mm" in node.GetNthControlPointDescription(1)
+    assert "frame X 112.0, Y 98.0, Z 104.0" in node.GetNthControlPointDescription(1)
+    rows = json.loads(node.GetAttribute(tn.REPORT_ATTRIBUTE))
+    assert rows[0]["side"] == "right" and rows[0]["lateral_mm"] == 12.0
+    line = tn.add_trajectory(scene, (40.0, 30.0, 60.0), targets[0][1], "STN right trajectory")
+    entry, target = tn.trajectory_points(line)
+    np.testing.assert_allclose(entry, (40, 30, 60)) and np.testing.assert_allclose(target, targets[0][1])
+    # the library's .mrk.json files load in Slicer's own markups JSON reader, positions intact
+    for kind, pts, cls in (("Fiducial", targets, "vtkMRMLMarkupsFiducialNode"),
+                           ("Line", [("entry", entry), ("target", target)], "vtkMRMLMarkupsLineNode")):
+        path = write_markups_json(tmp_path / f"{kind}.mrk.json", markups_document(kind, pts, kind))
+        loaded = scene.AddNewNodeByClass(cls)
+        storage = scene.AddNode(slicer.vtkMRMLMarkupsJsonStorageNode())   # the Markups module registers it
+        storage.SetFileName(str(path))
+        assert storage.ReadData(loaded)
+        got = tn.control_points_world(loaded)
+        assert [g[0] for g in got] == [p[0] for p in pts]
+        np.testing.assert_allclose([g[1] for g in got], [p[1] for p in pts], atol=1e-4)
+
+
+def test_segmentation_table_overlay_and_probe_view(scene):
+    labels = np.zeros((30, 32, 20), np.int16)
+    labels[5:9, 10:14, 8:11] = 15
+    labels[21:25, 10:14, 8:11] = 15
+    labels[12:18, 20:26, 5:9] = 11
+    ref = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "qsm")
+    slicer.util.updateVolumeFromArray(ref, np.ascontiguousarray(labels.transpose(2, 1, 0).astype(np.float32)))
+    ref.SetSpacing(1.5, 1.5, 2.0)
+    ref.SetOrigin(-20.0, -25.0, -20.0)
+    seg = tn.add_label_segmentation(scene, labels, ref, {"STN": ([15], (1, 0, 0)), "GPi": ([11], (0, 0, 1))},
+                                    "Nuclei")
+    segmentation = seg.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == ["STN", "GPi"]
+    assert segmentation.GetNthSegment(1).GetColor() == (0.0, 0.0, 1.0)
+    assert seg.GetDisplayNode().GetVisibility2DOutline() and not seg.GetDisplayNode().GetVisibility2DFill()
+    assert segmentation.ContainsRepresentation("Closed surface")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentation.GetSegmentIdBySegmentName("STN"))
+    exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg, ids, exported, ref)
+    assert np.count_nonzero(slicer.util.arrayFromVolume(exported)) == 2 * 48     # both STN blobs, voxel exact
+    with pytest.raises(QSMInputError, match="no voxels"):
+        tn.add_label_segmentation(scene, labels, ref, {"Vim": ([12], (0, 1, 0))}, "x")
+    table = tn.add_table(scene, [{"trajectory": "STN right", "min_vessel_distance_mm": 3.5, "warnings": ""},
+                                 {"trajectory": "STN left", "min_vessel_distance_mm": 0.7,
+                                  "warnings": "passes 0.7 mm from a vessel"}], "Trajectories")
+    assert table.GetNumberOfColumns() == 3 and table.GetNumberOfRows() == 2
+    assert table.GetCellText(1, 2) == "passes 0.7 mm from a vessel" and table.GetCellText(1, 1) == "0.7"
+    comp = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    anatomy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1")
+    tn.show_overlay(scene, anatomy, ref, opacity=0.6, lower_threshold=0.05)
+    assert comp.GetBackgroundVolumeID() == anatomy.GetID() and comp.GetForegroundVolumeID() == ref.GetID()
+    assert comp.GetForegroundOpacity() == pytest.approx(0.6)
+    disp = ref.GetDisplayNode()
+    assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(0.05)
+    assert disp.GetColorNodeID() == tn.QSM_OVERLAY_COLOR
+    assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == pytest.approx((-0.15, 0.25))
+    with pytest.raises(QSMInputError, match="opacity"):
+        tn.show_overlay(scene, anatomy, ref, opacity=1.5)
+    transform = tn.add_transform(scene, rigid(5.0, (0, 0, 1), (1, 2, 3)), "GRE to anatomy")
+    tn.place_under_transform([ref], transform)
+    assert ref.GetTransformNodeID() == transform.GetID()
+    sl = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    entry, target = np.array([40.0, 30.0, 60.0]), np.array([12.0, -2.0, -4.0])
+    tn.probe_eye_view(sl, entry, target, depth_from_target_mm=5.0)
+    m = tn._matrix_to_numpy(sl.GetSliceToRAS())
+    direction = (entry - target) / np.linalg.norm(entry - target)
+    np.testing.assert_allclose(m[:3, 2], direction, atol=1e-9)          # slice normal along the probe
+    np.testing.assert_allclose(m[:3, 3], target + 5.0 * direction, atol=1e-9)
