@@ -36,3 +36,24 @@ def test_markups_json_and_csv(tmp_path):
         markups_document("Line", targets[:1], "x")
     with pytest.raises(QSMInputError, match=".mrk.json"):
         write_markups_json(tmp_path / "t.json", line)
+
+
+def test_nuclei_from_names_and_proposed_entries():
+    from QSMLogic.phantom import LABEL_NAMES, label_of
+    from QSMLogic.targeting.targets import nuclei_from_names
+    from QSMLogic.targeting.trajectory import entry_from_angles
+
+    assert nuclei_from_names(LABEL_NAMES) == {"STN": [label_of("subthalamic nucleus")],
+                                              "GPi": [label_of("globus pallidus interna (GPi)")]}
+    cit = {31: "L Subthalamic Nucleus", 32: "R Subthalamic Nucleus", 11: "L Globus Pallidus interna",
+           12: "R Globus Pallidus interna", 9: "L Globus Pallidus externa"}
+    assert nuclei_from_names(cit) == {"STN": [31, 32], "GPi": [11, 12]}
+    with pytest.raises(QSMInputError, match=r"\['GPi'\]"):
+        nuclei_from_names({1: "subthalamic nucleus"})
+    acpc = acpc_frame((0, 12.5, 0), (0, -12.5, 0), (0, 0, 40))
+    e = entry_from_angles((12.0, -2.0, -4.0), acpc.rotation, "right", sagittal_deg=60, coronal_deg=15,
+                          length_mm=70)
+    d = (e - (12.0, -2.0, -4.0)) / 70.0
+    assert np.linalg.norm(e - (12.0, -2.0, -4.0)) == pytest.approx(70.0)
+    assert d[0] > 0 and np.degrees(np.arctan2(d[2], d[1])) == pytest.approx(60.0)
+    assert np.degrees(np.arcsin(d[0])) == pytest.approx(15.0)

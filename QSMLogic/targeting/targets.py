@@ -190,3 +190,31 @@ def check_inside(
         raise QSMInputError(f"{name} at RAS ({ras}) mm is outside the volume")
     if not m[tuple(idx)]:
         raise QSMInputError(f"{name} at RAS ({ras}) mm is outside {what}")
+
+
+#: Target nuclei and the (lower-case) name fragments that identify them in a label table: the phantom's tissue names
+#: and the CIT168 atlas's region names ("L Subthalamic Nucleus", "R Globus Pallidus interna", …) both match.
+NUCLEUS_NAME_PATTERNS: Dict[str, Sequence[str]] = {
+    "STN": ("subthalamic",),
+    "GPi": ("globus pallidus interna", "pallidus interna", "gpi"),
+    "thalamus": ("thalamus",),
+}
+
+
+def nuclei_from_names(label_names: Mapping[int, str], wanted: Sequence[str] = ("STN", "GPi")) -> Dict[str, List[int]]:
+    """Label values of each wanted nucleus found by name in a label table (value → name), e.g. a colour table.
+
+    Raises :class:`QSMInputError` naming the nuclei no label matches.
+    """
+    out: Dict[str, List[int]] = {}
+    for nucleus in wanted:
+        if nucleus not in NUCLEUS_NAME_PATTERNS:
+            raise QSMInputError(f"unknown nucleus {nucleus!r}; known: {sorted(NUCLEUS_NAME_PATTERNS)}")
+        pats = NUCLEUS_NAME_PATTERNS[nucleus]
+        values = sorted(int(v) for v, n in label_names.items() if v and any(p in str(n).lower() for p in pats))
+        if values:
+            out[nucleus] = values
+    missing = [n for n in wanted if n not in out]
+    if missing:
+        raise QSMInputError(f"no label is named like {missing} in the label table")
+    return out

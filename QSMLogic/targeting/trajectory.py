@@ -155,3 +155,24 @@ def report_rows(reports: Mapping[str, TrajectoryReport]) -> List[Dict[str, objec
         row["warnings"] = "; ".join(r.warnings)
         rows.append(row)
     return rows
+
+
+def entry_from_angles(
+    target_ras_mm: Sequence[float], acpc_rotation: np.ndarray, side: str, sagittal_deg: float = 60.0,
+    coronal_deg: float = 15.0, length_mm: float = 70.0,
+) -> np.ndarray:
+    """An entry point ``length_mm`` from the target along a stated approach, in the AC-PC frame's axes.
+
+    ``sagittal_deg``: elevation of the trajectory above the AC-PC line in the sagittal plane (anterior approach);
+    ``coronal_deg``: tilt away from the mid-sagittal plane toward the target's side. The defaults (60°, 15°) are
+    a typical precoronal approach to the STN; the proposal is a starting point the user edits.
+    """
+    if side not in ("right", "left"):
+        raise QSMInputError(f"side must be 'right' or 'left', got {side!r}")
+    if not 0 < length_mm <= 200:
+        raise QSMInputError(f"length_mm must be within (0, 200] mm, got {length_mm}")
+    t = as_point(target_ras_mm, "target")
+    s, c = np.radians(float(sagittal_deg)), np.radians(float(coronal_deg))
+    lateral = np.sin(c) * (1.0 if side == "right" else -1.0)
+    d = np.array([lateral, np.cos(c) * np.cos(s), np.cos(c) * np.sin(s)])
+    return t + length_mm * (np.asarray(acpc_rotation, float) @ d)
