@@ -141,3 +141,79 @@ def test_segmentation_table_overlay_and_probe_view(scene):
     direction = (entry - target) / np.linalg.norm(entry - target)
     np.testing.assert_allclose(m[:3, 2], direction, atol=1e-9)          # slice normal along the probe
     np.testing.assert_allclose(m[:3, 3], target + 5.0 * direction, atol=1e-9)
+
+
+def test_planning_workflow_on_phantom_nodes(scene, tmp_path):
+    """Fusion → nuclei → AC-PC → targets → vessels → trajectory safety → export, all on MRML nodes."""
+    from QSMLogic.phantom import HEAD_SCALE, label_of, make_head_model
+    from QSMLogic.phantom.model import VEINS
+    from QSMLogic.targeting.trajectory import entry_from_angles
+
+    h = make_head_model((96, 96, 64), (2.0, 2.0, 2.0))
+    rng = np.random.default_rng(1)
+    t1_lut = np.zeros(256, np.float32)
+    for name, v in (("scalp", 0.9), ("skull", 0.1), ("CSF", 0.15), ("ventricles", 0.15), ("GM", 0.55), ("WM", 0.85),
+                    ("thalamus", 0.68), ("putamen", 0.62), ("caudate", 0.6)):
+        t1_lut[label_of(name)] = v
+    for name in ("globus pallidus externa (GPe)", "globus pallidus interna (GPi)", "subthalamic nucleus",
+                 "substantia nigra", "red nucleus", "dentate nucleus", "nucleus accumbens", "veins"):
+        t1_lut[label_of(name)] = 0.65
+
+    def volume(arr, affine, name, cls="vtkMRMLScalarVolumeNode"):
+        node = scene.AddNewNodeByClass(cls, name)
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(arr.transpose(2, 1, 0)))
+        node.SetIJKToRASMatrix(tn._numpy_to_matrix(affine))
+        node.CreateDefaultDisplayNodes()
+        return node
+
+    # the GRE session sees the head moved by a known rigid transform (same voxels, moved affine)
+    known = rigid(7.0, (0.2, 1.0, 0.3), (4.0, -6.0, 3.0))
+    gre_aff = known @ h.affine
+    anatomy = volume((t1_lut[h.labels] + rng.normal(0, 0.02, h.shape)).astype(np.float32), h.affine, "T1")
+    magnitude = volume((h.proton_density * np.exp(-h.r2star_hz * 0.02) + rng.normal(0, 0.02, h.shape))
+                       .astype(np.float32), gre_aff, "GRE magnitude")
+    qsm = volume((h.chi_ppm + rng.normal(0, 0.01, h.shape)).astype(np.float32), gre_aff, "QSM")
+    labels = volume(h.labels.astype(np.int16), gre_aff, "nuclei labels", "vtkMRMLLabelMapVolumeNode")
+    brain = volume(h.brain_mask.astype(np.uint8), gre_aff, "brain", "vtkMRMLLabelMapVolumeNode")
+
+    fused = tn.fuse_volumes(scene, anatomy, magnitude, [qsm, labels, brain], shrink_factors=(4, 2),
+                            smoothing_sigmas_mm=(4.0, 2.0))   # two pyramid levels, to keep the test short
+    angle_err = np.degrees(np.arccos(np.clip((np.trace((tn.transform_to_world(fused) @ known)[:3, :3]) - 1) / 2,
+                                             -1, 1)))
+    assert angle_err < 1.0 and qsm.GetParentTransformNode() is fused
+    nuclei = tn.nuclei_of_label_node(labels)
+    assert nuclei == {"STN": [label_of("subthalamic nucleus")], "GPi": [label_of("globus pallidus interna (GPi)")]}
+    seg = tn.nuclei_segmentation(scene, labels, nuclei)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 2 and seg.GetParentTransformNode() is fused
+
+    landmarks = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AC-PC")   # placed on the anatomy
+    for label, p in (("AC", (0.0, 1.5, -3.5)), ("PC", (0.0, -25.0, -1.5)), ("midline", (0.0, -10.0, 50.0))):
+        landmarks.AddControlPoint(vtk.vtkVector3d(*(HEAD_SCALE * np.asarray(p))), label)
+    targets = tn.targets_from_label_node(scene, labels, nuclei, {"STN": "dorsolateral"}, landmarks)
+    pts = dict(tn.control_points_world(targets))
+    assert sorted(pts) == ["GPi left", "GPi right", "STN left", "STN right"]
+    # targets found in GRE space land on the anatomy's nuclei (fusion error + 2 mm voxels)
+    anat_gpi = np.argwhere(h.labels == label_of("globus pallidus interna (GPi)")) @ h.affine[:3, :3].T \
+        + h.affine[:3, 3]
+    assert np.linalg.norm(pts["GPi right"] - anat_gpi[anat_gpi[:, 0] > 0].mean(axis=0)) < 1.0
+    assert "dorsolateral" in targets.GetNthControlPointDescription(0) and "AC-PC" in \
+        targets.GetNthControlPointDescription(0)
+
+    vessels = tn.vessels_from_volume(scene, qsm, "frangi", 0.05, True, brain)
+    assert "Frangi" in vessels.GetAttribute(tn.REPORT_ATTRIBUTE)
+    # one proposed trajectory, one through the cortical vein parallel to B0 (in anatomy space)
+    acpc = tn.acpc_from_markups(landmarks)
+    safe = tn.add_trajectory(scene, entry_from_angles(pts["GPi right"], acpc.rotation, "right"), pts["GPi right"],
+                             "GPi right trajectory")
+    vein_point = HEAD_SCALE * np.mean(VEINS[4][0], axis=0)    # fused, GRE-space structures are back in place
+    risky = tn.add_trajectory(scene, pts["STN left"] + 1.6 * (vein_point - pts["STN left"]), pts["STN left"],
+                              "STN left trajectory")
+    table, reports = tn.evaluate_trajectories(scene, [safe, risky], vessels, labels, nuclei, margin_mm=2.0)
+    assert reports["STN left trajectory"].warnings and "vessel" in reports["STN left trajectory"].warnings[0]
+    assert reports["STN left trajectory"].target_depth_in_nucleus_mm is not None
+    assert table.GetNumberOfRows() == 2 and "vessel" in table.GetCellText(1, table.GetNumberOfColumns() - 1)
+    files = tn.export_plan(str(tmp_path / "plan"), targets, [safe, risky], landmarks, None)
+    assert sorted(os.path.basename(f) for f in files) == ["GPi_right_trajectory.mrk.json",
+                                                          "STN_left_trajectory.mrk.json", "targets.csv",
+                                                          "targets.mrk.json"]
+    assert "lateral_mm" in open(files[-1]).readline()

@@ -275,3 +275,204 @@ def nucleus_colors(names: Sequence[str]) -> Dict[str, Tuple[float, float, float]
     palette = ((0.9, 0.3, 0.2), (0.2, 0.6, 0.9), (0.3, 0.8, 0.3), (0.9, 0.7, 0.1), (0.7, 0.4, 0.9),
                (0.1, 0.8, 0.8), (0.9, 0.5, 0.7), (0.6, 0.6, 0.6))
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Node-level steps of the planning workflow (what the module logic calls)
+
+
+def world_affine(node: Any) -> np.ndarray:
+    """Index → world RAS matrix of a volume node, including a linear parent transform (a fused GRE volume)."""
+    from .mrml_adapter import ijk_to_ras
+
+    aff = ijk_to_ras(node)
+    parent = node.GetParentTransformNode()
+    return aff if parent is None else transform_to_world(parent, "parent") @ aff
+
+
+def label_names_of(node: Any) -> Dict[int, str]:
+    """Label value → name from a label map's colour table (empty without one)."""
+    disp = node.GetDisplayNode()
+    colors = disp.GetColorNode() if disp is not None else None
+    if colors is None:
+        return {}
+    return {i: colors.GetColorName(i) for i in range(colors.GetNumberOfColors()) if colors.GetColorName(i)}
+
+
+def nuclei_of_label_node(node: Any, wanted: Sequence[str] = ("STN", "GPi")) -> Dict[str, List[int]]:
+    """Label values of the wanted nuclei, by the names of the node's colour table, else by the phantom's names."""
+    from QSMLogic.phantom import LABEL_NAMES
+    from QSMLogic.targeting.targets import nuclei_from_names
+
+    names = label_names_of(node)
+    try:
+        return nuclei_from_names(names, wanted)
+    except QSMInputError:
+        return nuclei_from_names(LABEL_NAMES, wanted)
+
+
+def fuse_volumes(scene: Any, anatomy_node: Any, magnitude_node: Any, gre_nodes: Sequence[Any] = (),
+                 name: str = "GRE to anatomy", **options: Any) -> Any:
+    """Rigid MI registration of the GRE magnitude to the planning anatomy; a NEW transform node holds it and the
+    magnitude and ``gre_nodes`` (QSM, SWI, …) are placed under it. ``options`` go to
+    :func:`QSMLogic.targeting.fusion.rigid_register`."""
+    from QSMLogic.targeting.fusion import rigid_register
+
+    from .mrml_adapter import array_ijk, ijk_to_ras
+
+    if anatomy_node is None or magnitude_node is None:
+        raise QSMInputError("fusion needs the planning anatomy and the GRE magnitude volumes")
+    res = rigid_register(array_ijk(anatomy_node), world_affine(anatomy_node), array_ijk(magnitude_node),
+                         ijk_to_ras(magnitude_node), **options)
+    node = add_transform(scene, res.moving_to_fixed, name)
+    node.SetAttribute(REPORT_ATTRIBUTE, json.dumps({"method": "rigid Mattes mutual information",
+                                                    "metric": res.metric_value, "iterations": res.iterations,
+                                                    "stop": res.stop_condition}))
+    place_under_transform([magnitude_node, *gre_nodes], node)
+    return node
+
+
+def nuclei_segmentation(scene: Any, label_node: Any, nuclei: Mapping[str, Sequence[int]],
+                        name: str = "Nuclei") -> Any:
+    """Named, coloured nucleus segments (outlines in 2D, surfaces in 3D) from a label map node."""
+    from .mrml_adapter import array_ijk
+
+    colors = nucleus_colors(list(nuclei))
+    seg = add_label_segmentation(scene, np.asarray(array_ijk(label_node)), label_node,
+                                 {n: (v, colors[n]) for n, v in nuclei.items()}, name)
+    if label_node.GetParentTransformNode() is not None:
+        seg.SetAndObserveTransformNodeID(label_node.GetParentTransformNode().GetID())
+    return seg
+
+
+def targets_from_label_node(
+    scene: Any, label_node: Any, nuclei: Mapping[str, Sequence[int]],
+    subregions: Optional[Mapping[str, str]] = None, landmarks_node: Any = None, frame_transform_node: Any = None,
+    name: str = "Targets",
+) -> Any:
+    """Proposed right/left targets of each nucleus (centroid or stated subregion) as an editable fiducial list, in
+    world RAS, described in AC-PC coordinates when AC-PC landmarks are given and in Leksell coordinates when a
+    frame registration transform (image RAS → frame-aligned RAS) is given."""
+    from QSMLogic.targeting.targets import nucleus_targets
+
+    from .mrml_adapter import array_ijk
+
+    acpc = acpc_from_markups(landmarks_node) if landmarks_node is not None else None
+    ras_to_frame = transform_to_world(frame_transform_node) if frame_transform_node is not None else None
+    found = nucleus_targets(np.asarray(array_ijk(label_node)), world_affine(label_node), nuclei, subregions, acpc)
+    node = add_points(scene, [(t.name, t.ras_mm) for t in found], name, acpc, ras_to_frame)
+    for i, t in enumerate(found):
+        node.SetNthControlPointDescription(i, f"{t.method}; " + node.GetNthControlPointDescription(i))
+    return node
+
+
+def vessels_from_volume(
+    scene: Any, volume_node: Any, method: str = "frangi", threshold: float = 0.05, bright: bool = True,
+    mask_node: Any = None, name: str = "Vessels",
+) -> Any:
+    """A NEW label map (1 = vessel) on the volume's grid: Frangi vesselness above ``threshold`` or the volume
+    thresholded (QSM ppm / SWI intensity); its method is stated in the node's :data:`REPORT_ATTRIBUTE`."""
+    from QSMLogic.targeting.vessels import segment_vessels, threshold_vessels
+
+    from QSMLogic.geometry import voxel_size_from_affine
+
+    from .mrml_adapter import array_ijk, mask_from_node
+
+    arr = np.asarray(array_ijk(volume_node), np.float32)
+    mask = mask_from_node(mask_node, volume_node) if mask_node is not None else None
+    vs = voxel_size_from_affine(world_affine(volume_node))
+    if method == "frangi":
+        vessels = segment_vessels(arr, vs, threshold=threshold, bright=bright, mask=mask)
+        how = f"Frangi vesselness (Frangi 1998) > {threshold:g}, {'bright' if bright else 'dark'} vessels"
+    elif method == "threshold":
+        vessels = threshold_vessels(arr, vs, threshold, bright=bright, mask=mask)
+        how = f"threshold {'>' if bright else '<'} {threshold:g}"
+    else:
+        raise QSMInputError(f"vessel method must be 'frangi' or 'threshold', got {method!r}")
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName(name))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(vessels.transpose(2, 1, 0).astype(np.uint8)))
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    node.SetIJKToRASMatrix(m)
+    if volume_node.GetParentTransformNode() is not None:
+        node.SetAndObserveTransformNodeID(volume_node.GetParentTransformNode().GetID())
+    node.CreateDefaultDisplayNodes()
+    node.SetAttribute(REPORT_ATTRIBUTE, json.dumps({"method": how, "source": volume_node.GetName(),
+                                                    "voxels": int(vessels.sum())}))
+    return node
+
+
+def _resampled_mask(mask_node: Any, values: Optional[Sequence[int]], shape: Tuple[int, ...],
+                    affine: np.ndarray) -> np.ndarray:
+    """A mask of ``mask_node`` (``values`` of it, or non-zero) on the grid (shape, affine), nearest neighbour."""
+    from scipy import ndimage as ndi
+
+    from .mrml_adapter import array_ijk
+
+    arr = np.asarray(array_ijk(mask_node))
+    sel = np.isin(arr, values) if values is not None else arr != 0
+    src = world_affine(mask_node)
+    if sel.shape == tuple(shape) and np.allclose(src, affine, atol=1e-4):
+        return sel
+    to_src = np.linalg.inv(src) @ affine
+    return ndi.affine_transform(sel.astype(np.uint8), to_src[:3, :3], offset=to_src[:3, 3], output_shape=shape,
+                                order=0, mode="constant", cval=0).astype(bool)
+
+
+def evaluate_trajectories(
+    scene: Any, line_nodes: Sequence[Any], vessel_node: Any = None, label_node: Any = None,
+    nuclei: Optional[Mapping[str, Sequence[int]]] = None, margin_mm: float = 2.0, name: str = "Trajectory safety",
+) -> Tuple[Any, Dict[str, Any]]:
+    """Distances of each trajectory (line markup, entry → target) to the vessels and to each nucleus boundary,
+    as a NEW table node (one row per trajectory, warnings included) and the reports by trajectory name. The
+    target's nucleus is the one whose name starts the line's name (e.g. ``STN right trajectory``)."""
+    from QSMLogic.targeting.trajectory import report_rows, trajectory_report
+
+    from .mrml_adapter import array_ijk
+
+    if not line_nodes:
+        raise QSMInputError("no trajectories: place entry → target line markups first")
+    grid = vessel_node if vessel_node is not None else label_node
+    if grid is None:
+        raise QSMInputError("give a vessel segmentation or a nucleus label map to measure distances to")
+    shape = tuple(np.asarray(array_ijk(grid)).shape)
+    aff = world_affine(grid)
+    vessels = _resampled_mask(vessel_node, None, shape, aff) if vessel_node is not None else None
+    masks = {n: _resampled_mask(label_node, v, shape, aff) for n, v in (nuclei or {}).items()} \
+        if label_node is not None else {}
+    reports = {}
+    for line in line_nodes:
+        entry, target = trajectory_points(line)
+        title = line.GetName()
+        target_nucleus = next((n for n in masks if title.startswith(n)), None)
+        reports[title] = trajectory_report(entry, target, aff, vessels, masks, target_nucleus, margin_mm)
+        line.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report_rows({title: reports[title]})[0]))
+    return add_table(scene, report_rows(reports), name), reports
+
+
+def export_plan(folder: str, target_node: Any = None, line_nodes: Sequence[Any] = (),
+                landmarks_node: Any = None, frame_transform_node: Any = None) -> List[str]:
+    """Write the targets and trajectories as ``.mrk.json`` (RAS) and one CSV (RAS, AC-PC and frame columns)."""
+    import os
+
+    from QSMLogic.targeting.export import markups_document, write_csv, write_markups_json
+
+    if target_node is None and not line_nodes:
+        raise QSMInputError("nothing to export: no targets or trajectories")
+    os.makedirs(folder, exist_ok=True)
+    acpc = acpc_from_markups(landmarks_node) if landmarks_node is not None else None
+    ras_to_frame = transform_to_world(frame_transform_node) if frame_transform_node is not None else None
+    written, points = [], []
+    if target_node is not None:
+        pts = control_points_world(target_node, "targets")
+        written.append(write_markups_json(os.path.join(folder, "targets.mrk.json"),
+                                          markups_document("Fiducial", pts, target_node.GetName())))
+        points += pts
+    for line in line_nodes:
+        entry, target = trajectory_points(line)
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in line.GetName())
+        written.append(write_markups_json(os.path.join(folder, f"{safe}.mrk.json"), markups_document(
+            "Line", [("entry", entry), ("target", target)], line.GetName())))
+        points += [(f"{line.GetName()} entry", entry), (f"{line.GetName()} target", target)]
+    written.append(write_csv(os.path.join(folder, "targets.csv"), target_rows(points, acpc, ras_to_frame)))
+    return [str(p) for p in written]
