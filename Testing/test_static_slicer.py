@@ -45,7 +45,7 @@ def ui_widgets(module: str) -> dict:
 
 
 def test_modules_found():
-    assert MODULES == ["QSM", "SWI"]
+    assert MODULES == ["QSM", "QSMTargeting", "SWI"]
 
 
 @pytest.mark.parametrize("module", ["QSM", "SWI"])
