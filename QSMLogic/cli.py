@@ -1,10 +1,12 @@
-"""Command line: ``susceptibility-mri simulate | run | roi | bench | params``.
+"""Command line: ``susceptibility-mri simulate | run | roi | target | bench | params``.
 
 - ``simulate``: write the built-in head phantom as multi-echo NIfTI (BIDS-style sidecars) plus its ground truth.
 - ``run``: the whole pipeline on the built-in phantom (``--phantom``) or on your files; writes every map as NIfTI
   with a JSON provenance sidecar, a table of deep-gray-nuclei values and PNG previews into ``--out``.
 - ``roi``: deep-grey-nuclei χ per region and hemisphere from the registered CIT168 atlas or a user label map
   (CSV, JSON, PNG plot; :mod:`QSMLogic.roi.cli`).
+- ``target``: STN/GPi targets in RAS, AC-PC and Leksell frame coordinates, vessel segmentation and trajectory
+  distances with a margin warning (``.mrk.json``, CSV; :mod:`QSMLogic.targeting.cli`).
 - ``bench``: times every stage at a realistic size (256×256×160, 5 echoes, and 16 coils for coil combination).
 - ``params``: the methods and parameters of every stage (``--markdown`` for the docs), from the same
   declaration the Slicer module uses.
@@ -23,6 +25,7 @@ import numpy as np
 from .errors import QSMInputError
 from .params import load_all, markdown_table
 from .roi.cli import add_roi_parser
+from .targeting.cli import add_target_parser
 
 #: Display windows (ppm / a.u.) for previews.
 QSM_WINDOW_PPM = (-0.15, 0.25)
@@ -266,6 +269,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     add_roi_parser(sub)
+    add_target_parser(sub)
 
     p = sub.add_parser("bench", help="time every stage at a realistic size")
     p.add_argument("--quick", action="store_true", help="small size smoke run")
