@@ -57,3 +57,28 @@ def test_nuclei_from_names_and_proposed_entries():
     assert np.linalg.norm(e - (12.0, -2.0, -4.0)) == pytest.approx(70.0)
     assert d[0] > 0 and np.degrees(np.arctan2(d[2], d[1])) == pytest.approx(60.0)
     assert np.degrees(np.arcsin(d[0])) == pytest.approx(15.0)
+
+
+def test_reslice_is_exact_on_oblique_grids_and_views_are_written(tmp_path):
+    from QSMLogic.targeting.figure import planning_figure, reslice
+
+    # a volume whose value is the world R coordinate of each voxel, on an oblique anisotropic grid
+    rot = np.array([[0.9, -0.3, 0.3], [0.3, 0.95, 0.0], [-0.3, 0.1, 0.95]])
+    q, _ = np.linalg.qr(rot)
+    aff = np.eye(4)
+    aff[:3, :3] = q @ np.diag([1.2, 1.0, 1.5])
+    aff[:3, 3] = (-30.0, -25.0, -20.0)
+    ijk = np.indices((50, 50, 40)).reshape(3, -1)
+    world_r = (aff[:3, :3] @ ijk + aff[:3, 3:4])[0].reshape(50, 50, 40).astype(np.float32)
+    centre = aff[:3, :3] @ np.array([25.0, 25.0, 20.0]) + aff[:3, 3]
+    img = reslice(world_r, aff, centre, (1, 0, 0), (0, 0, 1), half_size_mm=10.0, step_mm=1.0)
+    expected_r = centre[0] + np.arange(-10.0, 10.5, 1.0)
+    np.testing.assert_allclose(img, np.broadcast_to(expected_r, img.shape), atol=1e-3)   # linear data: exact
+    assert np.isnan(reslice(world_r, aff, centre + 500.0, (1, 0, 0), (0, 1, 0), 5.0)).all()
+    labels = np.zeros((50, 50, 40), np.int16)
+    labels[20:30, 20:30, 15:25] = 15
+    out = planning_figure(tmp_path / "views.png", centre, (world_r / 100.0, aff), labels=(labels, aff),
+                          nuclei={"STN": [15]}, entry_ras_mm=centre + (10.0, 20.0, 40.0), title="test")
+    assert out.stat().st_size > 10_000
+    with pytest.raises(QSMInputError, match="coincide"):
+        planning_figure(tmp_path / "x.png", centre, (world_r, aff), entry_ras_mm=centre)

@@ -3,7 +3,8 @@
 Inputs are NIfTI files (or ``--phantom`` for the built-in head phantom with its true labels and commissures).
 Writes into ``--out``: ``targets.mrk.json`` and ``targets.csv`` (RAS, AC-PC and, with a frame registration,
 Leksell columns), one ``<name>_trajectory.mrk.json`` per trajectory, ``trajectories.csv`` (distances to vessels
-and nuclei, warnings) and, with ``--qsm``, ``vessels.nii.gz`` (the vessel segmentation with a provenance sidecar).
+and nuclei, warnings), with ``--qsm`` ``vessels.nii.gz`` (the vessel segmentation with a provenance sidecar) and,
+with ``--views``, ``<nucleus>_<side>_views.png`` (axial, coronal, sagittal and probe's-eye planes through the target).
 """
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ def add_target_parser(sub) -> None:
                                            "phantom's names)")
     src.add_argument("--qsm", help="QSM (ppm, NIfTI) on the label map's grid, for the vessel segmentation")
     src.add_argument("--mask", help="brain mask on that grid (targets outside it are refused)")
+    src.add_argument("--anatomy", help="planning anatomy (NIfTI, any grid in the same RAS space) for --views")
     a = p.add_argument_group("AC-PC landmarks (RAS mm, 'x,y,z')")
     a.add_argument("--ac")
     a.add_argument("--pc")
@@ -115,6 +117,8 @@ def add_target_parser(sub) -> None:
     t.add_argument("--vessel-threshold", type=float, default=None,
                    help="vesselness (frangi, default 0.05) or ppm (threshold, default 0.25)")
     t.add_argument("--margin-mm", type=float, default=2.0, help="vessel distance below which to warn (mm)")
+    t.add_argument("--views", action="store_true",
+                   help="also write planning views per target (axial, coronal, sagittal, probe's eye) as PNG")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_target)
 
@@ -218,6 +222,17 @@ def cmd_target(args: argparse.Namespace) -> int:
         prov = make_provenance("targeting", args.vessel_method, {"threshold": thr}, seconds, output="vessels")
         write_result(out / "vessels.nii.gz", vessels.astype(np.float32), aff, prov, input_paths=files, units="label")
         written.append("vessels.nii.gz")
+    if args.views:
+        from .figure import planning_figure
+
+        anatomy = _read(args.anatomy, "anatomy") if args.anatomy else None
+        for t in targets:
+            title = f"{t.name} ({t.method}); trajectory {reports[f'{t.name} trajectory'].length_mm:.0f} mm"
+            planning_figure(out / f"{t.nucleus}_{t.side}_views.png", t.ras_mm,
+                            (chi if chi is not None else labels.astype(np.float32), aff), anatomy, (labels, aff),
+                            nuclei, None if vessels is None else (vessels, aff),
+                            reports[f"{t.name} trajectory"].entry_ras_mm, title)
+        written.append(f"{len(targets)} planning-view PNGs")
     for row in rows:
         print(f"  {row['name']:<10} RAS ({row['R_mm']:7.1f}, {row['A_mm']:7.1f}, {row['S_mm']:7.1f})  AC-PC "
               f"{row['lateral_mm']:5.1f} {row['side']:<5} AP {row['AP_mm']:+5.1f} vert {row['vertical_mm']:+5.1f}"
