@@ -124,7 +124,7 @@ def add_target_parser(sub) -> None:
 
 
 def _inputs(args: argparse.Namespace):
-    """(labels, affine, label names, χ or None, mask or None, AC, PC, midline, input files)."""
+    """(labels, affine, label names, χ or None, mask or None, AC, PC, midline, input files, anatomy or None)."""
     if args.phantom:
         from ..phantom import HEAD_SCALE, LABEL_NAMES, make_head_model
 
@@ -132,7 +132,10 @@ def _inputs(args: argparse.Namespace):
         # commissures of the MNI152 2009a template the phantom is built from, at the phantom's scale
         lm = {"ac": (0.0, 1.5, -3.5), "pc": (0.0, -25.0, -1.5), "midline": (0.0, -10.0, 50.0)}
         pts = [_point(getattr(args, k), k) if getattr(args, k) else HEAD_SCALE * np.asarray(v) for k, v in lm.items()]
-        return (h.labels, h.affine, dict(LABEL_NAMES), h.chi_ppm, h.brain_mask, *pts, ["phantom 128x128x80 1.5 mm"])
+        # the phantom's "anatomy" for the views: its proton density × T2* decay at TE 20 ms (a PD-weighted image)
+        anatomy = (h.proton_density * np.exp(-h.r2star_hz * 0.02), h.affine)
+        return (h.labels, h.affine, dict(LABEL_NAMES), h.chi_ppm, h.brain_mask, *pts, ["phantom 128x128x80 1.5 mm"],
+                anatomy)
     if not args.labels:
         raise QSMInputError("give --labels (a nucleus label map) or --phantom")
     for k in ("ac", "pc", "midline"):
@@ -153,7 +156,7 @@ def _inputs(args: argparse.Namespace):
             else:
                 mask = arr > 0
     return (np.rint(labels).astype(np.int32), aff, _label_names(args.labels, args.label_names), chi, mask,
-            _point(args.ac, "--ac"), _point(args.pc, "--pc"), _point(args.midline, "--midline"), files)
+            _point(args.ac, "--ac"), _point(args.pc, "--pc"), _point(args.midline, "--midline"), files, None)
 
 
 def cmd_target(args: argparse.Namespace) -> int:
@@ -166,7 +169,7 @@ def cmd_target(args: argparse.Namespace) -> int:
     from .vessels import segment_vessels, threshold_vessels
 
     t0 = time.perf_counter()
-    labels, aff, names, chi, mask, ac, pc, mid, files = _inputs(args)
+    labels, aff, names, chi, mask, ac, pc, mid, files, anatomy = _inputs(args)
     acpc = acpc_frame(ac, pc, mid)
     ras_to_frame = _frame(args)
     nuclei = nuclei_from_names(names, ("STN", "GPi"))
@@ -225,7 +228,8 @@ def cmd_target(args: argparse.Namespace) -> int:
     if args.views:
         from .figure import planning_figure
 
-        anatomy = _read(args.anatomy, "anatomy") if args.anatomy else None
+        if args.anatomy:
+            anatomy = _read(args.anatomy, "anatomy")
         for t in targets:
             title = f"{t.name} ({t.method}); trajectory {reports[f'{t.name} trajectory'].length_mm:.0f} mm"
             planning_figure(out / f"{t.nucleus}_{t.side}_views.png", t.ras_mm,
