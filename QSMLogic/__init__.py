@@ -1,7 +1,7 @@
 """QSMLogic: the pure-Python susceptibility-MRI processing library behind the SusceptibilityMRI Slicer extension.
 
 Every stage is a function on numpy arrays plus explicit physical parameters (voxel size in mm, B0 direction in
-the array's axes, echo times in s, B0 in T). No Slicer or Qt imports live here. Conventions: DESIGN.md.
+the array's axes, echo times in s, B0 in T). No Slicer or Qt imports live here. Conventions: docs/conventions.md.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Coil combination: one complex image per echo from multi-channel GRE data (stage ``coil_combination``).
 
-Input layout (DESIGN.md §2): ``signal`` is complex ``(x, y, z, echo, coil)``; the output is complex64
+Input layout (docs/conventions.md): ``signal`` is complex ``(x, y, z, echo, coil)``; the output is complex64
 ``(x, y, z, echo)`` whose modulus is the combined magnitude and whose phase is free of the coils' phase offsets
 (it keeps at most a smooth, singularity-free offset common to all echoes).
 

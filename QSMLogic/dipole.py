@@ -1,4 +1,4 @@
-"""The unit dipole kernel and the forward field model (DESIGN.md §1).
+"""The unit dipole kernel and the forward field model (docs/conventions.md).
 
 ``δ_local = F⁻¹{ D(k) · F{χ} }`` with ``D(k) = 1/3 − (k·b̂)² / |k|²`` and ``D(0) = 0`` (Salomir et al., Concepts
 Magn Reson B 2003; Marques & Bowtell, Concepts Magn Reson B 2005). The k grid is in physical units (1/mm), so

@@ -1,7 +1,7 @@
 """Multi-echo field mapping (stage ``field_mapping``) and R2*/T2* mapping (stage ``r2star``).
 
-Signal model (DESIGN.md §1), coil-combined: ``S_n = ρ·exp(−R2*·TE_n)·exp(i(φ0 + 2π·Δf·TE_n)) + noise`` with complex
-Gaussian noise of SD ``σ`` in the real and in the imaginary part. At high SNR the phase noise of echo n is
+Signal model (docs/conventions.md), coil-combined: ``S_n = ρ·exp(−R2*·TE_n)·exp(i(φ0 + 2π·Δf·TE_n)) + noise``
+with complex Gaussian noise of SD ``σ`` in the real and in the imaginary part. At high SNR the phase noise of echo n is
 ``σ/|S_n|``, which gives every fit below its maximum-likelihood weights (``|S_n|²``) and its Cramér–Rao noise
 (``noise_sd_hz``, the per-voxel SD of the fitted frequency — the weight map for the dipole inversion). ``σ`` is
 given (``noise_sd``) or estimated robustly from the fit residuals inside the mask (their median against the χ²

@@ -1,6 +1,6 @@
 """Voxel geometry: voxel size and B0 direction from an index-to-world affine.
 
-Conventions (DESIGN.md §1–2): the affine maps array indices, in the array's own axis order, to world millimetres
+Conventions (docs/conventions.md): the affine maps array indices, in the array's own axis order, to world millimetres
 (RAS for NIfTI/Slicer, LPS for DICOM/ITK — the superior axis is +z in both). For a head-first supine scan B0 is
 along world z, so the B0 direction in the array's axes is ``R^T (0, 0, 1)`` where ``R`` is the unit direction
 matrix (columns = world directions of the array axes).

@@ -1,6 +1,6 @@
 """The GRE acquisition data model: one validated object for a (multi-echo, optionally multi-coil) GRE scan.
 
-Array layout (DESIGN.md §2): spatial axes first (in the array's own order, matching ``affine``), then echo, then
+Array layout (docs/conventions.md): spatial axes first (in the array's own order, matching ``affine``), then echo, then
 coil: ``(nx, ny, nz, n_echo)`` for coil-combined data, ``(nx, ny, nz, n_echo, n_coil)`` for uncombined data.
 Phase is stored in radians in the project's internal convention (phase grows as ``+2π·Δf·TE``; paramagnetic
 sources parallel to B0 give Δf > 0): ``phase = phase_sign · input_phase``.
@@ -79,7 +79,8 @@ class GREData:
     te_s
         Echo times in seconds, strictly increasing, one per echo.
     b0_tesla
-        Main field strength in tesla (> 0).
+        Main field strength in tesla (> 0), or ``None`` when it is unknown: only stages that do not need it (coil
+        combination, mask, homodyne SWI: :meth:`QSMLogic.pipeline.PipelineConfig.swi_only`) can then run.
     affine
         4×4 index-to-world (RAS) matrix for the spatial axes of the arrays.
     phase_sign
@@ -97,7 +98,7 @@ class GREData:
     phase_rad: np.ndarray
     magnitude: Optional[np.ndarray]
     te_s: Sequence[float]
-    b0_tesla: float
+    b0_tesla: Optional[float]
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     phase_sign: int = 1
     b0_direction: Optional[Sequence[float]] = None
@@ -138,19 +139,20 @@ class GREData:
                 raise QSMInputError("magnitude has negative values: is it a phase image?")
             self.magnitude = mag.astype(np.float32, copy=False)
         self.te_s = check_echo_times(self.te_s, self.phase_rad.shape[3])
-        b0 = float(self.b0_tesla) if self.b0_tesla is not None else float("nan")
-        if not np.isfinite(b0) or b0 <= 0:
-            raise QSMInputError(f"b0_tesla must be a positive field strength in tesla, got {self.b0_tesla!r}")
-        if b0 > 25:
-            raise QSMInputError(f"b0_tesla={b0} is implausible for MRI (is it in another unit?)")
-        self.b0_tesla = b0
+        if self.b0_tesla is not None:
+            b0 = float(self.b0_tesla)
+            if not np.isfinite(b0) or b0 <= 0:
+                raise QSMInputError(f"b0_tesla must be a positive field strength in tesla, got {self.b0_tesla!r}")
+            if b0 > 25:
+                raise QSMInputError(f"b0_tesla={b0} is implausible for MRI (is it in another unit?)")
+            self.b0_tesla = b0
         self.affine = check_affine(self.affine)
         if self.b0_direction is None:
             self.b0_direction = b0_direction_from_affine(self.affine)
         self.b0_direction = tuple(float(v) for v in check_b0_direction(self.b0_direction))
 
     @classmethod
-    def from_complex(cls, signal: np.ndarray, te_s: Sequence[float], b0_tesla: float, **kwargs) -> GREData:
+    def from_complex(cls, signal: np.ndarray, te_s: Sequence[float], b0_tesla: Optional[float], **kwargs) -> GREData:
         """Build from complex data (phase taken as the complex angle, magnitude as its modulus)."""
         s = np.asarray(signal)
         if not np.iscomplexobj(s):

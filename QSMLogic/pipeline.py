@@ -13,7 +13,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -41,6 +41,9 @@ STAGE_ORDER = (
 
 #: Methods of the "inversion" stage that take the total field and remove the background themselves.
 SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
+
+#: SWI methods built from a map of the QSM chain rather than from the wrapped phase, and the stage making that map.
+SWI_NEEDS = {"unwrapped": "background", "swim": "reference"}
 
 #: Depth (mm) of the brain-edge shell whose local field gets no weight in the dipole inversion's data term (the
 #: susceptibility there is still estimated, from the field inside). Background removal leaves its largest errors
@@ -90,6 +93,20 @@ class PipelineConfig:
         """Every stage on, with its default method and default parameters."""
         specs = load_all()
         return cls({k: {"method": specs[k].default_method, "params": {}, "enabled": True} for k, _ in STAGE_ORDER})
+
+    @classmethod
+    def swi_only(cls, method: str = "homodyne", brain_mask: bool = False, **params: Any) -> PipelineConfig:
+        """Only SWI (after coil combination for multi-coil data and, with ``brain_mask``, the mask stage): the
+        QSM chain and R2* are off, so the acquisition needs no B0 (``GREData(b0_tesla=None)``). ``method`` must
+        work from the wrapped phase (homodyne); ``params`` override its parameters. Without ``brain_mask`` (and
+        without a mask given to :func:`run_pipeline`) the phase mask applies to the whole volume."""
+        if method in SWI_NEEDS:
+            raise QSMInputError(f"SWI method {method!r} needs the {SWI_NEEDS[method]} stage of the QSM chain; "
+                                "swi_only runs methods that work from the wrapped phase, e.g. 'homodyne'")
+        cfg = cls.default()
+        for key, entry in cfg.stages.items():
+            entry["enabled"] = key in ("coil_combination", "swi") or (key == "mask" and brain_mask)
+        return cfg.set("swi", method, **params)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> PipelineConfig:
@@ -154,6 +171,48 @@ def _noop_progress(fraction: float, label: str) -> None:
     return None
 
 
+class _Run:
+    """The state one :func:`run_pipeline` call carries from step to step: the configuration, the callbacks, the
+    outputs and details collected so far and the per-stage provenance records."""
+
+    def __init__(self, gre: GREData, cfg: PipelineConfig, progress: ProgressFn, cancel: CancelFn, log: LogFn) -> None:
+        self.gre = gre
+        self.cfg = cfg
+        self.progress = progress
+        self.cancelled = cancel
+        self.log = log
+        self.records: List[Dict[str, Any]] = []
+        self.outputs: Dict[str, np.ndarray] = {}
+        self.details: Dict[str, Any] = {}
+        self.total_w = sum(w for k, w in STAGE_ORDER if self.enabled(k))
+        self.done_w = 0.0
+        self.common = {"te_s": gre.te_s, "b0_tesla": gre.b0_tesla, "voxel_size_mm": gre.voxel_size_mm,
+                       "b0_direction": gre.b0_direction, "cancel": cancel}
+
+    def enabled(self, key: str) -> bool:
+        return bool(self.cfg.stages[key].get("enabled", True))
+
+    def stage(self, key: str, inputs: Dict[str, Any]) -> Any:
+        """Run stage ``key``'s configured method on ``inputs`` (plus the acquisition parameters), reporting progress
+        and recording method, parameters and run time."""
+        if self.cancelled():
+            raise QSMCancelled(f"cancelled before {stage(key).label}")
+        entry = self.cfg.stages[key]
+        label = f"{stage(key).label}: {entry['method']}"
+        self.progress(self.done_w / self.total_w, label)
+        self.log(f"[{key}] {entry['method']} …")
+        t0 = time.perf_counter()
+        out = run_method(key, entry["method"], {**self.common, **inputs}, entry.get("params"))
+        dt = time.perf_counter() - t0
+        self.records.append({"stage": key, "method": entry["method"],
+                             "reference": stage(key).method(entry["method"]).reference,
+                             "params": self.cfg.resolved(key), "seconds": round(dt, 3)})
+        self.log(f"[{key}] {entry['method']} done in {dt:.1f} s")
+        self.done_w += dict(STAGE_ORDER)[key]
+        self.progress(self.done_w / self.total_w, label)
+        return out
+
+
 def run_pipeline(
     gre: GREData,
     config: Optional[PipelineConfig] = None,
@@ -172,172 +231,241 @@ def run_pipeline(
     """
     cfg = config or PipelineConfig.default()
     cfg.validate()
-    progress = progress or _noop_progress
-    log = log or (lambda s: None)
-    cancelled = cancel or (lambda: False)
-    total_w = sum(w for _, w in STAGE_ORDER)
-    done_w = 0.0
-    records = []
-    outputs: Dict[str, np.ndarray] = {}
-    details: Dict[str, Any] = {}
-    vox = gre.voxel_size_mm
-    common = {"te_s": gre.te_s, "b0_tesla": gre.b0_tesla, "voxel_size_mm": vox, "b0_direction": gre.b0_direction,
-              "cancel": cancelled}
+    check_stage_selection(cfg, gre, mask_given=mask is not None)
+    run = _Run(gre, cfg, progress or _noop_progress, cancel or (lambda: False), log or (lambda s: None))
+    t_start = time.perf_counter()
+    magnitude, phase = combine_coils_step(run)
+    m, valid = mask_step(run, magnitude, phase, mask, labels)
+    reference_info = None
+    # each QSM stage runs only after the one it needs (check_stage_selection)
+    if run.enabled("unwrap"):
+        unwrap, m = unwrap_step(run, phase, magnitude, m, valid)
+    if run.enabled("field_mapping"):
+        m, used, weight = field_mapping_step(run, unwrap, magnitude, m)
+    r2star_step(run, magnitude, m)
+    if run.enabled("field_mapping"):
+        used_te = {"te_s": tuple(gre.te_s[n] for n in used)}  # later stages that model TE see the fitted echoes only
+        chi, qsm_mask = local_field_and_inversion_step(run, phase, m, used, used_te, weight, labels, data_edge_mm)
+        if chi is not None:
+            reference_info = reference_step(run, chi, qsm_mask, labels)
+    swi_step(run, magnitude, phase, m if m is not None else valid)
+    run.progress(1.0, "done")
+    provenance = build_provenance(gre, run.records, run.details, reference_info, data_edge_mm,
+                                  time.perf_counter() - t_start)
+    return PipelineResult(outputs=run.outputs, provenance=provenance, affine=gre.affine.copy(), details=run.details)
 
-    def run_stage(key: str, inputs: Dict[str, Any]) -> Any:
-        nonlocal done_w
-        if cancelled():
-            raise QSMCancelled(f"cancelled before {stage(key).label}")
-        entry = cfg.stages[key]
-        w = dict(STAGE_ORDER)[key]
-        label = f"{stage(key).label}: {entry['method']}"
-        progress(done_w / total_w, label)
-        log(f"[{key}] {entry['method']} …")
-        t0 = time.perf_counter()
-        out = run_method(key, entry["method"], {**common, **inputs}, entry.get("params"))
-        dt = time.perf_counter() - t0
-        records.append({"stage": key, "method": entry["method"],
-                        "reference": stage(key).method(entry["method"]).reference,
-                        "params": cfg.resolved(key), "seconds": round(dt, 3)})
-        log(f"[{key}] {entry['method']} done in {dt:.1f} s")
-        done_w += w
-        progress(done_w / total_w, label)
-        return out
 
-    def enabled(key: str) -> bool:
+def check_stage_selection(cfg: PipelineConfig, gre: GREData, mask_given: bool = False) -> None:
+    """Raise :class:`QSMInputError` naming the problem when an enabled stage needs a disabled one (each stage of
+    the QSM chain needs the one before it, a phase-free SWI method the map it is built from, R2* and unwrapping a
+    mask) or when the B0 the field mapping needs (and everything after it) is unknown."""
+    single_step = cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
+
+    def on(key: str) -> bool:
         return bool(cfg.stages[key].get("enabled", True))
 
-    t_start = time.perf_counter()
-    # 1. Coil combination
+    needs = {"unwrap": "mask", "r2star": "mask", "field_mapping": "unwrap", "background": "field_mapping",
+             "inversion": "field_mapping" if single_step else "background", "reference": "inversion"}
+    swi_method = cfg.stages["swi"]["method"]
+    if swi_method in SWI_NEEDS:
+        needs["swi"] = SWI_NEEDS[swi_method]
+    for key, need in needs.items():
+        if not on(key) or on(need) or (need == "mask" and mask_given):
+            continue
+        if need == "mask":
+            raise QSMInputError(f"the {key} stage needs a brain mask: enable the mask stage or give a mask")
+        raise QSMInputError(f"the {key} stage ({cfg.stages[key]['method']}) needs the {need} stage, which is "
+                            "disabled")
+    if on("inversion") and not on("reference"):
+        raise QSMInputError("the reference stage cannot be disabled while the inversion runs: susceptibility is "
+                            "relative and the map needs its reference")
+    if gre.b0_tesla is None and on("field_mapping"):
+        raise QSMInputError("the field strength is unknown (b0_tesla is None) but the field_mapping stage and the "
+                            "QSM stages after it need it: give b0_tesla, or run SWI alone "
+                            "(PipelineConfig.swi_only())")
+
+
+def combine_coils_step(run: _Run) -> Tuple[np.ndarray, np.ndarray]:
+    """Step 1: one complex image per echo (coil combination for multi-coil data); returns magnitude and phase
+    (x,y,z,echo float32) and records the RMS-over-echoes magnitude output."""
+    gre = run.gre
     if gre.is_combined:
         signal = gre.complex_signal()
     else:
-        if not enabled("coil_combination"):
+        if not run.enabled("coil_combination"):
             raise QSMInputError("the data have several coils but coil combination is disabled")
-        signal = run_stage("coil_combination", {"signal": gre.complex_signal()})
+        signal = run.stage("coil_combination", {"signal": gre.complex_signal()})
     magnitude = np.abs(signal).astype(np.float32)
     phase = np.angle(signal).astype(np.float32)
     del signal
-    outputs["magnitude"] = np.sqrt(np.mean(magnitude.astype(np.float64) ** 2, axis=3)).astype(np.float32)
+    run.outputs["magnitude"] = np.sqrt(np.mean(magnitude.astype(np.float64) ** 2, axis=3)).astype(np.float32)
+    return magnitude, phase
 
-    # 2. Mask
+
+def mask_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, mask: Optional[np.ndarray],
+              labels: Optional[np.ndarray]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Step 2: the user's ``mask`` or the mask stage's, without the voxels the reader found NaN/Inf; returns the
+    mask (None when the mask stage is off and no mask was given) and those valid voxels (None when the reader
+    masked none)."""
+    gre = run.gre
+    valid = spatial_valid_mask(gre)
+    if mask is None and not run.enabled("mask"):
+        return None, valid
     if mask is not None:
         m = np.asarray(mask).astype(bool)
         if m.shape != gre.shape:
             raise QSMInputError(f"mask shape {m.shape} does not match the data's spatial shape {gre.shape}")
         if not m.any():
             raise QSMInputError("the given mask is empty")
-        records.append({"stage": "mask", "method": "user", "params": {}, "seconds": 0.0})
+        run.records.append({"stage": "mask", "method": "user", "params": {}, "seconds": 0.0})
     else:
-        m = np.asarray(run_stage("mask", {"magnitude": magnitude, "phase": phase, "labels": labels}), dtype=bool)
-    valid = spatial_valid_mask(gre)
+        m = np.asarray(run.stage("mask", {"magnitude": magnitude, "phase": phase, "labels": labels}), dtype=bool)
     if valid is not None:  # NaN/Inf phase voxels (set to 0 by the reader) never enter the processing
         n_invalid = int(np.count_nonzero(m & ~valid))
         m = m & valid
-        log(f"[mask] {n_invalid} voxel(s) with NaN/Inf phase removed from the mask")
-        details["invalid_voxels_removed"] = n_invalid
+        run.log(f"[mask] {n_invalid} voxel(s) with NaN/Inf phase removed from the mask")
+        run.details["invalid_voxels_removed"] = n_invalid
         if not m.any():
             raise QSMInputError("no mask voxel has a finite phase at every echo (the NaN/Inf voxels cover the mask)")
-    outputs["mask"] = m.astype(np.uint8)
+    run.outputs["mask"] = m.astype(np.uint8)
+    return m, valid
 
-    # 3. Unwrapping
-    unwrap = run_stage("unwrap", {"phase": phase, "magnitude": magnitude, "mask": m})
-    outputs["unwrap_quality"] = np.asarray(unwrap.quality, dtype=np.float32)
-    details["unwrap"] = unwrap
 
+def unwrap_step(run: _Run, phase: np.ndarray, magnitude: np.ndarray, m: np.ndarray,
+                valid: Optional[np.ndarray]) -> Tuple[Any, np.ndarray]:
+    """Step 3: spatial unwrapping; returns its result and the mask without the voxels it could not trust."""
+    unwrap = run.stage("unwrap", {"phase": phase, "magnitude": magnitude, "mask": m})
+    run.outputs["unwrap_quality"] = np.asarray(unwrap.quality, dtype=np.float32)
+    run.details["unwrap"] = unwrap
     # Voxels the unwrapping could not trust (low ROMEO quality: mostly the brain edge next to air, where the field
     # is steepest) leave the mask before background removal, whose error they would otherwise dominate.
     m = reliable_mask(m, unwrap.unreliable)
     if valid is not None:  # hole filling must not put NaN voxels back
         m &= valid
-    outputs["field_mask"] = m.astype(np.uint8)
+    run.outputs["field_mask"] = m.astype(np.uint8)
+    return unwrap, m
 
-    # 4. Field mapping, from the echoes the unwrapping trusted (a failed echo — noise-like phase — would bias the
-    # fit wherever its magnitude is not also low); all echoes when none or only one passed
+
+def field_mapping_step(run: _Run, unwrap: Any, magnitude: np.ndarray,
+                       m: np.ndarray) -> Tuple[np.ndarray, List[int], np.ndarray]:
+    """Step 4: the field fit from the echoes the unwrapping trusted; returns the mask without field outliers, the
+    (0-based) echoes used and the inversion's data weight from the fit's noise."""
+    gre = run.gre
+    # A failed echo (noise-like phase) would bias the fit wherever its magnitude is not also low; all echoes are
+    # used when none or only one passed.
     good = [n for n, ok in enumerate(getattr(unwrap, "echo_ok", ())) if ok]
     fit_inputs = {"phase": unwrap.unwrapped, "magnitude": magnitude, "mask": m}
     if 2 <= len(good) < gre.n_echoes:
         fit_inputs.update(phase=unwrap.unwrapped[..., good], magnitude=magnitude[..., good],
                           te_s=tuple(gre.te_s[n] for n in good))
-        log(f"[field_mapping] echoes {[n + 1 for n in range(gre.n_echoes) if n not in good]} failed the unwrapping "
-            "quality check and are left out of the field fit")
-        details["field_mapping_echoes"] = [n + 1 for n in good]
-    fmap = run_stage("field_mapping", fit_inputs)
+        run.log(f"[field_mapping] echoes {[n + 1 for n in range(gre.n_echoes) if n not in good]} failed the "
+                "unwrapping quality check and are left out of the field fit")
+        run.details["field_mapping_echoes"] = [n + 1 for n in good]
+    fmap = run.stage("field_mapping", fit_inputs)
     used = good if 2 <= len(good) < gre.n_echoes else list(range(gre.n_echoes))
-    used_te = {"te_s": tuple(gre.te_s[n] for n in used)}  # later stages that model TE see the fitted echoes only
-    outputs["field_hz"] = np.asarray(fmap.field_hz, dtype=np.float32)
-    outputs["total_field_ppm"] = np.asarray(fmap.field_ppm, dtype=np.float32)
-    outputs["noise_sd_hz"] = np.asarray(fmap.noise_sd_hz, dtype=np.float32)
+    run.outputs["field_hz"] = np.asarray(fmap.field_hz, dtype=np.float32)
+    run.outputs["total_field_ppm"] = np.asarray(fmap.field_ppm, dtype=np.float32)
+    run.outputs["noise_sd_hz"] = np.asarray(fmap.noise_sd_hz, dtype=np.float32)
     # A 2π error at the template echo, carried to the others in proportion to TE, shifts the fitted frequency by
     # exactly 1/TE₁ with no residual; such voxels (and any whose field is aliased at the first echo) stand out from
     # their neighbours by more than 1/(2·TE₁) and would seed dipole-shaped artefacts in the inversion.
-    outliers = field_outliers(outputs["field_hz"], m, float(min(used_te["te_s"])))
+    outliers = field_outliers(run.outputs["field_hz"], m, float(min(gre.te_s[n] for n in used)))
     if outliers.any():
         m = m & ~outliers
-        log(f"[field_mapping] {int(outliers.sum())} voxel(s) whose field jumps from their neighbours' by more "
-            "than half the first echo's unambiguous range leave the mask")
-        outputs["field_mask"] = m.astype(np.uint8)
-    details["field_outliers_removed"] = int(outliers.sum())
-    weight = _weight_from_noise(fmap.noise_sd_hz, m)
+        run.log(f"[field_mapping] {int(outliers.sum())} voxel(s) whose field jumps from their neighbours' by more "
+                "than half the first echo's unambiguous range leave the mask")
+        run.outputs["field_mask"] = m.astype(np.uint8)
+    run.details["field_outliers_removed"] = int(outliers.sum())
+    return m, used, _weight_from_noise(fmap.noise_sd_hz, m)
 
-    # 5. R2*
-    if enabled("r2star") and gre.n_echoes >= 2 and gre.magnitude is not None:
-        if cfg.stages["r2star"]["method"] == "arlo" and gre.n_echoes < 3:
-            # ARLO integrates over ≥ 3 echoes; with 2 the log-linear fit is the exact two-point solution
-            cfg = PipelineConfig.from_dict(cfg.to_dict())
-            cfg.set("r2star", "loglinear")
-            log("[r2star] ARLO needs ≥ 3 echoes; 2 echoes: the log-linear (two-point) fit is used")
-        r2 = run_stage("r2star", {"magnitude": magnitude, "mask": m})
-        outputs["r2star_hz"] = np.asarray(r2, dtype=np.float32)
 
-    # 6-7. Background removal and dipole inversion
-    inv_method = cfg.stages["inversion"]["method"]
-    if inv_method in SINGLE_STEP_INVERSIONS:
-        chi = run_stage("inversion", {"total_field_ppm": outputs["total_field_ppm"], "local_field_ppm": None,
+def r2star_step(run: _Run, magnitude: np.ndarray, m: Optional[np.ndarray]) -> None:
+    """Step 5: R2* when enabled and the data have ≥ 2 echoes with magnitude (ARLO falls back to the exact
+    two-point log-linear fit with 2 echoes)."""
+    gre = run.gre
+    if not (run.enabled("r2star") and gre.n_echoes >= 2 and gre.magnitude is not None):
+        return
+    if run.cfg.stages["r2star"]["method"] == "arlo" and gre.n_echoes < 3:
+        run.cfg = PipelineConfig.from_dict(run.cfg.to_dict())
+        run.cfg.set("r2star", "loglinear")
+        run.log("[r2star] ARLO needs ≥ 3 echoes; 2 echoes: the log-linear (two-point) fit is used")
+    r2 = run.stage("r2star", {"magnitude": magnitude, "mask": m})
+    run.outputs["r2star_hz"] = np.asarray(r2, dtype=np.float32)
+
+
+def local_field_and_inversion_step(run: _Run, phase: np.ndarray, m: np.ndarray, used: List[int],
+                                   used_te: Dict[str, Any], weight: np.ndarray, labels: Optional[np.ndarray],
+                                   data_edge_mm: float) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Steps 6-7: background removal then dipole inversion (or one single-step inversion of the total field);
+    returns the susceptibility before referencing and the mask it is defined on (None, None when neither runs;
+    None and the eroded mask when the inversion is off)."""
+    outputs = run.outputs
+    single_step = run.cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
+    if not run.enabled("inversion") and (single_step or not run.enabled("background")):
+        return None, None
+    if single_step:
+        chi = run.stage("inversion", {"total_field_ppm": outputs["total_field_ppm"], "local_field_ppm": None,
                                       "mask": m, "weight": weight, "magnitude": outputs["magnitude"], **used_te})
         qsm_mask = m
     else:
-        bg = run_stage("background", {"field_ppm": outputs["total_field_ppm"], "mask": m, "weight": weight,
+        bg = run.stage("background", {"field_ppm": outputs["total_field_ppm"], "mask": m, "weight": weight,
                                       "phase_rad": phase[..., used], **used_te})
         outputs["local_field_ppm"] = np.asarray(bg.local_field_ppm, dtype=np.float32)
         qsm_mask = np.asarray(bg.mask, dtype=bool)
         if not qsm_mask.any():
             raise QSMInputError("background removal eroded the whole mask: use a smaller kernel radius")
-        inv_weight = inversion_weight(weight, qsm_mask, vox, data_edge_mm)
-        details["inversion_weight"] = inv_weight
-        chi = run_stage("inversion", {"local_field_ppm": outputs["local_field_ppm"], "mask": qsm_mask,
+        if not run.enabled("inversion"):
+            outputs["qsm_mask"] = qsm_mask.astype(np.uint8)
+            return None, qsm_mask
+        inv_weight = inversion_weight(weight, qsm_mask, run.gre.voxel_size_mm, data_edge_mm)
+        run.details["inversion_weight"] = inv_weight
+        chi = run.stage("inversion", {"local_field_ppm": outputs["local_field_ppm"], "mask": qsm_mask,
                                       "weight": inv_weight, "magnitude": outputs["magnitude"], "labels": labels,
                                       **used_te})
     outputs["qsm_mask"] = qsm_mask.astype(np.uint8)
+    return chi, qsm_mask
 
-    # 8. Reference
-    ref = run_stage("reference", {"chi_ppm": np.asarray(chi, dtype=np.float32), "mask": qsm_mask, "labels": labels})
-    outputs["chi_ppm"] = np.asarray(ref.chi_ppm, dtype=np.float32)
-    reference_info = {"reference": ref.reference, "offset_ppm": float(ref.offset_ppm)}
 
-    # 9. SWI
-    if enabled("swi"):
-        # the affine lets the mIP project along the requested world (patient) axis, whatever the acquisition
-        sw = run_stage("swi", {"magnitude": magnitude, "phase": phase, "mask": m, "affine": gre.affine,
-                               "local_field_ppm": outputs.get("local_field_ppm"), "chi_ppm": outputs["chi_ppm"]})
-        outputs["swi"] = np.asarray(sw.swi, dtype=np.float32)
-        # the phase that built the mask (high-passed, or local field as phase; none for SWIM) and the mask f itself
-        if getattr(sw, "filtered_phase", None) is not None:
-            outputs["swi_phase_rad"] = np.asarray(sw.filtered_phase, dtype=np.float32)
-        outputs["swi_phase_mask"] = np.asarray(sw.phase_mask, dtype=np.float32)
-        if getattr(sw, "mip", None) is not None:
-            outputs["mip"] = np.asarray(sw.mip, dtype=np.float32)
-        records[-1]["result"] = dict(sw.info)  # mIP axis, its source, slices, actual slab; filter window, TE
-    progress(1.0, "done")
+def reference_step(run: _Run, chi: np.ndarray, qsm_mask: np.ndarray,
+                   labels: Optional[np.ndarray]) -> Dict[str, Any]:
+    """Step 8: reference the susceptibility; returns the reference region and offset for the provenance."""
+    ref = run.stage("reference", {"chi_ppm": np.asarray(chi, dtype=np.float32), "mask": qsm_mask, "labels": labels})
+    run.outputs["chi_ppm"] = np.asarray(ref.chi_ppm, dtype=np.float32)
+    return {"reference": ref.reference, "offset_ppm": float(ref.offset_ppm)}
 
-    provenance = {
+
+def swi_step(run: _Run, magnitude: np.ndarray, phase: np.ndarray, m: Optional[np.ndarray]) -> None:
+    """Step 9: SWI (and its mIP) when enabled, from the phase or from the local field or χ computed before;
+    ``m`` None: the whole volume."""
+    if not run.enabled("swi"):
+        return
+    outputs = run.outputs
+    # the affine lets the mIP project along the requested world (patient) axis, whatever the acquisition
+    sw = run.stage("swi", {"magnitude": magnitude, "phase": phase, "mask": m, "affine": run.gre.affine,
+                           "local_field_ppm": outputs.get("local_field_ppm"), "chi_ppm": outputs.get("chi_ppm")})
+    outputs["swi"] = np.asarray(sw.swi, dtype=np.float32)
+    # the phase that built the mask (high-passed, or local field as phase; none for SWIM) and the mask f itself
+    if getattr(sw, "filtered_phase", None) is not None:
+        outputs["swi_phase_rad"] = np.asarray(sw.filtered_phase, dtype=np.float32)
+    outputs["swi_phase_mask"] = np.asarray(sw.phase_mask, dtype=np.float32)
+    if getattr(sw, "mip", None) is not None:
+        outputs["mip"] = np.asarray(sw.mip, dtype=np.float32)
+    run.records[-1]["result"] = dict(sw.info)  # mIP axis, its source, slices, actual slab; filter window, TE
+
+
+def build_provenance(gre: GREData, records: List[Dict[str, Any]], details: Dict[str, Any],
+                     reference_info: Optional[Dict[str, Any]], data_edge_mm: float,
+                     total_seconds: float) -> Dict[str, Any]:
+    """The run's provenance: software, input acquisition (and what was removed from it), every stage's record, the
+    susceptibility reference, the units of the outputs and the total run time."""
+    return {
         "software": "SusceptibilityMRI (QSMLogic)",
         "version": __version__,
         "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "input": {"shape": list(gre.shape), "n_echoes": gre.n_echoes, "n_coils": gre.n_coils,
                   "te_s": [float(t) for t in gre.te_s], "b0_tesla": gre.b0_tesla,
-                  "voxel_size_mm": list(vox), "b0_direction": list(gre.b0_direction),
+                  "voxel_size_mm": list(gre.voxel_size_mm), "b0_direction": list(gre.b0_direction),
                   "phase_sign": gre.phase_sign,
                   "metadata": {k: v for k, v in gre.metadata.items() if not isinstance(v, np.ndarray)},
                   "invalid_voxels_removed": details.get("invalid_voxels_removed", 0),
@@ -350,9 +478,8 @@ def run_pipeline(
         "units": {"chi_ppm": "ppm", "local_field_ppm": "ppm", "total_field_ppm": "ppm", "field_hz": "Hz",
                   "noise_sd_hz": "Hz", "r2star_hz": "1/s", "swi": "a.u.", "mip": "a.u.",
                   "swi_phase_rad": "rad", "swi_phase_mask": "1 (0..1, before the power n)"},
-        "total_seconds": round(time.perf_counter() - t_start, 3),
+        "total_seconds": round(total_seconds, 3),
     }
-    return PipelineResult(outputs=outputs, provenance=provenance, affine=gre.affine.copy(), details=details)
 
 
 def reliable_mask(mask: np.ndarray, unreliable: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Susceptibility reference (stage ``reference``): QSM gives χ up to a constant, so every map states its zero.
 
-Methods (DESIGN.md §1: report the reference used with every map):
+Methods (docs/conventions.md: report the reference used with every map):
 
 * ``whole_brain`` — subtract the mean χ in the mask (the usual choice when no CSF segmentation is at hand;
   Deistung et al., NeuroImage 2013 discuss its dependence on the mask).

@@ -16,7 +16,7 @@ Methods
                JMRI 2015): the mask comes from the susceptibility map — χ above a threshold darkens — so the
                contrast no longer depends on the vessels' orientation to B0.
 
-Phase-mask convention (DESIGN.md §1): here a paramagnetic source gives *positive* phase, so the mask is
+Phase-mask convention (docs/conventions.md): here a paramagnetic source gives *positive* phase, so the mask is
 ``f = (π − φ)/π`` for ``0 < φ ≤ π`` (0 beyond π) and 1 for ``φ ≤ 0``. In the convention of Haacke's paper and of
 scanners whose paramagnetic phase is negative (the "seed" table: WM 0, GM −0.25π, small vein −0.5π, large vein −π
 give 1, 0.32, 0.06, 0 for n = 4), the same mask is obtained by negating the phase first
@@ -322,7 +322,7 @@ def mip_projection_axis(affine: Optional[np.ndarray] = None, b0_direction: Optio
     With ``affine`` (index → RAS/LPS mm): the array axis closest to the world direction (:func:`axis_closest_to`);
     ``voxel_size_mm``, when given, must agree with the affine's column norms (a header that disagrees with the data
     is an error, not a silent choice). Without an affine, ``axial`` follows ``b0_direction`` (superior for a
-    head-first scan, DESIGN.md §1) and, with neither, array axis 2 (recorded as an assumption); ``coronal`` and
+    head-first scan, docs/conventions.md) and, with neither, array axis 2 (recorded as an assumption); ``coronal`` and
     ``sagittal`` need the affine. ``mip_axis`` 0–2 forces that array axis. Returns ``{"axis", "source",
     "angle_deg", "sign"}``: ``angle_deg`` the angle between the chosen axis and the world direction (None when
     unknown), ``sign`` +1 when the array index runs toward the world +direction (superior for axial), −1 when

@@ -1,4 +1,4 @@
-"""The dipole forward model against analytic fields: sphere, infinite cylinder, oblique B0 (DESIGN.md §1)."""
+"""The dipole forward model against analytic fields: sphere, infinite cylinder, oblique B0 (docs/conventions.md)."""
 from __future__ import annotations
 
 import numpy as np

@@ -5,7 +5,6 @@ the coil-combination section) driven with stand-ins for Qt — all without Qt.""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import os
 import sys
@@ -19,7 +18,8 @@ sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
 
 from SusceptibilityMRILib import dependencies, param_forms  # noqa: E402
 
-from QSMLogic.errors import QSMInputError  # noqa: E402
+from QSMLogic.errors import QSMCancelled, QSMInputError  # noqa: E402
+from slicer_stand_ins import FakeDialog, FakeUI, FakeWidget, load_module  # noqa: E402
 from QSMLogic.pipeline import PipelineConfig  # noqa: E402
 
 
@@ -124,8 +124,7 @@ def test_config_json_round_trip_restores_methods_and_parameters():
     assert back.stages["background"]["method"] == "vsharp"
     assert back.resolved("background")[spec.name] == value == first_param["params"][spec.name]
     assert back.stages["swi"]["enabled"] is False
-    module_defaults = param_forms.apply_module_defaults(PipelineConfig.default())
-    assert param_forms.config_from_json("").to_dict() == module_defaults.to_dict()
+    assert param_forms.config_from_json("").to_dict() == PipelineConfig.default().to_dict()
     with pytest.raises(QSMInputError, match="no_such_param"):
         param_forms.config_from_json('{"stages": {"inversion": {"params": {"no_such_param": 1}}}}')
     with pytest.raises(QSMInputError, match="no method 'nope'"):
@@ -213,17 +212,17 @@ def test_first_use_install_always_asks(tmp_path, monkeypatch):
     assert dependencies.slicer_packaging() is fake
 
 
-def test_module_defaults_request_a_mip_slab():
+def test_modules_use_the_librarys_mip_slab():
+    """One mIP slab default, the library's (16 mm), and no Slicer-only override of it."""
+    from QSMLogic.swi import DEFAULT_MIP_SLAB_MM
+
     cfg = param_forms.config_from_json("")
-    assert cfg.resolved("swi")["mip_slab_mm"] == param_forms.MODULE_DEFAULTS["swi"]["mip_slab_mm"] == 16.0
-    assert param_forms.module_default_config().to_dict() == cfg.to_dict()
-    # a stored configuration that sets the slab (even to 0) keeps it; one that does not gets the module default
+    assert cfg.resolved("swi")["mip_slab_mm"] == DEFAULT_MIP_SLAB_MM == 16.0
+    assert not hasattr(param_forms, "MODULE_DEFAULTS")
+    # a stored configuration that sets the slab (even to 0) keeps it
     assert param_forms.config_from_json('{"stages": {"swi": {"params": {"mip_slab_mm": 0.0}}}}').resolved(
         "swi")["mip_slab_mm"] == 0.0
     assert param_forms.config_from_json('{"stages": {"inversion": {}}}').resolved("swi")["mip_slab_mm"] == 16.0
-    # only parameters the method declares
-    assert param_forms.module_defaults_for("swi", "homodyne") == {"mip_slab_mm": 16.0}
-    assert param_forms.module_defaults_for("inversion", param_forms.stage_specs()["inversion"].default_method) == {}
 
 
 def test_refill_from_data_keeps_user_edits():
@@ -282,80 +281,9 @@ def test_sort_echo_nodes_and_results_layout():
 #
 # Slicer's Qt side cannot run here, so the module files are imported with minimal stand-ins for qt,
 # slicer.ScriptedLoadableModule and slicer.parameterNodeWrapper (slicer-core provides the rest), and the widget
-# methods are driven with fake .ui widgets and a plain parameter object. This checks the widgets' own logic: what
-# they fill in, what they pass to the module logic, and how they react to cancel, scene close and missing packages.
-
-
-class FakeWidget:
-    """Any .ui widget: free attributes, and the few methods the widgets call."""
-
-    def __init__(self, name):
-        self.objectName, self.text, self.toolTip, self.enabled, self.count = name, "", "", True, 0
-        self.nodes, self.connections, self.currentData = [], [], None
-
-    def checkedNodes(self):
-        return list(self.nodes)
-
-    def connect(self, signal, slot):
-        self.connections.append(signal)
-
-    def blockSignals(self, block):
-        return False
-
-    def clear(self):
-        self.count = 0
-
-    def addItem(self, label, data=None):
-        self.count += 1
-
-    def setItemData(self, *args):
-        pass
-
-    def findData(self, data):
-        return 0
-
-    def layout(self):
-        return types.SimpleNamespace(count=lambda: 0, addRow=lambda *a: None)
-
-
-class FakeUI:
-    def __getattr__(self, name):
-        widget = FakeWidget(name)
-        setattr(self, name, widget)
-        return widget
-
-
-class FakeDialog:
-    def __init__(self, canceled=False):
-        self.wasCanceled, self.value, self.labelText, self.closed = canceled, 0, "", False
-
-    def close(self):
-        self.closed = True
-
-
-def _load_module(monkeypatch, module):
-    fake_qt = types.ModuleType("qt")
-    fake_qt.Qt = types.SimpleNamespace(Checked=2, Unchecked=0, ToolTipRole=3)
-    fake_qt.QProcess = types.SimpleNamespace(NotRunning=0, Running=2)
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class Base:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
-                 "ScriptedLoadableModuleWidget"):
-        setattr(slm, name, type(name, (Base,), {}))
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
-    for name, mod in (("qt", fake_qt), ("slicer.ScriptedLoadableModule", slm), ("slicer.parameterNodeWrapper", pnw)):
-        monkeypatch.setitem(sys.modules, name, mod)
-    path = os.path.join(ROOT, "SusceptibilityMRI", module, f"{module}.py")
-    spec = importlib.util.spec_from_file_location(f"{module}_under_test", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+# methods are driven with fake .ui widgets and a plain parameter object (Testing/slicer_stand_ins.py). This checks
+# the widgets' own logic: what they fill in, what they pass to the module logic, and how they react to cancel,
+# scene close and missing packages.
 
 
 def _parameters(**kw):
@@ -404,7 +332,7 @@ def _recording_error_display(errors):
 
 
 def _qsm_widget(monkeypatch, **params):
-    mod = _load_module(monkeypatch, "QSM")
+    mod = load_module(monkeypatch, "QSM")
     w = mod.QSMWidget()
     w.ui, w.logic, w._parameterNode = FakeUI(), mod.QSMLogic(), _parameters(**params)
     return mod, w
@@ -508,22 +436,75 @@ def test_qsm_widget_cancel_is_not_an_error(monkeypatch, widget_scene, tmp_path):
     assert errors == [] and w.ui.statusLabel.text == "Cancelled; no results were added."
 
 
-def test_qsm_scene_close_stops_the_background_worker(monkeypatch, widget_scene, tmp_path):
-    mod, w = _qsm_widget(monkeypatch)
-    events = []
-    process = types.SimpleNamespace(state=lambda: 2, kill=lambda: events.append("kill"),
-                                    waitForFinished=lambda ms: events.append("wait"))
-    timer = types.SimpleNamespace(stop=lambda: events.append("timer stopped"))
-    workdir = tmp_path / "worker"
-    workdir.mkdir()
-    (workdir / "input.npz").write_bytes(b"x")
-    w._process, w._timer, w._progressDialog = process, timer, FakeDialog()
-    w._run = types.SimpleNamespace(workdir=str(workdir))
+class FakeJob:
+    """A background run as the widget sees it (SusceptibilityMRILib.runner.BackgroundRun's interface)."""
+
+    def __init__(self, on_done):
+        self.on_done, self.cancelled, self.finished = on_done, 0, False
+
+    def cancel(self):
+        self.cancelled += 1
+        if not self.finished:
+            self.finished = True
+            self.on_done(None, QSMCancelled("the background run was cancelled"))
+
+
+def _background_widget(monkeypatch, widget_scene):
+    mod, w = _qsm_widget(monkeypatch, runInBackground=True)
+    w._parameterNode.phaseVolumes = _echoes(widget_scene, (5.0, 10.0))
+    w._config = param_forms.config_from_json("")
+    dialog, calls, shown = FakeDialog(), [], []
+    monkeypatch.setattr(w.logic, "ensureDependencies", lambda confirm=None: True)
+    monkeypatch.setattr(w, "_updateDependencyState", lambda: None)
+    monkeypatch.setattr(w, "_showResults", lambda nodes: shown.append(nodes))
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: dialog, raising=False)
+
+    def run(**kwargs):
+        calls.append(kwargs)
+        w._fakeJob = FakeJob(kwargs["on_done"])
+        return w._fakeJob
+
+    monkeypatch.setattr(w.logic, "run", run)
+    return mod, w, dialog, calls, shown
+
+
+def test_qsm_background_apply_goes_through_the_logic(monkeypatch, widget_scene):
+    """The widget starts the background run through logic.run(background=True) and only shows what on_done
+    reports: results, a failure (error box with the worker's message) or a cancel (status line only)."""
+    mod, w, dialog, calls, shown = _background_widget(monkeypatch, widget_scene)
+    errors, displayed = [], []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: displayed.append((text, kw)), raising=False)
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onApplyButton()
+    (kw,) = calls
+    assert kw["background"] is True and callable(kw["on_done"]) and kw["phase_sign"] == 1
+    assert w._job is w._fakeJob and w.ui.applyButton.enabled is False  # one run at a time
+    kw["progress"](0.5, "Dipole inversion")
+    assert (dialog.value, dialog.labelText) == (50, "Dipole inversion")
+    assert kw["cancel"]() is False
+    dialog.wasCanceled = True
+    assert kw["cancel"]() is True  # the logic's timer cancels the run when the dialog's Cancel was pressed
+    kw["on_done"]({"chi_ppm": "node"}, None)
+    assert shown == [{"chi_ppm": "node"}] and dialog.closed and w._job is None
+    # a failed worker: an error box with its message, the first line in the status
+    w.onApplyButton()
+    calls[-1]["on_done"](None, RuntimeError("the background process failed (exit code 1): MemoryError\n\ndetails"))
+    assert displayed and displayed[-1][0] == "QSM failed." and "MemoryError" in displayed[-1][1]["detailedText"]
+    assert w.ui.statusLabel.text == "Failed: the background process failed (exit code 1): MemoryError"
+    assert errors == [] and len(shown) == 1
+
+
+def test_qsm_scene_close_stops_the_background_run(monkeypatch, widget_scene):
+    mod, w, dialog, calls, shown = _background_widget(monkeypatch, widget_scene)
     cleared = []
+    with _recording_error_display([]) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onApplyButton()
+    job = w._job
     monkeypatch.setattr(w, "setParameterNode", lambda node: cleared.append(node))
     w.onSceneStartClose(None, None)
-    assert events == ["timer stopped", "kill", "wait"] and w._process is None and w._timer is None
-    assert not workdir.exists() and w._run is None  # its results are discarded
+    assert job.cancelled == 1 and w._job is None and dialog.closed and shown == []
     assert cleared == [None] and "scene was closed" in w.ui.statusLabel.text
 
 
@@ -538,7 +519,7 @@ def test_qsm_coil_combination_section_is_annotated_and_read_only(monkeypatch):
 
 
 def test_swi_widget_progress_cancel_and_phase_scaling(monkeypatch, widget_scene):
-    mod = _load_module(monkeypatch, "SWI")
+    mod = load_module(monkeypatch, "SWI")
     w = mod.SWIWidget()
     w.ui, w.logic = FakeUI(), mod.SWILogic()
     w._parameterNode = _parameters(runName="SWI")
@@ -546,9 +527,8 @@ def test_swi_widget_progress_cancel_and_phase_scaling(monkeypatch, widget_scene)
     w.ui.magnitudeVolumesComboBox.nodes, w.ui.phaseVolumesComboBox.nodes = mags, phs
     w.onEchoVolumesChanged()
     assert w.ui.phaseScalingLabel.text.startswith("Detected phase scaling: ")  # shown, as in the QSM module
-    w._method = param_forms.stage_specs()["swi"].method("homodyne")
-    w._params = w._method.resolve(param_forms.module_defaults_for("swi", "homodyne"))
-    assert w._params["mip_slab_mm"] == 16.0
+    w._buildForm()  # from the declaration: the library's defaults
+    assert w._method.key == "homodyne" and w._params["mip_slab_mm"] == 16.0
     errors, dialog, seen = [], FakeDialog(), {}
     monkeypatch.setattr(w.logic, "ensureDependencies", lambda confirm=None: True)
     monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: dialog, raising=False)
@@ -567,3 +547,191 @@ def test_swi_widget_progress_cancel_and_phase_scaling(monkeypatch, widget_scene)
     assert errors == [] and dialog.closed and w.ui.statusLabel.text == "Cancelled; no results were added."
     assert callable(seen["progress"]) and seen["params"]["mip_slab_mm"] == 16.0
     assert [n.GetName() for n in seen["phase_nodes"]] == ["phase1", "phase0"]  # echo-time order
+
+
+# ------------------------------------------------------------------------------- Slicer 5.6-5.12 behaviours
+
+
+def test_declining_the_install_on_slicer_512_is_not_an_error(tmp_path, monkeypatch, widget_scene):
+    """slicer.packaging.pip_ensure raises RuntimeError when the user declines: ensure_requirements says False,
+    and Apply shows a status line instead of an error box."""
+    f = tmp_path / "requirements.txt"
+    f.write_text("no-such-package-qsm-xyz>=1.0\n")
+
+    class Declining(FakePackaging):
+        def pip_ensure(self, reqs, requester):
+            raise RuntimeError("User declined package installation")
+
+    assert dependencies.ensure_requirements(path=str(f), util=FakeUtil(True, f), packaging=Declining(f)) is False
+    # a failing install is still an error
+    import subprocess
+
+    class Failing(FakePackaging):
+        def pip_ensure(self, reqs, requester):
+            raise subprocess.CalledProcessError(1, ["pip"])
+
+    with pytest.raises(subprocess.CalledProcessError):
+        dependencies.ensure_requirements(path=str(f), util=FakeUtil(True, f), packaging=Failing(f))
+    for module in ("QSM", "SWI"):
+        mod = load_module(monkeypatch, module)
+        w = getattr(mod, f"{module}Widget")()
+        w.ui, w.logic, w._parameterNode = FakeUI(), getattr(mod, f"{module}Logic")(), _parameters()
+        w._parameterNode.phaseVolumes = _echoes(widget_scene, (5.0, 10.0))
+        monkeypatch.setattr(w.logic, "ensureDependencies", lambda confirm=None: False)
+        monkeypatch.setattr(w.logic, "run", lambda *a, **k: pytest.fail("ran without the packages"))
+        errors = []
+        with _recording_error_display(errors) as fake:
+            monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+            w.onApplyButton()
+        assert errors == [] and "not installed" in w.ui.statusLabel.text
+
+
+class Wrapper56:
+    """parameterNodeWrapper as Slicer 5.6/5.8 behave: connectGui returns no tag (disconnectGui(None) does
+    nothing), and each connection refills the bound combo box (its connector clears it and adds the choices, so a
+    connector still listening writes the first choice) before writing the node's value into it."""
+
+    choices = ["auto", "radians", "degrees"]
+
+    def __init__(self, node):
+        self.parameterNode = node
+        self.connections = 0
+
+    @property
+    def phaseScaling(self):
+        return self.parameterNode.GetParameter("phaseScaling") or "auto"
+
+    @phaseScaling.setter
+    def phaseScaling(self, value):
+        self.parameterNode.SetParameter("phaseScaling", value)
+
+    def connectGui(self, gui):
+        combo = gui.phaseScalingComboBox
+        combo.listeners = getattr(combo, "listeners", [])
+        for listener in list(combo.listeners):  # clear() + addItem(first): index 0 is signalled
+            listener(0)
+        combo.listeners.append(lambda index: setattr(self, "phaseScaling", self.choices[index]))
+        combo.currentIndex = self.choices.index(self.phaseScaling)
+        self.connections += 1
+        return None
+
+    def disconnectGui(self, tag):
+        assert tag is None
+
+    def AddObserver(self, event, callback, priority=0.0):  # the wrapper observes its MRML node
+        return self.parameterNode.AddObserver(event, callback, priority)
+
+    def RemoveObserver(self, tag):
+        self.parameterNode.RemoveObserver(tag)
+
+
+@pytest.mark.parametrize("module", ["QSM", "SWI"])
+def test_reentering_the_module_keeps_the_chosen_phase_scaling(monkeypatch, widget_scene, module):
+    """Leaving and re-entering the module gives a new wrapper of the same MRML node: the widget keeps the one it
+    has instead of connecting again (on 5.6/5.8 a second connection would turn "radians" back into "auto")."""
+    mod = load_module(monkeypatch, module)
+    w = getattr(mod, f"{module}Widget")()
+    w.ui, w.logic = FakeUI(), getattr(mod, f"{module}Logic")()
+    w._binding = mod.ParameterNodeBinding(w.ui)
+    node = widget_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+    wrappers = []
+
+    def get_parameter_node():
+        wrapper = Wrapper56(node)
+        wrapper.__dict__.update({k: v for k, v in _parameters().__dict__.items() if k != "phaseScaling"})
+        wrappers.append(wrapper)
+        return wrapper
+
+    monkeypatch.setattr(w.logic, "getParameterNode", get_parameter_node)
+    monkeypatch.setattr(w, "_loadConfig", lambda: None, raising=False)
+    monkeypatch.setattr(w, "_buildForm", lambda: None, raising=False)
+    w.enter()
+    wrappers[0].phaseScaling = "radians"  # the user's choice
+    for _ in range(2):
+        if hasattr(w, "exit"):
+            w.exit()
+        w.enter()
+    assert node.GetParameter("phaseScaling") == "radians"
+    assert sum(wr.connections for wr in wrappers) == 1 and w._parameterNode is wrappers[0]
+    # the stand-in shows what reconnecting would do
+    wrappers[-1].connectGui(w.ui)
+    assert node.GetParameter("phaseScaling") == "auto"
+    # another parameter node (a new scene) is connected
+    node = widget_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+    other = node
+    w.enter()
+    assert w._parameterNode.parameterNode is other and wrappers[-1].connections == 1
+
+
+@pytest.mark.parametrize("module", ["QSM", "SWI"])
+def test_deleted_echo_volume_disables_apply(monkeypatch, widget_scene, module):
+    """A checked echo volume deleted from the scene leaves the selection (the parameter node held None for it and
+    Apply stayed enabled); with no phase volume left, Apply is disabled."""
+    from SusceptibilityMRILib import mrml_adapter as ad
+
+    mod = load_module(monkeypatch, module)
+    w = getattr(mod, f"{module}Widget")()
+    w.ui, w.logic = FakeUI(), getattr(mod, f"{module}Logic")()
+    phases, mags = _echoes(widget_scene, (5.0, 10.0)), _echoes(widget_scene, (5.0, 10.0), name="mag")
+    w._parameterNode = _parameters(phaseVolumes=list(phases), magnitudeVolumes=list(mags))
+    w._config = param_forms.config_from_json("")
+    w._method = param_forms.stage_specs()["swi"].method("homodyne")
+    w._checkCanApply()
+    assert w.ui.applyButton.enabled is True
+    widget_scene.RemoveNode(phases[0])
+    w._parameterNode.phaseVolumes = [None, phases[1]]  # what the wrapper reads back for a deleted node
+    assert ad.selected_inputs(w._parameterNode)[1] == [phases[1]]
+    w.onNodeRemoved(widget_scene, None)
+    assert w._parameterNode.phaseVolumes == [phases[1]] and w.ui.applyButton.enabled is True
+    widget_scene.RemoveNode(phases[1])  # the node object stays referenced, outside any scene
+    w.onNodeRemoved(widget_scene, None)
+    assert w._parameterNode.phaseVolumes == [] and w.ui.applyButton.enabled is False
+    assert not ad.inputs_ready(w._parameterNode)
+
+
+def test_results_layout_shows_three_axial_views():
+    """The results layout on Slicer's own layout logic: views that already exist (Yellow sagittal, Green coronal
+    in the four-up layout) become axial too (the layout's orientation applies only to views it creates)."""
+    from SusceptibilityMRILib import mrml_adapter as ad
+
+    scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    layout_logic = slicer.vtkMRMLLayoutLogic()
+    layout_logic.SetMRMLScene(scene)
+    layout_logic.GetLayoutNode().SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+    slices = {scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName(): scene.GetNthNodeByClass(
+        i, "vtkMRMLSliceNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))}
+    assert slices["Yellow"].GetOrientation() == "Sagittal" and slices["Green"].GetOrientation() == "Coronal"
+    vol = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "v")
+    ad.show_side_by_side(scene, {"magnitude": vol})
+    assert layout_logic.GetLayoutNode().GetViewArrangement() == ad.RESULTS_LAYOUT_ID
+    assert {name: slices[name].GetOrientation() for name in ("Red", "Yellow", "Green")} == {
+        "Red": "Axial", "Yellow": "Axial", "Green": "Axial"}
+
+
+def test_parameter_widget_factory(monkeypatch):
+    """The shared factory builds the widget each declaration asks for, and edits come back as parameter values."""
+    load_module(monkeypatch, "SWI")  # puts the qt stand-in in place
+    from SusceptibilityMRILib import widgets
+
+    method = param_forms.stage_specs()["swi"].method("homodyne")
+    values = method.resolve({})
+    seen = []
+    frame = FakeWidget("frame")
+    made = widgets.fill_parameter_form(frame, param_forms.method_form(method), values,
+                                       lambda spec, raw: seen.append((spec.name, param_forms.value_from_widget(
+                                           spec, raw))))
+    assert set(made) == {p.name for p in method.params}
+    for spec in param_forms.method_form(method):
+        w = made[spec.name]
+        assert w.objectName == spec.widget_class and w.toolTip == spec.tooltip
+        if spec.kind == "double":
+            assert (w.minimum, w.maximum, w.value, w.decimals) == (spec.minimum, spec.maximum, values[spec.name],
+                                                                  spec.decimals)
+            w.slots["valueChanged(double)"](spec.minimum)
+            assert seen[-1] == (spec.name, spec.minimum)
+        if spec.kind == "choice":
+            assert w.currentIndex == list(spec.choices).index(values[spec.name])
+            w.slots["currentIndexChanged(int)"](len(spec.choices) - 1)
+            assert seen[-1] == (spec.name, spec.choices[-1])
+    assert any(k == "mip_slab_mm" for k, _ in seen)

@@ -1,4 +1,4 @@
-"""Conversion of stored phase values to radians with an explicit, checked rule (DESIGN.md §1).
+"""Conversion of stored phase values to radians with an explicit, checked rule (docs/conventions.md).
 
 Scanners and converters store phase in many ways: radians, DICOM 12-bit integers (0..4095 or −4096..4095),
 degrees, milliradians (Philips after RescaleSlope/Intercept), or arbitrary units that still wrap (e.g. floats
@@ -21,10 +21,9 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ..constants import PHASE_RULES
 from ..errors import QSMInputError
 
-#: Rules understood by :func:`phase_to_radians` (plus "auto").
-PHASE_RULES: Tuple[str, ...] = ("radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range")
 #: Fixed rules: (lowest, highest) stored value of the 2π-equivalent interval, integer-valued data required.
 _FIXED_RULES: Dict[str, Tuple[float, float, bool]] = {
     "radians": (-np.pi, np.pi, False),

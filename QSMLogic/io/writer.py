@@ -2,8 +2,8 @@
 
 The sidecar (``<name>.json`` next to ``<name>.nii[.gz]``) records how the map was made — stage, method,
 parameters, package version, reference region, run time, input files, timestamp, units — so it can be reproduced
-(DESIGN.md §3). Outputs never replace inputs: :func:`write_result` refuses any path (image or sidecar) that is one
-of the input files, and it only opens the output paths for writing.
+(docs/conventions.md). Outputs never replace inputs: :func:`write_result` refuses any path (image or sidecar) that
+is one of the input files, and it only opens the output paths for writing.
 """
 from __future__ import annotations
 

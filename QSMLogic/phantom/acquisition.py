@@ -1,4 +1,4 @@
-"""Simulated multi-echo (multi-coil) GRE acquisition of the head model (DESIGN.md §1 signal model).
+"""Simulated multi-echo (multi-coil) GRE acquisition of the head model (signal model of docs/conventions.md).
 
 Signal of coil c at echo n: ``ρ·C_c·exp(−R2*·TE_n)·exp(i(φ0 + 2π·Δf·TE_n)) + noise``, where ``C_c`` is the coil's
 complex receive sensitivity (its phase is the coil's own smooth offset, so the per-coil transceiver phase is

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -38,10 +37,9 @@ except ImportError:  # source checkout: the shared package is a sibling of the m
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
 import QSMLogic as qsmlib  # the library package, bound before the module logic class of the same name
-from SusceptibilityMRILib import dependencies
-
-#: Phase-scaling rules offered in the GUI ("auto" decides only on checked evidence; see QSMLogic.io).
-PHASE_SCALING_CHOICES = ["auto", "radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range"]
+from SusceptibilityMRILib import dependencies, mrml_adapter, widgets
+from SusceptibilityMRILib.binding import ParameterNodeBinding
+from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES
 
 
 #
@@ -87,7 +85,7 @@ class QSMParameterNode:
     phaseSequence: vtkMRMLSequenceNode
     echoTimesMs: str = ""
     b0Tesla: Annotated[float, WithinRange(0.0, 21.1)] = 0.0
-    phaseScaling: Annotated[str, Choice(PHASE_SCALING_CHOICES)] = "auto"
+    phaseScaling: Annotated[str, Choice(list(PHASE_SCALING_CHOICES))] = "auto"
     flipPhase: bool = False
     maskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     runName: str = "QSM"
@@ -110,16 +108,13 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic: Optional[QSMLogic] = None
         self._parameterNode: Optional[QSMParameterNode] = None
-        self._parameterNodeGuiTag = None
+        self._binding: Optional[ParameterNodeBinding] = None
         self._config = None
         self._stages: Dict[str, Any] = {}
         self._paramWidgets: Dict[str, Dict[str, Any]] = {}
         self._updatingForms = False
-        self._process = None
-        self._timer = None
-        self._progressDialog = None
-        self._run = None
-        self._outputBuffer = ""
+        self._job = None  # the background run in progress (SusceptibilityMRILib.runner.BackgroundRun)
+        self._progress = None  # its progress dialog
         self._cancelRequested = False
         #: Echo-time text and B0 last filled in from the data: a field still holding it was not edited by the user.
         self._autoEchoTimesMs: Optional[str] = None
@@ -132,10 +127,12 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = QSMLogic()
+        self._binding = ParameterNodeBinding(self.ui)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
 
         self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
         self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
@@ -149,27 +146,31 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._stopWorker()
+        if self._job is not None:
+            self._job.cancel()
         self.removeObservers()
 
     def enter(self) -> None:
+        # The GUI stays connected to the parameter node while the module is hidden (see ParameterNodeBinding):
+        # re-entering reconnects nothing when the node is the same, on Slicer 5.6 to 5.10 alike.
         self.initializeParameterNode()
 
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
     def onSceneStartClose(self, caller, event) -> None:
-        # A run must not outlive its scene: kill the background worker and discard its files, and make a run in
-        # this process stop at its next cancel check (its results would reference nodes of the closed scene).
+        # A run must not outlive its scene: stop the background worker (its whole process tree) and discard its
+        # files, and make a run in this process stop at its next cancel check (its results would reference nodes
+        # of the closed scene).
         self._cancelRequested = True
-        if self._process is not None:
-            self._stopWorker()
+        if self._job is not None:
+            self._job.cancel()
             self.ui.statusLabel.text = "Stopped: the scene was closed during the run; no results were added."
         self._autoEchoTimesMs = self._autoB0Tesla = None
         self.setParameterNode(None)
+
+    def onNodeRemoved(self, caller, event) -> None:
+        # The checkable combo boxes do not signal that a checked volume was deleted: drop it from the selection.
+        if self._parameterNode and mrml_adapter.drop_deleted_echoes(self._parameterNode):
+            self._updateInputInfo()
+        self._checkCanApply()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -182,21 +183,20 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode: Optional[QSMParameterNode]) -> None:
+        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
+            if self._parameterNode:
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._parameterNode = self._binding.wrapper
+            if self._parameterNode:
+                self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._restoreEchoSelection()
             self._loadConfig()
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        p = self._parameterNode
-        hasPhase = bool(p and (p.phaseVolumes or p.phaseSequence is not None))
-        ready = hasPhase and self._config is not None and self._process is None
+        ready = (mrml_adapter.inputs_ready(self._parameterNode) and self._config is not None
+                 and self._job is None)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = ("Compute QSM" if ready else
                                        "Select phase echo volumes or a phase sequence (and install dependencies)")
@@ -204,15 +204,8 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- inputs
 
     def _restoreEchoSelection(self) -> None:
-        p = self._parameterNode
-        for combo, nodes in ((self.ui.magnitudeVolumesComboBox, p.magnitudeVolumes),
-                             (self.ui.phaseVolumesComboBox, p.phaseVolumes)):
-            wasBlocked = combo.blockSignals(True)
-            for node in combo.checkedNodes():
-                combo.setCheckState(node, qt.Qt.Unchecked)
-            for node in nodes:
-                combo.setCheckState(node, qt.Qt.Checked)
-            combo.blockSignals(wasBlocked)
+        widgets.set_checked_nodes(self.ui.magnitudeVolumesComboBox, self._parameterNode.magnitudeVolumes)
+        widgets.set_checked_nodes(self.ui.phaseVolumesComboBox, self._parameterNode.phaseVolumes)
 
     def onEchoVolumesChanged(self) -> None:
         if not self._parameterNode:
@@ -227,8 +220,6 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _selectedInputs(self):
         """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.selected_inputs(self._parameterNode)
 
     def _updateInputInfo(self) -> None:
@@ -265,8 +256,6 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _userEchoTimesS(self) -> Optional[List[float]]:
         """Echo times the user entered (s); ``None`` when the field is empty or holds the data's values."""
-        from SusceptibilityMRILib import mrml_adapter
-
         text = self._parameterNode.echoTimesMs.strip()
         if not text or text == self._autoEchoTimesMs:
             return None
@@ -283,16 +272,20 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateDependencyState(self) -> None:
         missing = self.logic.missingDependencies()
-        self.ui.dependenciesLabel.text = ("Python packages to install before first use: " + ", ".join(missing)
-                                          if missing else "")
-        self.ui.dependenciesLabel.visible = bool(missing)
-        self.ui.installDependenciesButton.visible = bool(missing)
+        widgets.show_dependency_state(self.ui.dependenciesLabel, self.ui.installDependenciesButton, missing)
         if not missing and not self._stages:
             self._buildStageForms()
 
+    def _ensureDependencies(self) -> bool:
+        """Install missing packages after asking (Slicer's prompt); a no is a status message, not an error."""
+        if self.logic.ensureDependencies():
+            return True
+        self.ui.statusLabel.text = "The Python packages are not installed; nothing was computed."
+        return False
+
     def onInstallDependencies(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to install Python packages.", waitCursor=True):
-            if self.logic.ensureDependencies():  # asks the user (Slicer's prompt) before installing anything
+            if self._ensureDependencies():
                 self._updateDependencyState()
                 self._loadConfig()
                 self._checkCanApply()
@@ -359,7 +352,6 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         combo = getattr(self.ui, param_forms.stage_widget_names(stageKey)["method"])
         self._config.set(stageKey, method=combo.currentData)
-        param_forms.apply_module_defaults(self._config)
         self._rebuildParameterForm(stageKey)
         self._storeConfig()
 
@@ -371,49 +363,10 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from SusceptibilityMRILib import param_forms
 
         frame = getattr(self.ui, param_forms.stage_widget_names(stageKey)["parameters"])
-        formLayout = frame.layout()
-        while formLayout.count():
-            item = formLayout.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
-        entry = self._config.stages[stageKey]
-        method = self._stages[stageKey].method(entry["method"])
-        values = self._config.resolved(stageKey)
-        self._paramWidgets[stageKey] = {}
-        for spec in param_forms.method_form(method):
-            widget = self._createParameterWidget(stageKey, spec, values[spec.name])
-            formLayout.addRow(spec.label + ":", widget)
-            self._paramWidgets[stageKey][spec.name] = widget
-
-    def _createParameterWidget(self, stageKey: str, spec, value):
-        if spec.kind == "double":
-            w = qt.QDoubleSpinBox()
-            w.decimals, w.singleStep, w.suffix = spec.decimals, spec.single_step, spec.suffix
-            w.setRange(spec.minimum, spec.maximum)
-            w.value = value
-            w.connect("valueChanged(double)", lambda v, s=spec: self.onParameterChanged(stageKey, s, v))
-        elif spec.kind == "int":
-            w = qt.QSpinBox()
-            w.suffix = spec.suffix
-            w.setRange(int(spec.minimum), int(spec.maximum))
-            w.value = value
-            w.connect("valueChanged(int)", lambda v, s=spec: self.onParameterChanged(stageKey, s, v))
-        elif spec.kind == "bool":
-            w = qt.QCheckBox()
-            w.checked = bool(value)
-            w.connect("toggled(bool)", lambda v, s=spec: self.onParameterChanged(stageKey, s, v))
-        elif spec.kind == "choice":
-            w = qt.QComboBox()
-            for c in spec.choices:
-                w.addItem(f"{c}{spec.suffix}")
-            w.currentIndex = list(spec.choices).index(value)
-            w.connect("currentIndexChanged(int)", lambda i, s=spec: self.onParameterChanged(stageKey, s, i))
-        else:
-            w = qt.QLineEdit()  # free text, or a float in exponent notation ("scientific")
-            w.text = f"{value:g}" if spec.kind == "scientific" else str(value)
-            w.connect("editingFinished()", lambda s=spec, le=w: self.onParameterChanged(stageKey, s, le.text))
-        w.toolTip = spec.tooltip
-        return w
+        method = self._stages[stageKey].method(self._config.stages[stageKey]["method"])
+        self._paramWidgets[stageKey] = widgets.fill_parameter_form(
+            frame, param_forms.method_form(method), self._config.resolved(stageKey),
+            lambda spec, raw: self.onParameterChanged(stageKey, spec, raw))
 
     def onParameterChanged(self, stageKey: str, spec, raw) -> None:
         from SusceptibilityMRILib import param_forms
@@ -441,99 +394,52 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to compute QSM.", waitCursor=True):
-            if not self.logic.ensureDependencies():  # asks the user (Slicer's prompt) before installing anything
+            if not self._ensureDependencies():
                 return
             self._updateDependencyState()
             if self._config is None:
                 self._loadConfig()
             p = self._parameterNode
             outputs = None if p.allOutputs else self.logic.defaultOutputs()
-            if p.runInBackground:
-                self._startWorker(self._runArguments(), p.runName, outputs)
-                return
             self._cancelRequested = False
-            dialog = slicer.util.createProgressDialog(windowTitle="QSM", labelText="Starting…", maximum=100)
+            if p.runInBackground:
+                self._startBackgroundRun(outputs)
+                return
             try:
-                def progress(fraction: float, label: str) -> None:
-                    dialog.value, dialog.labelText = int(round(100 * fraction)), label
-                    slicer.app.processEvents()
-
-                nodes = self.logic.run(**self._runArguments(), progress=progress, log=logging.info,
-                                       cancel=lambda: dialog.wasCanceled or self._cancelRequested,
-                                       run_name=p.runName, output_names=outputs)
+                nodes = widgets.run_with_progress("QSM", lambda progress, cancel: self.logic.run(
+                    **self._runArguments(), progress=progress, cancel=cancel, log=logging.info,
+                    run_name=p.runName, output_names=outputs), lambda: self._cancelRequested)
             except qsmlib.QSMCancelled:  # the user asked for it: a status message, not an error box
                 self.ui.statusLabel.text = "Cancelled; no results were added."
                 return
-            finally:
-                dialog.close()
             self._showResults(nodes)
 
-    def _startWorker(self, arguments: Dict[str, Any], runName: str, outputs: Optional[Sequence[str]]) -> None:
-        self._run = self.logic.prepareBackgroundRun(**arguments)
-        self._runName, self._runOutputs = runName, outputs
-        env = qt.QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONPATH", self.logic.workerEnvironment()["PYTHONPATH"])
-        self._process = qt.QProcess()
-        self._process.setProcessEnvironment(env)
-        self._outputBuffer = ""
-        self._process.start(self._run.command[0], self._run.command[1:])
-        self._progressDialog = slicer.util.createProgressDialog(windowTitle="QSM", labelText="Starting…",
-                                                                maximum=100)
-        self._timer = qt.QTimer()
-        self._timer.setInterval(250)
-        self._timer.connect("timeout()", self._pollWorker)
-        self._timer.start()
-        self._checkCanApply()
-
-    def _pollWorker(self) -> None:
-        from SusceptibilityMRILib.worker_protocol import parse_worker_line
-
-        data = self._process.readAllStandardOutput().data()
-        self._outputBuffer += bytes(data).decode("utf-8", "replace")
-        *lines, self._outputBuffer = self._outputBuffer.split("\n")
-        for line in lines:
-            event = parse_worker_line(line)
-            if event.kind == "progress":
-                self._progressDialog.value = int(round(100 * event.fraction))
-                self._progressDialog.labelText = event.text
-            elif event.text:
-                logging.info(event.text)
-        if self._progressDialog.wasCanceled:
-            self._stopWorker()
-            self.ui.statusLabel.text = "Cancelled; no results were added."
-            return
-        if self._process.state() != qt.QProcess.NotRunning:
-            return
-        exitCode = self._process.exitCode()
-        errors = bytes(self._process.readAllStandardError().data()).decode("utf-8", "replace")
-        run = self._run
-        self._stopWorker(keepFiles=True)
+    def _startBackgroundRun(self, outputs: Optional[Sequence[str]]) -> None:
+        self._progress = widgets.BackgroundProgress("QSM")
         try:
-            if exitCode != 0:
-                slicer.util.errorDisplay("QSM failed.", detailedText=errors)
-                self.ui.statusLabel.text = "Failed: " + (errors.strip().splitlines() or ["see the log"])[-1]
-                return
-            with slicer.util.tryWithErrorDisplay("Failed to load the QSM results."):
-                self._showResults(self.logic.importBackgroundResults(run, self._runName, self._runOutputs))
-        finally:
-            shutil.rmtree(run.workdir, ignore_errors=True)
-
-    def _stopWorker(self, keepFiles: bool = False) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        if self._process is not None:
-            if self._process.state() != qt.QProcess.NotRunning:
-                self._process.kill()
-                self._process.waitForFinished(3000)
-            self._process = None
-        if self._progressDialog is not None:
-            self._progressDialog.close()
-            self._progressDialog = None
-        if self._run is not None and not keepFiles:
-            shutil.rmtree(self._run.workdir, ignore_errors=True)
-        self._run = None
+            self._job = self.logic.run(
+                **self._runArguments(), background=True, progress=self._progress.progress, log=logging.info,
+                cancel=self._progress.cancel, on_done=self._onBackgroundDone, run_name=self._parameterNode.runName,
+                output_names=outputs)
+        except Exception:
+            self._progress.close()
+            self._progress = None
+            raise
         self._checkCanApply()
+
+    def _onBackgroundDone(self, nodes: Optional[Dict[str, Any]], error: Optional[BaseException]) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self._job = None
+        self._checkCanApply()
+        if isinstance(error, qsmlib.QSMCancelled):
+            self.ui.statusLabel.text = "Cancelled; no results were added."
+        elif error is not None:
+            self.ui.statusLabel.text = "Failed: " + (str(error).strip().splitlines() or ["see the log"])[0]
+            slicer.util.errorDisplay("QSM failed.", detailedText=str(error))
+        else:
+            self._showResults(nodes)
 
     def _showResults(self, nodes: Dict[str, Any]) -> None:
         self.ui.statusLabel.text = f"Created {len(nodes)} volumes: " + ", ".join(sorted(nodes))
@@ -583,29 +489,21 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
     def sortEchoNodes(self, nodes: Sequence[Any]) -> List[Any]:
         """Echo volumes ordered by echo time when the data give one for every volume (else as given)."""
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.sort_echo_nodes(list(nodes))
 
     def acquisitionFromNodes(self, magnitudeNodes: Any, phaseNodes: Any, database: Any = None):
         """Echo times (s) and B0 (T) the data give (node attributes, Slicer's DICOM database, sequence index, BIDS
         sidecar), each with its source: a ``SusceptibilityMRILib.mrml_adapter.AcquisitionInfo``."""
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.acquisition_from_nodes(magnitudeNodes, phaseNodes, database)
 
     def echoTimesFromNodesMs(self, nodes: Sequence[Any]) -> Optional[List[float]]:
         """Echo times (ms) the data give for these echo volumes, sorted; None if any volume has none."""
-        from SusceptibilityMRILib import mrml_adapter
-
         te = mrml_adapter.echo_times_from_nodes_s(list(nodes))
         return sorted(t * 1e3 for t in te) if te else None
 
     def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
         """The phase scaling the "auto" rule would choose (or why it cannot) and DICOM ImageType warnings, for the
         GUI; says so instead of failing when the Python packages are not installed yet."""
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def defaultOutputs(self) -> Sequence[str]:
@@ -617,41 +515,34 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, b0_tesla=None, config=None, mask_node=None,
             progress=None, log=None, cancel=None, run_name: str = "QSM", phase_rule: str = "auto",
-            phase_sign: int = 1, output_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-        """Run the QSM pipeline in this process; returns ``{output name: new node}`` (see SusceptibilityMRILib.runner).
+            phase_sign: int = 1, output_names: Optional[Sequence[str]] = None, background: bool = False,
+            on_done=None):
+        """Run the QSM pipeline; returns ``{output name: new node}`` (see SusceptibilityMRILib.runner).
 
         ``echo_times_s``/``b0_tesla`` ``None``: taken from the data (DICOM attributes or database, sequence index,
-        BIDS sidecar). ``mask_node``: a label map or a segmentation. ``config``: None for the module defaults.
+        BIDS sidecar). ``mask_node``: a label map or a segmentation. ``config``: None for the library's defaults.
+
+        ``background=True`` runs it in a separate process (``PythonSlicer -m QSMLogic.worker``) so Slicer stays
+        responsive, and returns at once a ``BackgroundRun``: a timer polls it, calls ``progress``/``log`` from
+        Slicer's event loop, stops it once ``cancel()`` turns true (or on ``run.cancel()``) and, when it ends,
+        adds the result nodes and calls ``on_done(nodes, error)`` (``error`` None, ``QSMCancelled`` or the
+        worker's failure with its standard error). Bad input still raises here, before anything starts.
         """
         from SusceptibilityMRILib import runner
 
-        return runner.run_qsm_on_nodes(
-            slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, config, mask_node,
-            progress=progress, log=log, cancel=cancel, run_name=run_name, phase_rule=phase_rule,
-            phase_sign=phase_sign, output_names=runner.DEFAULT_OUTPUTS if output_names is None else output_names)
-
-    def prepareBackgroundRun(self, **arguments):
-        """Write the worker's input files; returns a WorkerRun whose ``command`` the widget starts."""
-        from SusceptibilityMRILib import runner
-
-        return runner.prepare_worker_run(**arguments)
-
-    def workerEnvironment(self) -> Dict[str, str]:
-        """Environment for the worker process: the folder holding the QSMLogic library on PYTHONPATH."""
-        from SusceptibilityMRILib.worker_protocol import worker_environment
-
-        return worker_environment(os.path.dirname(os.path.dirname(os.path.abspath(qsmlib.__file__))))
-
-    def importBackgroundResults(self, run, run_name: str = "QSM", output_names: Optional[Sequence[str]] = None):
-        from SusceptibilityMRILib import runner
-
-        return runner.import_worker_results(slicer.mrmlScene, run, run_name,
-                                            runner.DEFAULT_OUTPUTS if output_names is None else output_names)
+        arguments = dict(progress=progress, log=log, run_name=run_name, phase_rule=phase_rule,
+                         phase_sign=phase_sign,
+                         output_names=runner.DEFAULT_OUTPUTS if output_names is None else output_names)
+        if not background:
+            return runner.run_qsm_on_nodes(slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla,
+                                           config, mask_node, cancel=cancel, **arguments)
+        job = runner.start_background_run(slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla,
+                                          config, mask_node, on_done=on_done, **arguments)
+        widgets.poll_until_finished(job, cancel)
+        return job
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
         """Magnitude | QSM | SWI side by side in three axial views."""
-        from SusceptibilityMRILib import mrml_adapter
-
         shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
         slicer.util.resetSliceViews()
         return shown
@@ -679,21 +570,15 @@ class QSMTest(ScriptedLoadableModuleTest):
         logic = QSMLogic()
         # running the self-test is the consent to install missing packages
         self.assertTrue(logic.ensureDependencies(confirm=lambda message: True), "dependencies could not be installed")
-        from SusceptibilityMRILib import mrml_adapter
         from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
+        from SusceptibilityMRILib.testing import add_echo_volumes
 
         self.delayDisplay("Simulating the head phantom (64³, 3 mm)")
         model = make_head_model(shape=(64, 64, 64), voxel_size_mm=(3.0, 3.0, 3.0), seed=0)
         acq = simulate_acquisition(model, te_s=(0.004, 0.008, 0.012, 0.016, 0.020), b0_tesla=3.0, snr=100.0,
                                    seed=0)
         gre = acq.gre
-        mags, phases = [], []
-        for e in range(gre.n_echoes):
-            for arrays, nodes, kind in ((gre.magnitude, mags, "magnitude"), (gre.phase_rad, phases, "phase")):
-                node = slicer.util.addVolumeFromArray(np.ascontiguousarray(arrays[..., e].transpose(2, 1, 0)),
-                                                      ijkToRAS=gre.affine, name=f"phantom {kind} {e + 1}")
-                node.SetAttribute("DICOM.EchoTime", str(gre.te_s[e] * 1e3))
-                nodes.append(node)
+        mags, phases = add_echo_volumes(gre)
 
         self.delayDisplay("Running QSM")
         fractions = []
@@ -705,7 +590,7 @@ class QSMTest(ScriptedLoadableModuleTest):
         self.assertEqual(chiNode.GetImageData().GetDimensions(), phases[0].GetImageData().GetDimensions())
         self.assertAlmostEqual(chiNode.GetDisplayNode().GetWindow(), 0.40)
         self.assertIsNotNone(mrml_adapter.read_provenance(chiNode))
-        self.assertIn("mip", nodes)  # the module's default 16 mm mIP slab
+        self.assertIn("mip", nodes)  # the library's default 16 mm mIP slab
         self.assertIsNotNone(slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(chiNode))  # colour bar
         chi = np.asarray(mrml_adapter.array_ijk(chiNode))
         mask = np.asarray(mrml_adapter.array_ijk(nodes["qsm_mask"])) > 0

@@ -9,7 +9,6 @@ import os
 import sys
 from typing import Annotated, Any, Callable, Dict, Optional, Sequence, Union
 
-import qt
 import slicer
 import vtk
 from slicer import (
@@ -33,9 +32,9 @@ except ImportError:  # source checkout: the shared package is a sibling of the m
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
 import QSMLogic as qsmlib  # the library (importable once SusceptibilityMRILib is)
-from SusceptibilityMRILib import dependencies
-
-PHASE_SCALING_CHOICES = ["auto", "radians", "dicom_uint12", "dicom_int12", "degrees", "milliradians", "range"]
+from SusceptibilityMRILib import dependencies, mrml_adapter, widgets
+from SusceptibilityMRILib.binding import ParameterNodeBinding
+from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES
 
 
 class SWI(ScriptedLoadableModule):
@@ -64,7 +63,7 @@ class SWIParameterNode:
     magnitudeSequence: vtkMRMLSequenceNode
     phaseSequence: vtkMRMLSequenceNode
     echoTimesMs: str = ""
-    phaseScaling: Annotated[str, Choice(PHASE_SCALING_CHOICES)] = "auto"
+    phaseScaling: Annotated[str, Choice(list(PHASE_SCALING_CHOICES))] = "auto"
     flipPhase: bool = False
     maskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     runName: str = "SWI"
@@ -80,7 +79,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic: Optional[SWILogic] = None
         self._parameterNode: Optional[SWIParameterNode] = None
-        self._parameterNodeGuiTag = None
+        self._binding: Optional[ParameterNodeBinding] = None
         self._params: Dict[str, Any] = {}
         self._method = None
         self._cancelRequested = False
@@ -92,8 +91,10 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SWILogic()
+        self._binding = ParameterNodeBinding(self.ui)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
         self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
         self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
         self.ui.magnitudeSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
@@ -107,17 +108,18 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
+        # The GUI stays connected while the module is hidden (ParameterNodeBinding): nothing is reconnected.
         self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRequested = True  # a run in progress stops at its next check and adds nothing
         self.setParameterNode(None)
+
+    def onNodeRemoved(self, caller, event) -> None:
+        # The checkable combo boxes do not signal that a checked volume was deleted: drop it from the selection.
+        if self._parameterNode and mrml_adapter.drop_deleted_echoes(self._parameterNode):
+            self._updateInputInfo()
+        self._checkCanApply()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -127,32 +129,24 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode: Optional[SWIParameterNode]) -> None:
+        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
+            if self._parameterNode:
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._parameterNode = self._binding.wrapper
+            if self._parameterNode:
+                self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            for combo, nodes in ((self.ui.magnitudeVolumesComboBox, self._parameterNode.magnitudeVolumes),
-                                 (self.ui.phaseVolumesComboBox, self._parameterNode.phaseVolumes)):
-                wasBlocked = combo.blockSignals(True)
-                for node in nodes:
-                    combo.setCheckState(node, qt.Qt.Checked)
-                combo.blockSignals(wasBlocked)
+            widgets.set_checked_nodes(self.ui.magnitudeVolumesComboBox, self._parameterNode.magnitudeVolumes)
+            widgets.set_checked_nodes(self.ui.phaseVolumesComboBox, self._parameterNode.phaseVolumes)
             self._buildForm()
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        p = self._parameterNode
-        self.ui.applyButton.enabled = bool(p and (p.phaseVolumes or p.phaseSequence is not None)
-                                           and (p.magnitudeVolumes or p.magnitudeSequence is not None)
+        self.ui.applyButton.enabled = bool(mrml_adapter.inputs_ready(self._parameterNode, need_magnitude=True)
                                            and self._method)
 
     def _selectedInputs(self):
         """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.selected_inputs(self._parameterNode)
 
     def onEchoVolumesChanged(self) -> None:
@@ -177,14 +171,19 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.phaseScalingLabel.text = f"Inputs: {exc}"
 
     def _updateDependencyState(self) -> None:
-        missing = self.logic.missingDependencies()
-        self.ui.dependenciesLabel.text = ("Python packages to install before first use: " + ", ".join(missing)
-                                          if missing else "")
-        self.ui.dependenciesLabel.visible = self.ui.installDependenciesButton.visible = bool(missing)
+        widgets.show_dependency_state(self.ui.dependenciesLabel, self.ui.installDependenciesButton,
+                                      self.logic.missingDependencies())
+
+    def _ensureDependencies(self) -> bool:
+        """Install missing packages after asking (Slicer's prompt); a no is a status message, not an error."""
+        if self.logic.ensureDependencies():
+            return True
+        self.ui.statusLabel.text = "The Python packages are not installed; nothing was computed."
+        return False
 
     def onInstallDependencies(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to install Python packages.", waitCursor=True):
-            if self.logic.ensureDependencies(confirm=slicer.util.confirmOkCancelDisplay):
+            if self._ensureDependencies():
                 self._updateDependencyState()
                 self._buildForm()
                 self._checkCanApply()
@@ -198,51 +197,16 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from SusceptibilityMRILib import param_forms, runner
 
         stage = param_forms.stage_specs()["swi"]
-        self._method = stage.method(runner.SWI_MODULE_METHODS[0])
+        methods = runner.swi_module_methods()
+        self._method = stage.method(methods[0])
         combo = self.ui.swiMethodComboBox
         combo.clear()
-        for key in runner.SWI_MODULE_METHODS:
+        for key in methods:
             combo.addItem(stage.method(key).label, key)
         stored = json.loads(self._parameterNode.paramsJson) if self._parameterNode.paramsJson else {}
-        defaults = param_forms.module_defaults_for("swi", self._method.key)  # a 16 mm mIP slab unless stored
-        self._params = self._method.resolve(dict(defaults, **stored))
-        formLayout = self.ui.swiParametersFrame.layout()
-        while formLayout.count():
-            item = formLayout.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
-        for spec in param_forms.method_form(self._method):
-            formLayout.addRow(spec.label + ":", self._createParameterWidget(spec, self._params[spec.name]))
-
-    def _createParameterWidget(self, spec, value):
-        if spec.kind == "double":
-            w = qt.QDoubleSpinBox()
-            w.decimals, w.singleStep, w.suffix = spec.decimals, spec.single_step, spec.suffix
-            w.setRange(spec.minimum, spec.maximum)
-            w.value = value
-            w.connect("valueChanged(double)", lambda v, s=spec: self.onParameterChanged(s, v))
-        elif spec.kind == "int":
-            w = qt.QSpinBox()
-            w.suffix = spec.suffix
-            w.setRange(int(spec.minimum), int(spec.maximum))
-            w.value = value
-            w.connect("valueChanged(int)", lambda v, s=spec: self.onParameterChanged(s, v))
-        elif spec.kind == "bool":
-            w = qt.QCheckBox()
-            w.checked = bool(value)
-            w.connect("toggled(bool)", lambda v, s=spec: self.onParameterChanged(s, v))
-        elif spec.kind == "choice":
-            w = qt.QComboBox()
-            for c in spec.choices:
-                w.addItem(f"{c}{spec.suffix}")
-            w.currentIndex = list(spec.choices).index(value)
-            w.connect("currentIndexChanged(int)", lambda i, s=spec: self.onParameterChanged(s, i))
-        else:
-            w = qt.QLineEdit()  # free text, or a float in exponent notation ("scientific")
-            w.text = f"{value:g}" if spec.kind == "scientific" else str(value)
-            w.connect("editingFinished()", lambda s=spec, le=w: self.onParameterChanged(s, le.text))
-        w.toolTip = spec.tooltip
-        return w
+        self._params = self._method.resolve(stored)  # the library's defaults (16 mm mIP slab) unless stored
+        widgets.fill_parameter_form(self.ui.swiParametersFrame, param_forms.method_form(self._method), self._params,
+                                    self.onParameterChanged)
 
     def onParameterChanged(self, spec, raw) -> None:
         import json
@@ -256,31 +220,22 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to compute SWI.", waitCursor=True):
-            if not self.logic.ensureDependencies():  # asks the user (Slicer's prompt) before installing anything
+            if not self._ensureDependencies():
                 return
             if self._method is None:
                 self._buildForm()
-            from SusceptibilityMRILib import mrml_adapter
-
             p = self._parameterNode
             mags, phases = self._selectedInputs()
+            echoTimes = mrml_adapter.parse_echo_times_ms(p.echoTimesMs) if p.echoTimesMs.strip() else None
             self._cancelRequested = False
-            dialog = slicer.util.createProgressDialog(windowTitle="SWI", labelText="Starting…", maximum=100)
             try:
-                def progress(fraction: float, label: str) -> None:
-                    dialog.value, dialog.labelText = int(round(100 * fraction)), label
-                    slicer.app.processEvents()
-
-                nodes = self.logic.run(
-                    mags, phases, mrml_adapter.parse_echo_times_ms(p.echoTimesMs) if p.echoTimesMs.strip() else None,
-                    params=self._params, mask_node=p.maskVolume, run_name=p.runName, phase_rule=p.phaseScaling,
-                    phase_sign=-1 if p.flipPhase else 1, progress=progress,
-                    cancel=lambda: dialog.wasCanceled or self._cancelRequested)
+                nodes = widgets.run_with_progress("SWI", lambda progress, cancel: self.logic.run(
+                    mags, phases, echoTimes, method=self._method.key, params=self._params, mask_node=p.maskVolume,
+                    run_name=p.runName, phase_rule=p.phaseScaling, phase_sign=-1 if p.flipPhase else 1,
+                    progress=progress, cancel=cancel), lambda: self._cancelRequested)
             except qsmlib.QSMCancelled:  # the user asked for it: a status message, not an error box
                 self.ui.statusLabel.text = "Cancelled; no results were added."
                 return
-            finally:
-                dialog.close()
             self.ui.statusLabel.text = "Created: " + ", ".join(n.GetName() for n in nodes.values())
             if p.showResults:
                 self.logic.showResults(dict(nodes, magnitude=mrml_adapter.as_node_list(mags)[-1]))
@@ -308,31 +263,30 @@ class SWILogic(ScriptedLoadableModuleLogic):
         return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (SWI)")
 
     def sortEchoNodes(self, nodes: Sequence[Any]):
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.sort_echo_nodes(list(nodes))
 
     def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
         """Detected phase scaling and DICOM ImageType warnings (see ``mrml_adapter.describe_inputs``)."""
-        from SusceptibilityMRILib import mrml_adapter
-
         return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, method: str = "homodyne",
             params: Optional[Dict[str, Any]] = None, mask_node=None, run_name: str = "SWI",
             phase_rule: str = "auto", phase_sign: int = 1, progress=None, cancel=None) -> Dict[str, Any]:
-        """SWI (and mIP, 16 mm slab unless ``params`` say otherwise) as new volume nodes in a subject-hierarchy
-        folder, with optional ``progress(fraction, label)`` / ``cancel()`` callbacks (``QSMCancelled``); see
-        SusceptibilityMRILib.runner.run_swi_on_nodes."""
+        """SWI (and its mIP, the library's 16 mm slab unless ``params`` say otherwise) as new volume nodes in a
+        subject-hierarchy folder, with optional ``progress(fraction, label)`` / ``cancel()`` callbacks
+        (``QSMCancelled``). Only the SWI stage of the pipeline runs (``PipelineConfig.swi_only``), so no B0 is
+        needed; ``method`` is one that works from the wrapped phase (``runner.swi_module_methods()``)."""
+        from QSMLogic.pipeline import PipelineConfig
         from SusceptibilityMRILib import runner
 
-        return runner.run_swi_on_nodes(slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, method,
-                                       params, mask_node, run_name, phase_rule, phase_sign, progress=progress,
-                                       cancel=cancel)
+        if not mrml_adapter.as_node_list(magnitude_nodes):
+            raise qsmlib.QSMInputError("SWI needs magnitude volumes (one per echo)")
+        return runner.run_qsm_on_nodes(
+            slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, None,
+            PipelineConfig.swi_only(method, **(params or {})), mask_node, progress=progress, cancel=cancel,
+            run_name=run_name, phase_rule=phase_rule, phase_sign=phase_sign, output_names=runner.SWI_OUTPUTS)
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
-        from SusceptibilityMRILib import mrml_adapter
-
         shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
         slicer.util.resetSliceViews()
         return shown
@@ -353,16 +307,13 @@ class SWITest(ScriptedLoadableModuleTest):
 
         logic = SWILogic()
         self.assertTrue(logic.ensureDependencies(confirm=lambda message: True))  # running the test is the consent
-        from SusceptibilityMRILib import mrml_adapter
         from QSMLogic.phantom import label_of, make_head_model, simulate_acquisition
+        from SusceptibilityMRILib.testing import add_echo_volumes
 
         model = make_head_model(shape=(64, 64, 64), voxel_size_mm=(3.0, 3.0, 3.0), seed=0)
         acq = simulate_acquisition(model, te_s=echoes, b0_tesla=3.0, snr=100.0, seed=0)
         g = acq.gre
-        mags = [slicer.util.addVolumeFromArray(np.ascontiguousarray(g.magnitude[..., e].transpose(2, 1, 0)),
-                                               ijkToRAS=g.affine, name=f"mag {e}") for e in range(len(echoes))]
-        phs = [slicer.util.addVolumeFromArray(np.ascontiguousarray(g.phase_rad[..., e].transpose(2, 1, 0)),
-                                              ijkToRAS=g.affine, name=f"phase {e}") for e in range(len(echoes))]
+        mags, phs = add_echo_volumes(g)
         nodes = logic.run(mags, phs, list(echoes), params={"mip_slab_mm": 12.0})
         swi = np.asarray(mrml_adapter.array_ijk(nodes["swi"]))
         self.assertTrue(np.allclose(mrml_adapter.ijk_to_ras(nodes["mip"]), g.affine, atol=0))

@@ -12,6 +12,7 @@ asks the user itself) when no ``confirm`` callback is given, else after ``confir
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 from importlib import metadata
@@ -97,7 +98,8 @@ def ensure_requirements(confirm: Optional[Callable[[str], bool]] = None, path: O
     ``confirm(message)`` given: it decides, then ``util.pip_install(missing)`` installs. Not given: on Slicer >=
     5.12 ``packaging.pip_ensure(load_requirements(path), requester=…)`` checks, asks and installs; before,
     ``util.confirmOkCancelDisplay`` asks. ``packaging`` (default: :func:`slicer_packaging`) and ``util`` (default
-    ``slicer.util``) are arguments so that tests can pass stand-ins. Nothing is installed without a yes.
+    ``slicer.util``) are arguments so that tests can pass stand-ins. Nothing is installed without a yes; a no gives
+    False (``pip_ensure`` raises ``RuntimeError`` when the user declines; that is not an error to show).
     """
     path = path or requirements_path()
     missing = missing_requirements(path)
@@ -107,7 +109,11 @@ def ensure_requirements(confirm: Optional[Callable[[str], bool]] = None, path: O
         import slicer.util as util
     pkg = slicer_packaging() if packaging is _AUTO else packaging
     if confirm is None and pkg is not None:
-        pkg.pip_ensure(pkg.load_requirements(path), requester=requester)
+        try:
+            pkg.pip_ensure(pkg.load_requirements(path), requester=requester)
+        except RuntimeError as exc:  # Slicer >= 5.12 raises when the user declines; a failed pip raises otherwise
+            logging.info(f"{requester}: Python packages not installed ({exc})")
+            return False
     else:
         ask = confirm if confirm is not None else util.confirmOkCancelDisplay
         if not ask(install_message(missing, requester)):

@@ -1,8 +1,8 @@
 """MRML adapter: Slicer volume nodes ↔ the arrays, geometry and GRE data of the QSMLogic library.
 
-This is the only code that turns MRML nodes into library inputs and library outputs back into nodes (DESIGN.md §2).
-It takes the scene as an argument and imports only slicer (MRML), vtk, numpy and QSMLogic — no Qt — so pytest runs
-it on ``slicer-core``.
+This is the only code that turns MRML nodes into library inputs and library outputs back into nodes
+(docs/conventions.md). It takes the scene as an argument and imports only slicer (MRML), vtk, numpy and QSMLogic —
+no Qt — so pytest runs it on ``slicer-core``.
 
 Array order: the library receives arrays in **(i, j, k)** order — ``slicer.util.arrayFromVolume`` gives (k, j, i),
 so arrays are transposed — together with the node's IJK-to-RAS matrix as the affine. Voxel size and B0 direction
@@ -22,6 +22,7 @@ import numpy as np
 import slicer
 import vtk
 
+from QSMLogic.constants import PHASE_RULES
 from QSMLogic.errors import QSMInputError
 from QSMLogic.geometry import b0_direction_from_affine, check_affine, voxel_size_from_affine
 from QSMLogic.gre import GREData
@@ -185,6 +186,10 @@ def echo_times_from_sequence_s(sequence_node: Any) -> Optional[List[float]]:
         return None
 
 
+#: Phase-scaling rules the modules offer: "auto" (decides only on checked evidence) and the library's rules.
+PHASE_SCALING_CHOICES: Tuple[str, ...] = ("auto",) + tuple(PHASE_RULES)
+
+
 def as_node_list(nodes: Any) -> List[Any]:
     """A list of echo volume nodes from a list/tuple of nodes, a single volume node or a sequence node."""
     if nodes is None:
@@ -199,11 +204,40 @@ def as_node_list(nodes: Any) -> List[Any]:
 def selected_inputs(parameter_node: Any) -> Tuple[Any, Any]:
     """(magnitude, phase) as a run gets them from a module's parameter node (fields ``magnitudeSequence``,
     ``magnitudeVolumes``, ``phaseSequence``, ``phaseVolumes``): a sequence node where one is chosen, else the
-    checked echo volumes ordered by echo time."""
+    checked echo volumes ordered by echo time. Volumes deleted from the scene since they were checked (the parameter
+    node then holds ``None`` for them, and the checkable combo box does not signal it) are left out."""
     p = parameter_node
-    mags = p.magnitudeSequence if p.magnitudeSequence is not None else sort_echo_nodes(list(p.magnitudeVolumes))
-    phases = p.phaseSequence if p.phaseSequence is not None else sort_echo_nodes(list(p.phaseVolumes))
+    mags = p.magnitudeSequence if p.magnitudeSequence is not None else sort_echo_nodes(present_nodes(
+        p.magnitudeVolumes))
+    phases = p.phaseSequence if p.phaseSequence is not None else sort_echo_nodes(present_nodes(p.phaseVolumes))
     return mags, phases
+
+
+def present_nodes(nodes: Sequence[Any]) -> List[Any]:
+    """The nodes that still exist in a scene: ``None`` entries and nodes removed from their scene are dropped."""
+    return [n for n in nodes if n is not None and n.GetScene() is not None]
+
+
+def drop_deleted_echoes(parameter_node: Any) -> bool:
+    """Remove echo volumes deleted from the scene from a parameter node's ``magnitudeVolumes``/``phaseVolumes``;
+    True when something was removed."""
+    changed = False
+    for field_name in ("magnitudeVolumes", "phaseVolumes"):
+        nodes = list(getattr(parameter_node, field_name))
+        kept = present_nodes(nodes)
+        if len(kept) != len(nodes):
+            setattr(parameter_node, field_name, kept)
+            changed = True
+    return changed
+
+
+def inputs_ready(parameter_node: Any, need_magnitude: bool = False) -> bool:
+    """True when the parameter node selects phase echoes (and magnitude echoes if ``need_magnitude``) that exist:
+    what enables a module's Apply button."""
+    if parameter_node is None:
+        return False
+    mags, phases = selected_inputs(parameter_node)
+    return bool(as_node_list(phases)) and (not need_magnitude or bool(as_node_list(mags)))
 
 
 def sort_echo_nodes(nodes: Sequence[Any], database: Any = None) -> List[Any]:
@@ -480,6 +514,7 @@ def gre_from_nodes(
     phase_sign: int = 1,
     b0_world: Sequence[float] = (0.0, 0.0, 1.0),
     dicom_database: Any = None,
+    require_b0: bool = True,
 ) -> GREData:
     """Build a :class:`GREData` ((i, j, k, echo) arrays) from echo volume nodes or sequence nodes.
 
@@ -488,6 +523,7 @@ def gre_from_nodes(
     ``b0_tesla`` if given and positive, else from the data the same way. Phase is converted to radians by
     :func:`QSMLogic.io.phase_to_radians` with ``phase_rule`` (``"auto"`` chooses only on checked evidence); the
     rule and its evidence go into ``metadata["phase_scaling"]``. Magnitude nodes may be empty (phase-only data).
+    ``require_b0`` False (runs that need no field strength, e.g. SWI only): a missing B0 is left ``None``.
     """
     from QSMLogic.io.phase_scaling import phase_to_radians
 
@@ -516,16 +552,18 @@ def gre_from_nodes(
     if te is None:
         raise QSMInputError("echo times are missing: the volumes carry none (DICOM.EchoTime attribute, DICOM "
                             "database, BIDS EchoTime or JSON sidecar); enter them (ms)")
-    if b0_tesla is None:
+    if b0_tesla is None and require_b0:
         raise QSMInputError("B0 is missing: the volumes carry no field strength (DICOM MagneticFieldStrength or "
                             "BIDS sidecar); enter it (T)")
+    if b0_tesla is None:
+        b0_source = "not needed by the stages run"
     meta = {
         "phase_nodes": [_node_name(n) for n in ph_nodes],
         "magnitude_nodes": [_node_name(n) for n in mag_nodes],
         "phase_scaling": {"rule": rule, "evidence": evidence},
         "te_source": te_source, "b0_source": b0_source, "array_order": "ijk",
     }
-    return GREData(phase_rad=phase, magnitude=magnitude, te_s=te, b0_tesla=float(b0_tesla), affine=aff,
+    return GREData(phase_rad=phase, magnitude=magnitude, te_s=te, b0_tesla=b0_tesla, affine=aff,
                    phase_sign=phase_sign, b0_direction=b0_direction_from_affine(aff, b0_world), metadata=meta)
 
 
@@ -794,6 +832,12 @@ def show_side_by_side(scene: Any, nodes: Dict[str, Any]) -> Dict[str, str]:
         if not layout.IsLayoutDescription(RESULTS_LAYOUT_ID):
             layout.AddLayoutDescription(RESULTS_LAYOUT_ID, RESULTS_LAYOUT_XML)
         layout.SetViewArrangement(RESULTS_LAYOUT_ID)
+    # The layout's orientation properties apply only to views it creates: views that exist keep theirs (Yellow is
+    # sagittal, Green coronal by default), so the orientation is set on the slice nodes themselves.
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        slice_node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        if slice_node.GetLayoutName() in dict(RESULTS_VIEWS):
+            slice_node.SetOrientation("Axial")
     composites = {}
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         c = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")

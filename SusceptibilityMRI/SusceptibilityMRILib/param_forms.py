@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from QSMLogic.errors import QSMInputError
-from QSMLogic.params import MethodSpec, Param, StageSpec, load_all, stage
+from QSMLogic.params import MethodSpec, Param, StageSpec, load_all
 from QSMLogic.pipeline import PipelineConfig
 
 #: Widget kinds: QDoubleSpinBox, QSpinBox, QCheckBox, QComboBox, QLineEdit; "scientific" is a line edit holding a
@@ -41,10 +41,6 @@ UNAVAILABLE_STAGES: Dict[str, str] = {
         "this stage. Per-coil data (5D NIfTI: x, y, z, echo, coil) can be combined with the command line: "
         "susceptibility-mri run --magnitude mag.nii.gz --phase phase.nii.gz --out results (python -m QSMLogic)."),
 }
-#: Where the Slicer modules' defaults differ from the library's, and why: a default QSM run lists the minimum-
-#: intensity projection among its outputs (runner.DEFAULT_OUTPUTS) but the library's SWI stage computes one only
-#: for mip_slab_mm > 0 (library default 0), so the modules ask for a 16 mm slab (a common clinical SWI mIP).
-MODULE_DEFAULTS: Dict[str, Dict[str, Any]] = {"swi": {"mip_slab_mm": 16.0}}
 
 
 @dataclass(frozen=True)
@@ -219,46 +215,22 @@ def method_items(stage: StageSpec) -> List[Tuple[str, str]]:
     return items
 
 
-def module_defaults_for(stage_key: str, method_key: str) -> Dict[str, Any]:
-    """The entries of :data:`MODULE_DEFAULTS` that apply to a method (those of its declared parameters)."""
-    names = {p.name for p in stage(stage_key).method(method_key).params}
-    return {k: v for k, v in MODULE_DEFAULTS.get(stage_key, {}).items() if k in names}
-
-
-def apply_module_defaults(config: PipelineConfig) -> PipelineConfig:
-    """Set :data:`MODULE_DEFAULTS` on ``config`` wherever the stage's parameters do not set them already."""
-    for key in MODULE_DEFAULTS:
-        entry = config.stages.get(key)
-        if entry is None:
-            continue
-        given = set(entry.get("params") or {})
-        values = {k: v for k, v in module_defaults_for(key, entry["method"]).items() if k not in given}
-        if values:
-            config.set(key, **values)
-    return config
-
-
-def module_default_config() -> PipelineConfig:
-    """The library's default pipeline with :data:`MODULE_DEFAULTS` applied (what a default module run uses)."""
-    return apply_module_defaults(PipelineConfig.default())
-
-
 def config_to_json(config: PipelineConfig) -> str:
     """The chosen methods/parameters as the JSON string stored in the parameter node."""
     return json.dumps(config.to_dict(), sort_keys=True)
 
 
 def config_from_json(text: str) -> PipelineConfig:
-    """A validated PipelineConfig from the parameter node's JSON (module defaults when the string is empty; module
-    defaults also fill parameters the JSON leaves unset)."""
+    """A validated PipelineConfig from the parameter node's JSON (the library's defaults when the string is empty;
+    they also fill what the JSON leaves unset)."""
     if not text or not text.strip():
-        return module_default_config()
-    return apply_module_defaults(PipelineConfig.from_dict(json.loads(text)))
+        return PipelineConfig.default()
+    return PipelineConfig.from_dict(json.loads(text))
 
 
 __all__ = [
-    "MODULE_DEFAULTS", "OPTIONAL_STAGES", "SCIENTIFIC_BELOW", "UNAVAILABLE_STAGES", "WIDGET_CLASSES", "WidgetSpec",
-    "acquisition_text", "apply_module_defaults", "config_from_json", "config_to_json", "label_text", "method_form",
-    "method_items", "module_default_config", "module_defaults_for", "refill_from_data", "stage_specs",
+    "OPTIONAL_STAGES", "SCIENTIFIC_BELOW", "UNAVAILABLE_STAGES", "WIDGET_CLASSES", "WidgetSpec",
+    "acquisition_text", "config_from_json", "config_to_json", "label_text", "method_form",
+    "method_items", "refill_from_data", "stage_specs",
     "stage_ui_name", "stage_widget_names", "value_from_widget", "widget_spec",
 ]

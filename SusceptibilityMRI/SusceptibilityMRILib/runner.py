@@ -1,48 +1,57 @@
 """Node-level runs: echo volume nodes in, new result nodes out (the body of the QSM and SWI module logic).
 
 :func:`run_qsm_on_nodes` runs the whole pipeline (:func:`QSMLogic.pipeline.run_pipeline`) in this process;
-:func:`prepare_worker_run` / :func:`import_worker_results` do the same through the background worker the GUI uses;
-:func:`run_swi_on_nodes` runs only the SWI stage. All take the scene explicitly and never modify input nodes.
+:func:`start_background_run` does the same in a background worker process (a :class:`BackgroundRun` to poll);
+an SWI-only run is :func:`run_qsm_on_nodes` with ``PipelineConfig.swi_only()``. All take the scene explicitly
+and never modify input nodes.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from QSMLogic.errors import QSMCancelled, QSMInputError
-from QSMLogic.params import run_method, stage
-from QSMLogic.pipeline import PipelineConfig, run_pipeline
+import QSMLogic
+from QSMLogic.params import stage
+from QSMLogic.pipeline import SWI_NEEDS, PipelineConfig, run_pipeline
+from QSMLogic.worker import read_worker_output, worker_command, write_worker_input
 
 from . import mrml_adapter as ad
-from .param_forms import apply_module_defaults, module_default_config, module_defaults_for
-from .worker_protocol import read_worker_output, worker_command, write_worker_input
+from .process import WorkerProcess, python_executable, worker_environment
 
 ConfigLike = Union[None, PipelineConfig, Dict[str, Any], str]
 
 #: Outputs added to the scene by default (the rest stay available through ``output_names``).
 DEFAULT_OUTPUTS = ("magnitude", "chi_ppm", "local_field_ppm", "total_field_ppm", "r2star_hz", "swi", "mip",
                    "swi_phase_rad", "swi_phase_mask", "qsm_mask")
-#: SWI methods the SWI module offers: those that need nothing but magnitude and wrapped phase.
-SWI_MODULE_METHODS = ("homodyne",)
-#: B0 recorded for SWI-only runs on nodes that carry no field strength (the SWI stage does not use it).
-SWI_PLACEHOLDER_B0_T = 3.0
+#: Outputs of an SWI-only run (:meth:`QSMLogic.pipeline.PipelineConfig.swi_only`).
+SWI_OUTPUTS = ("swi", "mip", "swi_phase_rad", "swi_phase_mask")
+
+
+def swi_module_methods() -> Tuple[str, ...]:
+    """SWI methods an SWI-only run can use: those that need nothing but magnitude and wrapped phase."""
+    return tuple(m.key for m in stage("swi").methods if m.key not in SWI_NEEDS)
+
+
+def needs_b0(config: PipelineConfig) -> bool:
+    """Whether a run needs the field strength: the field-mapping stage and the QSM chain after it use it."""
+    return bool(config.stages["field_mapping"].get("enabled", True))
 
 
 def as_config(config: ConfigLike) -> PipelineConfig:
-    """A validated PipelineConfig from ``None`` (module defaults), a PipelineConfig (used as it is), its dict or its
-    JSON string (library defaults overridden by it, then :data:`~.param_forms.MODULE_DEFAULTS` wherever it
-    leaves a parameter unset — e.g. the 16 mm mIP slab of the SWI stage)."""
+    """A validated PipelineConfig from ``None`` (the library's defaults), a PipelineConfig (used as it is), its dict
+    or its JSON string (the library's defaults overridden by it)."""
     if config is None:
-        return module_default_config()
+        return PipelineConfig.default()
     if isinstance(config, PipelineConfig):
         config.validate()
         return config
     if isinstance(config, str):
         config = json.loads(config) if config.strip() else {}
-    return apply_module_defaults(PipelineConfig.from_dict(config))
+    return PipelineConfig.from_dict(config)
 
 
 @dataclass
@@ -56,22 +65,25 @@ class PreparedInputs:
 
 def prepare_inputs(magnitude_nodes: Any, phase_nodes: Any, echo_times_s: Optional[Sequence[float]],
                    b0_tesla: Optional[float], mask_node: Any = None, phase_rule: str = "auto",
-                   phase_sign: int = 1, dicom_database: Any = None) -> PreparedInputs:
+                   phase_sign: int = 1, dicom_database: Any = None, require_b0: bool = True) -> PreparedInputs:
     """Read the echo volumes (and mask: label map or segmentation) into a GREData in (i, j, k) order with checked
-    geometry. ``echo_times_s``/``b0_tesla`` ``None`` (or B0 <= 0): read from the data (see mrml_adapter)."""
+    geometry. ``echo_times_s``/``b0_tesla`` ``None`` (or B0 <= 0): read from the data (see mrml_adapter); a B0 the
+    data do not give stays ``None`` unless ``require_b0``."""
     gre = ad.gre_from_nodes(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, phase_rule, phase_sign,
-                            dicom_database=dicom_database)
+                            dicom_database=dicom_database, require_b0=require_b0)
     reference = ad.as_node_list(phase_nodes)[0]
     mask = ad.mask_from_node(mask_node, reference) if mask_node is not None else None
     return PreparedInputs(gre, mask, reference)
 
 
-def _provenance_with_inputs(provenance: Dict[str, Any], gre: Any, run_name: str) -> Dict[str, Any]:
-    prov = dict(provenance)
-    prov["run_name"] = run_name
-    prov["slicer_inputs"] = {k: gre.metadata.get(k) for k in (
+def _slicer_inputs(gre: Any) -> Dict[str, Any]:
+    """What the provenance records about the Slicer inputs (node names, phase scaling, where TE and B0 came from)."""
+    return {k: gre.metadata.get(k) for k in (
         "phase_nodes", "magnitude_nodes", "phase_scaling", "te_source", "b0_source", "array_order")}
-    return prov
+
+
+def _provenance_with_inputs(provenance: Dict[str, Any], gre: Any, run_name: str) -> Dict[str, Any]:
+    return dict(provenance, run_name=run_name, slicer_inputs=_slicer_inputs(gre))
 
 
 def run_qsm_on_nodes(
@@ -95,118 +107,118 @@ def run_qsm_on_nodes(
 
     Returns ``{output name: node}`` (those of ``output_names`` the run produced; all outputs if ``None``), placed in
     a subject-hierarchy folder named ``run_name``; each node carries the run's provenance as JSON. Raises
-    :class:`QSMLogic.errors.QSMCancelled` when ``cancel()`` turns true.
+    :class:`QSMLogic.errors.QSMCancelled` when ``cancel()`` turns true. A configuration without the QSM chain
+    (:meth:`~QSMLogic.pipeline.PipelineConfig.swi_only`) needs no B0.
     """
     cfg = as_config(config)
     inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database)
+                         dicom_database, require_b0=needs_b0(cfg))
     res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log)
     prov = _provenance_with_inputs(res.provenance, inp.gre, run_name)
     return ad.outputs_to_nodes(scene, res.outputs, inp.reference_node, run_name, prov, output_names)
 
 
-@dataclass
-class WorkerRun:
-    """A background run prepared on disk: the command to start and where its results will appear."""
+class BackgroundRun:
+    """A pipeline run in the background worker process (:mod:`QSMLogic.worker`), driven by :meth:`poll`.
 
-    command: list
-    workdir: str
-    output_dir: str
-    reference_node: Any
-    slicer_inputs: Dict[str, Any]
+    :func:`start_background_run` writes the inputs into a temporary folder and starts the worker. The caller calls
+    :meth:`poll` from its event loop (the module logic from a ``QTimer``): it forwards progress and log lines to
+    ``progress(fraction, label)`` / ``log(text)``, and once the worker has exited adds the result nodes to the scene
+    (same nodes, geometry and provenance as :func:`run_qsm_on_nodes`), deletes the folder and calls
+    ``on_done(nodes, error)`` once: ``nodes`` the ``{output name: node}`` dict and ``error`` None, or ``nodes``
+    None and ``error`` the exception (:class:`QSMCancelled` after :meth:`cancel`, :class:`~.process.WorkerError`
+    when the worker failed, with its standard error). :meth:`cancel` stops the whole process tree; no node is added.
+    """
+
+    def __init__(self, scene: Any, process: WorkerProcess, workdir: str, output_dir: str, reference_node: Any,
+                 slicer_inputs: Dict[str, Any], run_name: str, output_names: Optional[Sequence[str]],
+                 progress: Optional[Callable[[float, str], None]] = None, log: Optional[Callable[[str], None]] = None,
+                 on_done: Optional[Callable[[Optional[Dict[str, Any]], Optional[BaseException]], None]] = None):
+        self.scene, self.process, self.workdir, self.output_dir = scene, process, workdir, output_dir
+        self.reference_node, self.slicer_inputs = reference_node, slicer_inputs
+        self.run_name, self.output_names = run_name, output_names
+        self.progress, self.log, self.on_done = progress, log, on_done
+        self.nodes: Optional[Dict[str, Any]] = None
+        self.error: Optional[BaseException] = None
+        self.finished = False
+
+    def poll(self) -> bool:
+        """Hand out new progress/log lines; finish when the worker has exited. True once finished."""
+        if self.finished:
+            return True
+        for event in self.process.poll():
+            if event.kind == "progress" and self.progress is not None:
+                self.progress(event.fraction, event.text)
+            elif event.kind in ("log", "text") and event.text and self.log is not None:
+                self.log(event.text)
+        if self.process.finished:
+            self._finish()
+        return self.finished
+
+    def cancel(self) -> None:
+        """Stop the worker (its whole process tree) and finish with :class:`QSMCancelled`; nothing is added."""
+        if not self.finished:
+            self.process.cancel()
+            self._finish()
+
+    def _finish(self) -> None:
+        try:
+            self.process.check_result()
+            outputs, provenance = read_worker_output(self.output_dir)
+            prov = dict(provenance, run_name=self.run_name, slicer_inputs=self.slicer_inputs)
+            self.nodes = ad.outputs_to_nodes(self.scene, outputs, self.reference_node, self.run_name, prov,
+                                             self.output_names)
+        except Exception as exc:  # handed to on_done: the caller decides how to show it
+            self.error = exc
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.finished = True
+        if self.on_done is not None:
+            self.on_done(self.nodes, self.error)
 
 
-def prepare_worker_run(magnitude_nodes: Any, phase_nodes: Any, echo_times_s: Optional[Sequence[float]],
-                       b0_tesla: Optional[float], config: ConfigLike = None, mask_node: Any = None,
-                       phase_rule: str = "auto", phase_sign: int = 1, workdir: Optional[str] = None,
-                       python: Optional[str] = None, dicom_database: Any = None) -> WorkerRun:
-    """Write the inputs for ``python -m QSMLogic.worker`` and return the command line (nothing is started)."""
-    cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database)
-    wd = workdir or tempfile.mkdtemp(prefix="SusceptibilityMRI-")
-    i, c, o = write_worker_input(wd, inp.gre, cfg.to_dict(), inp.mask)
-    meta = {k: inp.gre.metadata.get(k) for k in ("phase_nodes", "magnitude_nodes", "phase_scaling", "te_source",
-                                                  "b0_source", "array_order")}
-    return WorkerRun(worker_command(i, c, o, python), wd, o, inp.reference_node, meta)
-
-
-def import_worker_results(scene: Any, run: WorkerRun, run_name: str = "QSM",
-                          output_names: Optional[Sequence[str]] = DEFAULT_OUTPUTS) -> Dict[str, Any]:
-    """New result nodes from a finished worker run (same geometry and provenance as an in-process run)."""
-    outputs, provenance = read_worker_output(run.output_dir)
-    prov = dict(provenance, run_name=run_name, slicer_inputs=run.slicer_inputs)
-    return ad.outputs_to_nodes(scene, outputs, run.reference_node, run_name, prov, output_names)
-
-
-def run_swi_on_nodes(
+def start_background_run(
     scene: Any,
     magnitude_nodes: Any,
     phase_nodes: Any,
-    echo_times_s: Optional[Sequence[float]] = None,
-    method: str = "homodyne",
-    params: Optional[Dict[str, Any]] = None,
+    echo_times_s: Optional[Sequence[float]],
+    b0_tesla: Optional[float],
+    config: ConfigLike = None,
     mask_node: Any = None,
-    run_name: str = "SWI",
+    progress: Optional[Callable[[float, str], None]] = None,
+    log: Optional[Callable[[str], None]] = None,
+    on_done: Optional[Callable[[Optional[Dict[str, Any]], Optional[BaseException]], None]] = None,
+    run_name: str = "QSM",
     phase_rule: str = "auto",
     phase_sign: int = 1,
-    progress: Optional[Callable[[float, str], None]] = None,
-    cancel: Optional[Callable[[], bool]] = None,
+    output_names: Optional[Sequence[str]] = DEFAULT_OUTPUTS,
     dicom_database: Any = None,
-) -> Dict[str, Any]:
-    """SWI (and mIP when ``mip_slab_mm > 0``; the module default is 16 mm) from magnitude and wrapped phase nodes,
-    as NEW nodes.
+    python: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+) -> BackgroundRun:
+    """Read the nodes, write the worker's inputs and start it; returns the :class:`BackgroundRun` to poll.
 
-    Only the SWI stage runs (``method`` one of :data:`SWI_MODULE_METHODS`). Echo times come from ``echo_times_s``
-    or the data; B0 is not used by SWI (a placeholder is recorded when the nodes carry none). ``progress(fraction,
-    label)`` is called between the steps (reading, filtering, writing nodes) and ``cancel()`` is checked there:
-    :class:`QSMCancelled` is raised before any node is added.
+    Arguments as :func:`run_qsm_on_nodes`; ``python`` (default: PythonSlicer, else this interpreter) runs the
+    worker with environment ``env`` (default: this process's, with the folder holding QSMLogic on PYTHONPATH).
+    Bad input raises here, before anything starts; so does a worker that cannot be started
+    (:class:`~.process.WorkerError`).
     """
-    if method not in SWI_MODULE_METHODS:
-        raise QSMInputError(f"SWI method {method!r} needs QSM maps; the SWI module offers {list(SWI_MODULE_METHODS)}")
-    report = progress or (lambda fraction, label: None)
-    cancelled = cancel or (lambda: False)
-
-    def step(fraction: float, label: str) -> None:
-        if cancelled():
-            raise QSMCancelled(f"SWI cancelled before: {label}")
-        report(fraction, label)
-
-    mags = ad.as_node_list(magnitude_nodes)
-    if not mags:
-        raise QSMInputError("SWI needs magnitude volumes (one per echo)")
-    step(0.0, "Reading echo volumes")
-    ph = ad.as_node_list(phase_nodes)
-    b0 = ad.field_strength_from_nodes_t(ph + mags, dicom_database)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0 or SWI_PLACEHOLDER_B0_T, mask_node,
-                         phase_rule, phase_sign, dicom_database)
-    if b0 is None:
-        inp.gre.metadata["b0_source"] = f"not needed by SWI ({SWI_PLACEHOLDER_B0_T} T placeholder)"
-    gre = inp.gre
-    chosen = dict(module_defaults_for("swi", method), **(params or {}))
-    step(0.15, f"SWI: {stage('swi').method(method).label}")
-    t0 = time.perf_counter()
-    res = run_method("swi", method, {"magnitude": gre.magnitude, "phase": gre.phase_rad, "mask": inp.mask,
-                                     "voxel_size_mm": gre.voxel_size_mm, "te_s": gre.te_s,
-                                     "b0_direction": gre.b0_direction, "affine": gre.affine}, chosen)
-    spec = stage("swi").method(method)
-    prov = _provenance_with_inputs({
-        "software": "SusceptibilityMRI (QSMLogic)",
-        "stages": [{"stage": "swi", "method": method, "reference": spec.reference, "params": spec.resolve(chosen),
-                    "seconds": round(time.perf_counter() - t0, 3)}],
-        "input": {"shape": list(gre.shape), "te_s": [float(t) for t in gre.te_s],
-                  "voxel_size_mm": list(gre.voxel_size_mm), "b0_direction": list(gre.b0_direction)},
-    }, gre, run_name)
-    outputs = {"swi": res.swi, "swi_phase_mask": res.phase_mask}
-    if res.filtered_phase is not None:
-        outputs["swi_phase_rad"] = res.filtered_phase
-    if res.mip is not None:
-        outputs["mip"] = res.mip
-    step(0.9, "Creating result volumes")
-    nodes = ad.outputs_to_nodes(scene, outputs, inp.reference_node, run_name, prov)
-    report(1.0, "Done")
-    return nodes
+    cfg = as_config(config)
+    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
+                         dicom_database, require_b0=needs_b0(cfg))
+    workdir = tempfile.mkdtemp(prefix="SusceptibilityMRI-")
+    try:
+        i, c, o = write_worker_input(workdir, inp.gre, cfg.to_dict(), inp.mask)
+        library_root = os.path.dirname(os.path.dirname(os.path.abspath(QSMLogic.__file__)))
+        process = WorkerProcess(worker_command(i, c, o, python or python_executable()),
+                                env if env is not None else worker_environment(library_root))
+        process.start()
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return BackgroundRun(scene, process, workdir, o, inp.reference_node, _slicer_inputs(inp.gre), run_name,
+                         output_names, progress, log, on_done)
 
 
-__all__ = ["DEFAULT_OUTPUTS", "PreparedInputs", "SWI_MODULE_METHODS", "WorkerRun", "as_config",
-           "import_worker_results", "prepare_inputs", "prepare_worker_run", "run_qsm_on_nodes", "run_swi_on_nodes"]
+__all__ = ["BackgroundRun", "DEFAULT_OUTPUTS", "PreparedInputs", "SWI_OUTPUTS", "as_config", "prepare_inputs",
+           "run_qsm_on_nodes", "start_background_run", "swi_module_methods"]

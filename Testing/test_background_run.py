@@ -1,0 +1,243 @@
+"""The background run of the Slicer modules on real MRML nodes (slicer-core): the worker's file protocol
+(QSMLogic.worker, both halves), the worker process (SusceptibilityMRILib.process) and the node-level BackgroundRun
+(SusceptibilityMRILib.runner): same result as an in-process run with the phase sign flipped, cancel that stops the
+whole process tree of a launcher (as PythonSlicer starts python-real), a worker whose folder is deleted, and
+starts that fail."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
+
+from SusceptibilityMRILib import mrml_adapter as ad  # noqa: E402
+from SusceptibilityMRILib import runner  # noqa: E402
+from SusceptibilityMRILib.process import WorkerError, WorkerProcess  # noqa: E402
+
+from QSMLogic.errors import QSMCancelled  # noqa: E402
+from QSMLogic.gre import GREData  # noqa: E402
+from QSMLogic.pipeline import PipelineConfig  # noqa: E402
+from QSMLogic.worker import (  # noqa: E402
+    EXIT_CANCELLED,
+    read_worker_input,
+    worker_command,
+    write_worker_input,
+)
+
+SHAPE = (24, 24, 20)
+VOXEL_MM = 4.0
+TE_S = (0.005, 0.010, 0.015)
+#: A quick chain for these tests: the default stages with TKD inversion.
+FAST = PipelineConfig.default().set("inversion", "tkd").to_dict()
+
+
+def synthetic_gre(phase_sign: int = 1) -> GREData:
+    """A sphere of tissue with a smooth off-resonance (Hz) and wrapped phase at three echo times."""
+    idx = np.indices(SHAPE, dtype=np.float64)
+    centre = (np.asarray(SHAPE, dtype=np.float64)[:, None, None, None] - 1) / 2
+    r = np.sqrt(((idx - centre) ** 2).sum(0)) / (min(SHAPE) / 2)
+    inside = r < 0.8
+    field_hz = 40.0 * np.cos(np.pi * idx[0] / SHAPE[0]) * np.sin(np.pi * idx[2] / SHAPE[2]) * inside
+    te = np.asarray(TE_S)
+    rng = np.random.default_rng(0)
+    phase = np.angle(np.exp(1j * (2 * np.pi * field_hz[..., None] * te + 0.3 + 0.01 * rng.standard_normal(
+        SHAPE + (len(te),)))))
+    phase = np.where(inside[..., None], phase, rng.uniform(-np.pi, np.pi, phase.shape))  # noise outside
+    mag = np.where(inside, 1.0, 0.05)[..., None] * np.exp(-20.0 * te) + 0.01 * rng.random(SHAPE + (len(te),))
+    affine = np.diag([VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
+    return GREData(phase_rad=phase.astype(np.float32), magnitude=mag.astype(np.float32), te_s=te, b0_tesla=3.0,
+                   affine=affine, phase_sign=phase_sign, metadata={"te_source": "test"})
+
+
+@pytest.fixture()
+def scene():
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(s)
+    yield s
+    s.Clear(1)
+
+
+def echo_nodes(scene, gre: GREData):
+    out = []
+    for kind, data in (("mag", gre.magnitude), ("phase", gre.phase_rad)):
+        nodes = []
+        for e in range(gre.n_echoes):
+            n = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{kind}{e}")
+            slicer.util.updateVolumeFromArray(n, np.ascontiguousarray(data[..., e].transpose(2, 1, 0)))
+            n.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(gre.affine))
+            n.SetAttribute("DICOM.EchoTime", str(TE_S[e] * 1e3))
+            nodes.append(n)
+        out.append(nodes)
+    return out
+
+
+def worker_env():
+    return dict(os.environ, PYTHONPATH=ROOT)
+
+
+def wait_for(run, timeout_s: float = 120.0):
+    t0 = time.monotonic()
+    while not run.poll():
+        assert time.monotonic() - t0 < timeout_s, "background run did not finish"
+        time.sleep(0.05)
+
+
+def test_protocol_carries_phase_sign_and_metadata(tmp_path):
+    """The worker rebuilds the caller's GREData: same (flipped) phase, the sign itself and the metadata, so its
+    provenance records -1 as an in-process run does (the old protocol wrote the flipped phase with sign +1)."""
+    gre = synthetic_gre(phase_sign=-1)
+    cfg = PipelineConfig.default().to_dict()
+    i, c, _ = write_worker_input(str(tmp_path), gre, cfg, mask=np.ones(SHAPE, bool))
+    back, back_cfg, mask, labels = read_worker_input(i, c)
+    assert back.phase_sign == -1 and back.metadata == {"te_source": "test"}
+    np.testing.assert_array_equal(back.phase_rad, gre.phase_rad)
+    np.testing.assert_array_equal(back.magnitude, gre.magnitude)
+    np.testing.assert_array_equal(back.te_s, gre.te_s)
+    assert back.b0_direction == gre.b0_direction
+    assert back_cfg.to_dict() == cfg and mask.all() and labels is None
+
+
+def test_background_run_gives_the_in_process_result(scene):
+    gre = synthetic_gre()
+    mags, phs = echo_nodes(scene, gre)
+    direct = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, FAST, phase_sign=-1, run_name="direct")
+    events, done = [], []
+    run = runner.start_background_run(scene, mags, phs, None, 3.0, FAST, phase_sign=-1, run_name="background",
+                                      progress=lambda f, label: events.append((f, label)),
+                                      on_done=lambda nodes, error: done.append((nodes, error)),
+                                      python=sys.executable, env=worker_env())
+    assert os.path.isdir(run.workdir)
+    wait_for(run)
+    assert len(done) == 1 and done[0][1] is None, done
+    nodes = done[0][0]
+    assert set(nodes) == set(direct)
+    for key, node in nodes.items():
+        np.testing.assert_array_equal(ad.array_ijk(node), ad.array_ijk(direct[key]))
+        np.testing.assert_array_equal(ad.ijk_to_ras(node), ad.ijk_to_ras(phs[0]))
+    prov, prov_direct = ad.read_provenance(nodes["chi_ppm"]), ad.read_provenance(direct["chi_ppm"])
+    assert prov["input"]["phase_sign"] == prov_direct["input"]["phase_sign"] == -1
+    assert prov["input"]["metadata"] == prov_direct["input"]["metadata"]
+    assert prov["slicer_inputs"] == prov_direct["slicer_inputs"] and prov["run_name"] == "background"
+    fractions = [f for f, _ in events]
+    assert len(fractions) >= 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert not os.path.exists(run.workdir)  # the temporary folder is removed
+
+
+def launcher(tmp_path) -> str:
+    """A stand-in for PythonSlicer: a launcher that starts the real interpreter as its child (not exec) and
+    writes the child's pid."""
+    path = tmp_path / "PythonLauncher"
+    path.write_text(f'#!/bin/sh\n"{sys.executable}" "$@" &\necho $! > "{tmp_path}/child.pid"\nwait $!\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie left to a container's init that does not reap it counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the launcher stand-in is a POSIX shell script")
+def test_cancel_stops_the_launcher_and_its_child(scene, tmp_path):
+    gre = synthetic_gre()
+    mags, phs = echo_nodes(scene, gre)
+    before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    done = []
+    run = runner.start_background_run(scene, mags, phs, None, 3.0, FAST, python=launcher(tmp_path),
+                                      env=worker_env(), on_done=lambda nodes, error: done.append(error))
+    t0 = time.monotonic()
+    while not (tmp_path / "child.pid").exists() or (tmp_path / "child.pid").read_text().strip() == "":
+        assert time.monotonic() - t0 < 60
+        time.sleep(0.02)
+    child = int((tmp_path / "child.pid").read_text())
+    assert alive(child)
+    run.cancel()
+    assert len(done) == 1 and isinstance(done[0], QSMCancelled)
+    time.sleep(0.5)
+    assert not alive(child), "the interpreter the launcher started is still computing"
+    assert not os.path.exists(run.workdir)
+    time.sleep(1.0)
+    assert not os.path.exists(run.workdir), "the worker recreated its deleted folder"
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before  # nothing added
+    assert run.poll() and len(done) == 1  # finished once
+
+
+def test_worker_whose_folder_is_deleted_stops_without_recreating_it(tmp_path):
+    workdir = tmp_path / "run"
+    i, c, o = write_worker_input(str(workdir), synthetic_gre(), FAST)
+    proc = subprocess.Popen(worker_command(i, c, o, sys.executable), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=worker_env())
+    assert proc.stdout.readline().startswith("PROGRESS")
+    for f in os.listdir(workdir):
+        os.remove(workdir / f)
+    os.rmdir(workdir)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_CANCELLED, err
+    assert "cancelled" in err and "DONE" not in out
+    assert not workdir.exists()
+
+
+def test_failed_starts_say_so(scene, tmp_path):
+    gre = synthetic_gre()
+    mags, phs = echo_nodes(scene, gre)
+    left = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(WorkerError, match="could not start the background process '/nonexistent/PythonSlicer'"):
+        runner.start_background_run(scene, mags, phs, None, 3.0, FAST, python="/nonexistent/PythonSlicer")
+    assert set(os.listdir(tempfile.gettempdir())) == left  # its folder was removed
+    # a program that exits 0 without running the worker: an error naming it, not "no results"
+    done = []
+    fake = tmp_path / "not-python"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    run = runner.start_background_run(scene, mags, phs, None, 3.0, FAST, python=str(fake),
+                                      on_done=lambda nodes, error: done.append((nodes, error)))
+    wait_for(run, 30)
+    (nodes, error), = done
+    assert nodes is None and isinstance(error, WorkerError)
+    assert "exit code 0" in str(error) and "without running the pipeline" in str(error)
+    # a worker that fails: its standard error in the message
+    proc = WorkerProcess([sys.executable, "-c", "import sys; sys.exit('boom: bad thing')", str(tmp_path / "x")])
+    proc.start()
+    t0 = time.monotonic()
+    while not proc.finished:
+        proc.poll()
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.02)
+    with pytest.raises(WorkerError, match=r"exit code 1\): boom: bad thing"):
+        proc.check_result()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the launcher stand-in is a POSIX shell script")
+def test_cancel_kills_the_whole_process_tree(tmp_path):
+    """Without the worker's own stop checks: a launcher whose child ignores everything dies with it."""
+    script = tmp_path / "launcher"
+    script.write_text(f'#!/bin/sh\nsleep 60 &\necho $! > "{tmp_path}/child.pid"\nwait $!\n')
+    script.chmod(0o755)
+    proc = WorkerProcess([str(script), "-m", "QSMLogic.worker", str(tmp_path / "input.npz")])
+    proc.start()
+    t0 = time.monotonic()
+    while not (tmp_path / "child.pid").exists() or not (tmp_path / "child.pid").read_text().strip():
+        assert time.monotonic() - t0 < 30
+        time.sleep(0.02)
+    child = int((tmp_path / "child.pid").read_text())
+    assert alive(child)
+    proc.cancel()
+    time.sleep(0.2)
+    assert not alive(child) and proc.finished
+    with pytest.raises(QSMCancelled):
+        proc.check_result()
