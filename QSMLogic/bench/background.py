@@ -12,6 +12,7 @@ from typing import List, Tuple
 import numpy as np
 
 from .. import background as bgr
+from ..background.common import distance_inside
 from ..constants import GAMMA_BAR_HZ_PER_T
 from .common import BenchContext, BenchRow, measure
 
@@ -43,7 +44,7 @@ def run(ctx: BenchContext) -> List[BenchRow]:
     b0 = acq.gre.b0_direction
     field, weight = noisy_field_ppm(acq)
     m = acq.brain_mask
-    core = m & (bgr._distance_inside(np.pad(m, 1), np.asarray(vox))[1:-1, 1:-1, 1:-1] > 12.0)
+    core = m & (distance_inside(np.pad(m, 1), np.asarray(vox))[1:-1, 1:-1, 1:-1] > 12.0)
     runs = [
         ("sharp", bgr.sharp, {}),
         ("vsharp", bgr.vsharp, {}),

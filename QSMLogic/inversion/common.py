@@ -1,30 +1,29 @@
-"""Shared machinery of the dipole inversion methods: input checks, the padded work grid, the dipole operator,
-gradient operators and the iterative solvers (CG, LSQR).
+"""What the dipole inversion methods share beyond :mod:`QSMLogic.utils` (input checks, work grid, FFTs, SMV kernel,
+CG and LSQR solvers): the field-unit checks, the field-strength rule of the regularisation defaults, the padded
+problem with its dipole operator and the gradient operators.
 
-Work grid. Every method solves on a grid cropped to the mask's bounding box plus ``pad_voxels`` of zeros on each
-side and rounded up to a fast real-FFT size (``scipy.fft.next_fast_len(real=True)``): the FFTs are periodic, so the
-padding keeps the field of one side of the head from wrapping onto the other, and the crop makes a 256×256×160
-volume cost what the brain needs rather than the whole field of view. :class:`InversionProblem` holds the cropped
+Work grid. Every method solves on the mask's bounding box plus ``pad_voxels`` of zeros on each side, rounded up to
+a fast real-FFT size (:class:`QSMLogic.utils.grid.FFTCrop`). :class:`InversionProblem` holds the cropped
 and padded field, mask, data weight and magnitude, the unit dipole kernel on that grid in the ``rfftn`` half-spectrum
 layout (:func:`QSMLogic.dipole.dipole_kernel` with ``real=True``) and maps results back to the input volume.
 
 Physics (DESIGN.md §1): ``δ = F⁻¹{D·F{χ}}``, ``D(k) = 1/3 − (k·b̂)²/|k|²`` with k in 1/mm, fields and χ in ppm.
 Gradients are forward differences with periodic wrap on the physical grid (1/mm); :func:`divergence` is minus their
 adjoint, so ``<∇x, g> = −<x, div g>`` holds exactly.
-
-LSQR: Paige & Saunders, ACM Trans Math Softw 8 (1982) 43–71. CG: Hestenes & Stiefel, J Res NBS 49 (1952) 409–436.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
-import scipy.fft as sfft
 
-from ..dipole import FFT_WORKERS, dipole_kernel
-from ..errors import QSMCancelled, QSMInputError
+from ..dipole import dipole_kernel
+from ..errors import QSMInputError
 from ..geometry import check_b0_direction, check_voxel_size
+from ..utils.checks import check_mask, normalise_weight
+from ..utils.fft import convolve
+from ..utils.grid import FFTCrop
 
 #: Hz-versus-ppm check (see :func:`check_local_field_ppm`): the statistic is the 90th percentile of |field| in the
 #: mask, which ignores veins, bleeds, calcifications and even a few per cent of unwrapping errors. A tissue (local)
@@ -47,8 +46,6 @@ REFERENCE_B0_TESLA = 3.0
 REGULARISATION_B0_EXPONENT = 0.6
 #: Effective echo time used when the echo times are unknown (s).
 FALLBACK_TE_EFF_S = 0.020
-
-Operator = Callable[[np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------------------------------- input checks
@@ -145,63 +142,6 @@ def effective_te_s(te_s: Optional[Sequence[float]]) -> float:
     return float(np.sum(te**2) / np.sum(te))
 
 
-def check_mask(mask: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
-    """Return ``mask`` as bool after checking its shape matches ``shape`` and it is not empty."""
-    m = np.asarray(mask)
-    if m.shape != tuple(shape):
-        raise QSMInputError(f"mask shape {m.shape} differs from the field shape {tuple(shape)}")
-    m = m.astype(bool, copy=False)
-    if not m.any():
-        raise QSMInputError("mask is empty: no voxel to invert")
-    return m
-
-
-def normalise_weight(weight: Optional[np.ndarray], mask: np.ndarray) -> np.ndarray:
-    """Data weight as float32, 0 outside ``mask``, mean 1 inside (``None`` gives the mask itself)."""
-    if weight is None:
-        return mask.astype(np.float32)
-    w = np.asarray(weight, dtype=np.float32)
-    if w.shape != mask.shape:
-        raise QSMInputError(f"weight shape {w.shape} differs from the mask shape {mask.shape}")
-    if not np.all(np.isfinite(w[mask])) or np.any(w[mask] < 0):
-        raise QSMInputError("weight must be finite and non-negative inside the mask")
-    mean = float(np.mean(w[mask], dtype=np.float64))
-    if mean <= 0:
-        raise QSMInputError("weight is zero everywhere in the mask")
-    return np.where(mask, w / np.float32(mean), np.float32(0.0)).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------------------ FFT helpers
-def rfft(x: np.ndarray) -> np.ndarray:
-    """Real-to-complex 3D FFT (half spectrum), all cores."""
-    return sfft.rfftn(x, workers=FFT_WORKERS)
-
-
-def irfft(spec: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`rfft` for a real array of ``shape``, as float32."""
-    return sfft.irfftn(spec, s=tuple(shape), workers=FFT_WORKERS).astype(np.float32, copy=False)
-
-
-def convolve(x: np.ndarray, kernel_rfft: np.ndarray) -> np.ndarray:
-    """Periodic convolution of the real array ``x`` by a real, symmetric kernel given on the rfft grid."""
-    spec = rfft(x)
-    spec *= kernel_rfft
-    return irfft(spec, x.shape)
-
-
-def sphere_kernel_rfft(shape: Sequence[int], voxel_size_mm: Sequence[float], radius_mm: float) -> np.ndarray:
-    """Normalised spherical mean value kernel of ``radius_mm`` on the periodic grid, in the rfft layout (float32)."""
-    v = check_voxel_size(voxel_size_mm)
-    axes = []
-    for n, d in zip(shape, v):
-        i = np.arange(n)
-        axes.append(np.minimum(i, n - i) * d)
-    r2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
-    s = (r2 <= radius_mm**2).astype(np.float32)
-    s /= s.sum()
-    return np.real(rfft(s)).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------------ gradient operators
 def gradient(x: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
     """Forward differences (periodic) along each axis divided by the voxel size: shape (3, *x.shape), 1/mm."""
@@ -267,14 +207,16 @@ class InversionProblem:
     kernel: np.ndarray
     voxel_size_mm: np.ndarray
     b0_direction: np.ndarray
-    input_shape: Tuple[int, ...]
     input_mask: np.ndarray
-    src: Tuple[slice, ...]
-    dst: Tuple[slice, ...]
+    grid: FFTCrop
 
     @property
     def shape(self) -> Tuple[int, ...]:
         return self.field.shape
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return self.grid.full_shape
 
     def dipole(self, x: np.ndarray) -> np.ndarray:
         """Forward model ``D x`` (field in ppm of χ in ppm) on the work grid; also its own adjoint."""
@@ -282,14 +224,11 @@ class InversionProblem:
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """An input-grid array placed on the work grid (zeros in the padding), float32."""
-        out = np.zeros(self.shape, dtype=np.float32)
-        out[self.dst] = np.asarray(x)[self.src]
-        return out
+        return self.grid.take(x)
 
     def to_input_grid(self, x: np.ndarray) -> np.ndarray:
         """A work-grid map back on the input grid: float32, zero outside the input mask."""
-        out = np.zeros(self.input_shape, dtype=np.float32)
-        out[self.src] = x[self.dst]
+        out = self.grid.put(x)
         out[~self.input_mask] = 0.0
         return out
 
@@ -314,7 +253,7 @@ def prepare_problem(
     f = np.asarray(local_field_ppm)
     if f.ndim != 3:
         raise QSMInputError(f"local_field_ppm must be 3D, got shape {f.shape}")
-    m = check_mask(mask, f.shape)
+    m = check_mask(mask, f.shape, purpose="invert")
     vox = check_voxel_size(voxel_size_mm)
     b0 = check_b0_direction(b0_direction)
     check_local_field_ppm(f, m, b0_tesla, field_kind)
@@ -325,147 +264,25 @@ def prepare_problem(
             magnitude = magnitude[..., 0]
         if magnitude.shape != f.shape:
             raise QSMInputError(f"magnitude shape {magnitude.shape} differs from the field shape {f.shape}")
-    idx = np.nonzero(m)
-    lo = [int(i.min()) for i in idx]
-    hi = [int(i.max()) + 1 for i in idx]
-    pad = max(int(pad_voxels), 0)
-    shape = tuple(sfft.next_fast_len(h - lo_ + 2 * pad, real=True) for lo_, h in zip(lo, hi))
-    src = tuple(slice(a, b) for a, b in zip(lo, hi))
-    off = [(n - (b - a)) // 2 for n, a, b in zip(shape, lo, hi)]
-    dst = tuple(slice(o, o + b - a) for o, a, b in zip(off, lo, hi))
-
-    def put(a: np.ndarray, dtype: type) -> np.ndarray:
-        out = np.zeros(shape, dtype=dtype)
-        out[dst] = a[src]
-        return out
-
-    mw = put(m, bool)
-    field = np.where(mw, put(f.astype(np.float32, copy=False), np.float32), np.float32(0.0))
+    grid = FFTCrop(m, [max(int(pad_voxels), 0)] * 3)
+    mw = grid.take(m, bool)
+    field = np.where(mw, grid.take(np.where(m, f, 0)), np.float32(0.0))
     return InversionProblem(
         field=field.astype(np.float32),
         mask=mw,
-        weight=put(w_in, np.float32),
-        magnitude=None if magnitude is None else put(magnitude, np.float32),
-        kernel=dipole_kernel(shape, vox, b0, real=True),
+        weight=grid.take(w_in),
+        magnitude=None if magnitude is None else grid.take(magnitude),
+        kernel=dipole_kernel(grid.shape, vox, b0, real=True),
         voxel_size_mm=vox,
         b0_direction=b0,
-        input_shape=tuple(f.shape),
         input_mask=m,
-        src=src,
-        dst=dst,
+        grid=grid,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------- solvers
-def dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Inner product accumulated in float64."""
-    return float(np.sum(a * b, dtype=np.float64))
-
-
-def cg(
-    apply_a: Operator,
-    b: np.ndarray,
-    x0: Optional[np.ndarray] = None,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    cancel: Optional[Callable[[], bool]] = None,
-) -> Tuple[np.ndarray, int]:
-    """Conjugate gradients for ``A x = b`` with A symmetric positive (semi)definite; returns (x, iterations).
-
-    Stops when ‖r‖ ≤ tol·‖b‖ or after ``max_iter`` iterations; ``cancel()`` returning True raises QSMCancelled.
-    """
-    x = np.zeros_like(b, dtype=np.float32) if x0 is None else np.array(x0, dtype=np.float32)
-    r = b - apply_a(x) if x0 is not None else b.astype(np.float32, copy=True)
-    p = r.copy()
-    rr = dot(r, r)
-    bnorm = np.sqrt(dot(b, b))
-    if bnorm == 0.0:
-        return x, 0
-    it = 0
-    for _ in range(max_iter):
-        it += 1
-        if cancel is not None and cancel():
-            raise QSMCancelled("dipole inversion cancelled")
-        ap = apply_a(p)
-        pap = dot(p, ap)
-        if pap <= 0:
-            break
-        alpha = np.float32(rr / pap)
-        x += alpha * p
-        r -= alpha * ap
-        rr_new = dot(r, r)
-        if np.sqrt(rr_new) <= tol * bnorm:
-            break
-        p *= np.float32(rr_new / rr)
-        p += r
-        rr = rr_new
-    return x, it
-
-
-def lsqr(
-    apply_a: Operator,
-    apply_at: Operator,
-    b: np.ndarray,
-    x_shape: Tuple[int, ...],
-    damp: float = 0.0,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    cancel: Optional[Callable[[], bool]] = None,
-) -> Tuple[np.ndarray, int]:
-    """LSQR (Paige & Saunders 1982) for min ‖A x − b‖² + damp²‖x‖²; returns (x, iterations).
-
-    ``apply_a`` maps an array of ``x_shape`` to one shaped like ``b``; ``apply_at`` is its adjoint. Stops when the
-    normal-equation residual ‖Aᵀr − damp²x‖ falls below ``tol`` times its starting value, or after ``max_iter``.
-    """
-    x = np.zeros(x_shape, dtype=np.float32)
-    u = b.astype(np.float32, copy=True)
-    beta = np.sqrt(dot(u, u))
-    if beta == 0.0:
-        return x, 0
-    u /= np.float32(beta)
-    v = apply_at(u).astype(np.float32, copy=False)
-    alpha = np.sqrt(dot(v, v))
-    if alpha == 0.0:
-        return x, 0
-    v /= np.float32(alpha)
-    w = v.copy()
-    phibar, rhobar = beta, alpha
-    start = alpha * beta
-    it = 0
-    for _ in range(max_iter):
-        it += 1
-        if cancel is not None and cancel():
-            raise QSMCancelled("dipole inversion cancelled")
-        u = apply_a(v) - np.float32(alpha) * u
-        beta = np.sqrt(dot(u, u))
-        if beta > 0:
-            u /= np.float32(beta)
-        v = apply_at(u) - np.float32(beta) * v
-        alpha = np.sqrt(dot(v, v))
-        if alpha > 0:
-            v /= np.float32(alpha)
-        # eliminate the damping term, then the subdiagonal (plane rotations)
-        rhobar1 = np.hypot(rhobar, damp)
-        c1 = rhobar / rhobar1
-        phibar = c1 * phibar
-        rho = np.hypot(rhobar1, beta)
-        c, s = rhobar1 / rho, beta / rho
-        theta = s * alpha
-        rhobar = -c * alpha
-        phi = c * phibar
-        phibar = s * phibar
-        x += np.float32(phi / rho) * w
-        w = v - np.float32(theta / rho) * w
-        # ‖Aᵀr‖ estimate of Paige & Saunders: phibar·alpha·|c|
-        if abs(phibar * alpha * c) <= tol * start or alpha == 0.0:
-            break
-    return x, it
 
 
 __all__ = [
     "MAX_PLAUSIBLE_FIELD_PPM", "MAX_LOCAL_FIELD_P90_PPM", "MAX_TOTAL_FIELD_P90_PPM", "REFERENCE_B0_TESLA",
     "REGULARISATION_B0_EXPONENT", "FALLBACK_TE_EFF_S", "field_p90", "hz_threshold_ppm", "weight_for_field",
-    "effective_te_s", "InversionProblem", "prepare_problem", "check_local_field_ppm", "check_mask",
-    "normalise_weight", "rfft", "irfft", "convolve", "sphere_kernel_rfft", "gradient", "divergence", "edge_mask",
-    "dot", "cg", "lsqr",
+    "effective_te_s", "InversionProblem", "prepare_problem", "check_local_field_ppm", "gradient", "divergence",
+    "edge_mask",
 ]

@@ -22,7 +22,9 @@ import numpy as np
 from ..dipole import dipole_kernel
 from ..errors import QSMInputError
 from ..geometry import check_b0_direction
-from .common import cg, check_local_field_ppm, convolve, irfft, prepare_problem, rfft
+from ..utils.fft import convolve, irfft, rfft
+from ..utils.solvers import cg
+from .common import check_local_field_ppm, prepare_problem
 
 
 def cosmos(
@@ -92,7 +94,7 @@ def _refine(prob, fields, kernels, scales, chi0, max_iter, tol):
     for d, s, f in zip(kernels, scales, data):
         rhs += np.float32(s) * convolve(f, d)
     rhs *= mf
-    chi, _ = cg(normal, rhs, x0=chi0, max_iter=max_iter, tol=tol)
+    chi, _, _ = cg(normal, rhs, x0=chi0, max_iter=max_iter, tol=tol)
     return chi * mf
 
 

@@ -17,7 +17,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..params import MethodSpec, Param, register_method
-from .common import irfft, prepare_problem, rfft
+from ..utils.fft import irfft, rfft
+from ..utils.kernels import truncated_inverse
+from .common import prepare_problem
 
 
 def _kspace_mean(values_rfft: np.ndarray, n_last: int) -> float:
@@ -30,21 +32,10 @@ def _kspace_mean(values_rfft: np.ndarray, n_last: int) -> float:
     return total / (values_rfft.shape[0] * values_rfft.shape[1] * n_last)
 
 
-def inverse_kernel(kernel: np.ndarray, threshold: float, mode: str = "tkd") -> np.ndarray:
-    """Truncated inverse of the dipole kernel: ``"tkd"`` (sign(D)/t below the threshold) or ``"tsvd"`` (0 there)."""
-    d = kernel
-    big = np.abs(d) > threshold
-    inv = np.zeros_like(d)
-    np.divide(1.0, d, out=inv, where=big)
-    if mode == "tkd":
-        inv[~big] = np.sign(d[~big]) / np.float32(threshold)
-    return inv
-
-
 def _direct(local_field_ppm, mask, voxel_size_mm, b0_direction, threshold, mode, correct, pad_voxels, b0_tesla):
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, pad_voxels=pad_voxels,
                            b0_tesla=b0_tesla)
-    inv = inverse_kernel(prob.kernel, threshold, mode)
+    inv = truncated_inverse(prob.kernel, threshold, mode)
     spec = rfft(prob.field)
     spec *= inv
     chi = irfft(spec, prob.shape)
@@ -102,7 +93,7 @@ def underestimation_factor(
     from ..dipole import dipole_kernel
 
     d = dipole_kernel(shape, voxel_size_mm, b0_direction, real=True) if kernel is None else kernel
-    return _kspace_mean(d * inverse_kernel(d, threshold, mode), int(shape[-1]))
+    return _kspace_mean(d * truncated_inverse(d, threshold, mode), int(shape[-1]))
 
 
 _PAD = Param("pad_voxels", int, 12, "zero padding around the mask's bounding box (FFT wrap-around guard)",
@@ -130,4 +121,4 @@ register_method("inversion", MethodSpec(
             _PAD),
     func=tsvd))
 
-__all__ = ["tkd", "tkd_corrected", "tsvd", "inverse_kernel", "underestimation_factor"]
+__all__ = ["tkd", "tkd_corrected", "tsvd", "underestimation_factor"]

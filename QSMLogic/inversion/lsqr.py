@@ -19,11 +19,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..params import MethodSpec, Param, register_method
-from .common import (
-    InversionProblem, cg, convolve, divergence, gradient, irfft, lsqr as lsqr_solve, prepare_problem, rfft,
-    sphere_kernel_rfft,
-)
-from .direct import inverse_kernel
+from ..utils.fft import convolve, irfft, rfft
+from ..utils.kernels import smv_kernel_spectrum, truncated_inverse
+from ..utils.solvers import cg, lsqr as lsqr_solve
+from .common import InversionProblem, divergence, gradient, prepare_problem
 
 
 def _tikhonov(prob: InversionProblem, lambda_: float, regulariser: str, solver: str, max_iter: int,
@@ -44,7 +43,7 @@ def _tikhonov(prob: InversionProblem, lambda_: float, regulariser: str, solver: 
             return out
 
         b = m * prob.dipole(w2 * prob.field)
-        x, _ = cg(normal, b, max_iter=max_iter, tol=tol)
+        x, _, _ = cg(normal, b, max_iter=max_iter, tol=tol)
         return m * x
     if regulariser == "identity":
         x, _ = lsqr_solve(lambda v: w * prob.dipole(m * v), lambda r: m * prob.dipole(w * r), w * prob.field,
@@ -108,7 +107,7 @@ def _fast_qsm(prob: InversionProblem, smv_radius_mm: float) -> np.ndarray:
     a = np.abs(d).astype(np.float64)
     lo, hi = np.percentile(a[a > 0], [1.0, 30.0])
     wk = np.clip((a - lo) / max(hi - lo, 1e-30), 0.0, 1.0).astype(np.float32)
-    smv = sphere_kernel_rfft(prob.shape, prob.voxel_size_mm, smv_radius_mm)
+    smv = smv_kernel_spectrum(prob.shape, prob.voxel_size_mm, smv_radius_mm)
     blend = wk + (1.0 - wk) * smv
     spec = rfft(prob.field)
     spec *= np.sign(d)
@@ -118,7 +117,7 @@ def _fast_qsm(prob: InversionProblem, smv_radius_mm: float) -> np.ndarray:
     spec *= blend
     x = irfft(spec, prob.shape) * m
     tk = rfft(prob.field)
-    tk *= inverse_kernel(d, 1.0 / 8.0, "tkd")
+    tk *= truncated_inverse(d, 1.0 / 8.0, "tkd")
     tkd = irfft(tk, prob.shape)
     # least-squares fit tkd ≈ s·x + c in the mask
     xs, ts = x[m].astype(np.float64), tkd[m].astype(np.float64)

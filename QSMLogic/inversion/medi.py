@@ -33,11 +33,12 @@ import numpy as np
 
 from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
+from ..utils.fft import irfft, rfft
+from ..utils.kernels import truncated_inverse
+from ..utils.solvers import cg, dot
 from .common import (
-    InversionProblem, cg, divergence, dot, edge_mask, effective_te_s, gradient, irfft, prepare_problem, rfft,
-    weight_for_field,
+    InversionProblem, divergence, edge_mask, effective_te_s, gradient, prepare_problem, weight_for_field,
 )
-from .direct import inverse_kernel
 
 #: Data weight λ at 3 T for fields and χ in ppm and gradients in 1/mm; ``lambda_ = 0`` scales it (:func:`lambda_for`).
 LAMBDA_3T = 2.0e4
@@ -107,7 +108,7 @@ def _solve(
         mg = edge_mask(prob.magnitude, m, vox, edge_fraction)
     else:  # no magnitude: the structure of a TKD estimate stands in for the anatomy
         spec = rfft(prob.field)
-        spec *= inverse_kernel(prob.kernel, 0.19, "tkd")
+        spec *= truncated_inverse(prob.kernel, 0.19, "tkd")
         mg = edge_mask(irfft(spec, prob.shape), m, vox, edge_fraction)
     mg *= mf
     lam = np.float32(lambda_)
@@ -149,7 +150,7 @@ def _solve(
         if csf is not None:
             rhs -= np.float32(lambda_csf) * csf_op(chi)
         rhs *= mf
-        step, _ = cg(normal, rhs, max_iter=cg_max_iter, tol=cg_tol)
+        step, _, _ = cg(normal, rhs, max_iter=cg_max_iter, tol=cg_tol)
         chi += step
         if np.sqrt(dot(step, step)) < tol * np.sqrt(dot(chi, chi)):
             if term == "nonlinear" or data_term == "linear":

@@ -30,7 +30,9 @@ import numpy as np
 
 from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
-from .common import convolve, irfft, prepare_problem, rfft, sphere_kernel_rfft
+from ..utils.fft import convolve, irfft, rfft
+from ..utils.kernels import smv_kernel_spectrum
+from .common import prepare_problem
 from .tv import admm_params, admm_tv
 
 
@@ -61,7 +63,7 @@ def sstv(
                            b0_tesla=b0_tesla, field_kind="total")
     if radius_mm < float(np.min(prob.voxel_size_mm)):
         raise QSMInputError(f"radius_mm={radius_mm} is smaller than a voxel ({np.min(prob.voxel_size_mm)} mm)")
-    smv = sphere_kernel_rfft(prob.shape, prob.voxel_size_mm, radius_mm)
+    smv = smv_kernel_spectrum(prob.shape, prob.voxel_size_mm, radius_mm)
     high_pass = (1.0 - smv).astype(np.float32)
     eroded = convolve(prob.mask.astype(np.float32), smv) > 0.999
     eroded &= prob.mask

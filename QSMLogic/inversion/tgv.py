@@ -29,7 +29,8 @@ import numba
 import numpy as np
 
 from ..params import MethodSpec, Param, register_method
-from .common import irfft, prepare_problem, rfft
+from ..utils.fft import irfft, rfft
+from .common import prepare_problem
 from .tv import admm_tv, default_alpha
 
 

@@ -55,7 +55,8 @@ import numba
 import numpy as np
 
 from ..params import MethodSpec, Param, register_method
-from .common import FALLBACK_TE_EFF_S, InversionProblem, effective_te_s, irfft, prepare_problem, rfft, weight_for_field
+from ..utils.fft import irfft, rfft
+from .common import FALLBACK_TE_EFF_S, InversionProblem, effective_te_s, prepare_problem, weight_for_field
 
 #: Data-term codes of the fused numba kernel.
 _DATA_TERMS = {"l2": 0, "l1": 1, "nl": 2}

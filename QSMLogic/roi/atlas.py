@@ -17,9 +17,10 @@ PD25 fusion) and synthetic QSM, R2* and magnitude templates painted from the pha
 magnitude image is registered against the matching contrast.
 
 Where the shipped files are found (:func:`resources_dir`): ``$SUSCEPTIBILITY_MRI_RESOURCES/Atlases`` when that
-variable is set; else ``Resources/Atlases`` at the top of a source checkout (two levels above this package); else
-``QSMLogic/_resources/Atlases``, where the Slicer extension's CMake installs them
-(``SusceptibilityMRI/QSMLogicPackage/CMakeLists.txt``) and where a wheel built from a checkout carries them.
+variable is set; else ``Resources/Atlases`` beside the ``QSMLogic`` folder — the top of a source checkout, and
+``qt-scripted-modules/Resources/Atlases`` in the installed Slicer extension, where
+``SusceptibilityMRI/QSMLogicPackage/CMakeLists.txt`` installs them (Testing/test_cmake_configure.py checks it). A
+pip-installed ``QSMLogic`` outside a checkout needs the variable (the wheel carries the library only).
 """
 from __future__ import annotations
 
@@ -102,8 +103,7 @@ def resources_dir() -> Path:
     """The folder holding the shipped atlases (see the module docstring for the search order)."""
     env = os.environ.get("SUSCEPTIBILITY_MRI_RESOURCES")
     here = Path(__file__).resolve()
-    candidates = ([Path(env) / "Atlases"] if env else []) + [
-        here.parents[2] / "Resources" / "Atlases", here.parents[1] / "_resources" / "Atlases"]
+    candidates = ([Path(env) / "Atlases"] if env else []) + [here.parents[2] / "Resources" / "Atlases"]
     for c in candidates:
         if (c / "CIT168" / "CIT168.nii.gz").is_file():
             return c

@@ -91,11 +91,12 @@ def _reference(chi: np.ndarray, mask: np.ndarray, labels: np.ndarray, regions: D
 def split_by_midline(labels: np.ndarray, regions: Dict[int, Region], affine: np.ndarray,
                      midline_x_mm: float = 0.0) -> tuple:
     """Split regions without a side at the plane RAS x = ``midline_x_mm``: returns (new labels, new regions); sided
-    regions keep their label, each unsided region k becomes two labels (left, right) numbered after the largest."""
+    regions keep their label, each unsided region k becomes two labels (right keeps k, left gets a new number above
+    every label in use)."""
     lab = np.asarray(labels)
     out = lab.astype(np.int32, copy=True)
     new: Dict[int, Region] = {}
-    nxt = int(max([0] + list(regions)) + 1)
+    nxt = int(max([0, int(lab.max(initial=0))] + list(regions)) + 1)
     idx = np.indices(lab.shape, dtype=np.float32)
     x = affine[0, 0] * idx[0] + affine[0, 1] * idx[1] + affine[0, 2] * idx[2] + affine[0, 3]
     for k, r in regions.items():

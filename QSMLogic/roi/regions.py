@@ -90,7 +90,9 @@ def user_regions(
 
     ``labels_affine`` is required unless the label map is already on the χ grid (same shape): a label map without
     geometry on another grid is an error, since its position cannot be known. ``names``: label → name (sides are
-    read from ``L``/``R``/``Left``/``Right`` prefixes); unnamed labels are called ``label <k>``.
+    read from ``L``/``R``/``Left``/``Right`` prefixes); when given, exactly the named labels are regions (a named
+    label absent from the map gives a flagged row); without it
+    every label is, called ``label <k>``.
     """
     lab = np.asarray(labels)
     if lab.ndim != 3:
@@ -108,9 +110,11 @@ def user_regions(
     present = sorted(int(k) for k in np.unique(lab) if k > 0)
     if not present:
         raise QSMInputError("the label map has no label > 0")
+    if names is not None:
+        present = sorted(int(k) for k in names)
     regions = {}
     for i, k in enumerate(present):
-        name = (names or {}).get(k, f"label {k}")
+        name = names[k] if names is not None else f"label {k}"
         structure, side = split_side(name)
         regions[k] = Region(k, name, structure, side, _USER_COLOURS[i % len(_USER_COLOURS)])
     return SubjectRegions(on_grid, regions, source)

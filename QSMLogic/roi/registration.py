@@ -92,6 +92,7 @@ def register_template(
     pyramid_mm: Sequence[float] = (4.0, 2.0),
     sampling_fraction: float = 0.08,
     seed: int = 1,
+    threads: Optional[int] = 1,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
 ) -> TemplateRegistration:
@@ -102,6 +103,9 @@ def register_template(
     ``iterations``: optimiser iterations per pyramid level for the rigid, affine and B-spline stages;
     ``pyramid_mm``: the voxel size (mm) each pyramid level works at (never finer than the subject's own voxels), so
     the cost does not grow with the subject's resolution.
+    ``threads``: SimpleITK threads during the registration (the process-wide default is restored afterwards); the
+    default 1 makes the result reproducible (with several threads the metric is summed in a varying order and the
+    optimiser's path drifts between runs); None keeps SimpleITK's default.
     ``progress(fraction, message)`` is called per stage and level; ``cancel()`` returning True stops the optimiser
     at its next iteration and raises :class:`QSMCancelled`.
     """
@@ -130,7 +134,7 @@ def register_template(
     vmin = float(min(fixed.GetSpacing()))
     levels = [max(1, int(round(float(mm) / vmin))) for mm in pyramid_mm]
 
-    def run(name: str, idx: int, init, moving_transform=None, optimizer: str = "gd", n_iter: int = 100,
+    def run(name: str, idx: int, init, fixed_img, moving_transform=None, optimizer: str = "gd", n_iter: int = 100,
             fixed_mask=None):
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
@@ -141,7 +145,7 @@ def register_template(
         reg.SetInterpolator(sitk.sitkLinear)
         if optimizer == "lbfgsb":
             reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=n_iter,
-                                     maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=4 * n_iter)
+                                     maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=2 * n_iter)
         else:
             reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=n_iter,
                                                          relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
@@ -167,7 +171,7 @@ def register_template(
 
         reg.AddCommand(sitk.sitkMultiResolutionIterationEvent, on_level)
         reg.AddCommand(sitk.sitkIterationEvent, on_iter)
-        reg.Execute(fixed, moving)
+        reg.Execute(fixed_img, moving)
         if cancelled():
             raise QSMCancelled(f"registration cancelled during the {name} stage")
         stages.append({"stage": name, "metric": float(reg.GetMetricValue()), "iterations": n_calls[0],
@@ -175,7 +179,21 @@ def register_template(
 
     if cancelled():
         raise QSMCancelled("registration cancelled before it started")
-    run("rigid", 0, rigid, n_iter=iterations[0])
+    saved_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    if threads is not None:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        out = _stages(run, rigid, moving, fixed, m, subject_affine, deformable, iterations, bspline_spacing_mm)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(saved_threads)
+    progress(1.0, "registration done")
+    return TemplateRegistration(transform=out, seconds=time.perf_counter() - t0, stages=stages)
+
+
+def _stages(run: Callable, rigid, moving, fixed, m, subject_affine, deformable, iterations, bspline_spacing_mm):
+    import SimpleITK as sitk
+
+    run("rigid", 0, rigid, fixed, n_iter=iterations[0])
     affine = sitk.AffineTransform(3)
     affine.SetCenter(rigid.GetCenter())
     affine.SetMatrix(rigid.GetMatrix())
@@ -197,17 +215,16 @@ def register_template(
     fixed = fixed[box]
     cover = cover[box]
 
-    run("affine", 1, affine, n_iter=iterations[1], fixed_mask=cover)
+    run("affine", 1, affine, fixed, n_iter=iterations[1], fixed_mask=cover)
     if not deformable:
         out = affine
     else:
         mesh = [max(1, int(round(sz * sp / bspline_spacing_mm))) for sz, sp in zip(fixed.GetSize(), fixed.GetSpacing())]
         bspline = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
-        run("deformable", 2, bspline, moving_transform=affine, optimizer="lbfgsb", n_iter=iterations[2],
+        run("deformable", 2, bspline, fixed, moving_transform=affine, optimizer="lbfgsb", n_iter=iterations[2],
             fixed_mask=cover)
         out = sitk.CompositeTransform([affine, bspline])
-    progress(1.0, "registration done")
-    return TemplateRegistration(transform=out, seconds=time.perf_counter() - t0, stages=stages)
+    return out
 
 
 def warp_to_subject(

@@ -1,18 +1,20 @@
-"""Private helper of :mod:`QSMLogic.background`: a Poisson solver on a masked 3D domain.
+"""A Poisson solver on a masked 3D domain, for the Laplacian background-removal methods.
 
 Solves ``−∇²x = b`` on the interior voxels of a mask, with ``x = 0`` on every other voxel (homogeneous Dirichlet
 boundary), using the 7-point Laplacian with physical (anisotropic) spacing ``1/h_a²``. The unknowns are stored
-compactly (one entry per interior voxel, in C order) with a 6-neighbour table; the system is solved by conjugate
-gradients preconditioned with symmetric successive over-relaxation (SSOR-PCG; Saad, Iterative Methods for Sparse
-Linear Systems, 2003, §10.2 and §9.2). LBV (Zhou et al., NMR Biomed 2014) and HARPERELLA (Li et al., NMR Biomed
-2015) both reduce to this problem.
+compactly (one entry per interior voxel, in C order) with a 6-neighbour table; the system is solved by the shared
+conjugate gradients (:mod:`QSMLogic.utils.solvers`) preconditioned with symmetric successive over-relaxation
+(SSOR-PCG; Saad, Iterative Methods for Sparse Linear Systems, 2003, §10.2 and §9.2). LBV (Zhou et al., NMR Biomed
+2014) and HARPERELLA (Li et al., NMR Biomed 2015) both reduce to this problem.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from numba import njit, prange
+
+from ..utils.solvers import CancelFn, blas_dot, cg
 
 #: Over-relaxation factor of the SSOR preconditioner (1 < ω < 2; 1.6 is near-optimal for the 7-point Laplacian
 #: on brain-sized domains of 50–200 voxels across).
@@ -138,33 +140,23 @@ class MaskedPoisson:
                                    self.strides, self.w3, out, step)
         return out, step
 
-    def solve(self, b: np.ndarray, tol: float, max_iter: int) -> Tuple[np.ndarray, int, float]:
-        """SSOR-preconditioned CG for ``A x = b``; returns (x on the full grid, iterations, relative residual)."""
-        n = self.n
-        x = np.zeros(n)
-        r = b.astype(np.float64, copy=True)
-        z = np.empty(n)
-        ap = np.empty(n)
-        bnorm = float(np.linalg.norm(b)) or 1.0
-        _ssor_apply(r, self.nb, self.w6, self.diag, SSOR_OMEGA, z)
-        p = z.copy()
-        rz = float(r @ z)
-        it = 0
-        rel = float(np.linalg.norm(r)) / bnorm
-        while it < max_iter and rel > tol:
+    def solve(self, b: np.ndarray, tol: float, max_iter: int, cancel: Optional[CancelFn] = None,
+              what: str = "Poisson solve") -> Tuple[np.ndarray, int, float]:
+        """SSOR-preconditioned CG (:func:`QSMLogic.utils.solvers.cg`) for ``A x = b`` in float64; returns (x on the
+        full grid, iterations, relative residual). ``cancel()`` is checked every iteration."""
+
+        def apply_a(p: np.ndarray) -> np.ndarray:
+            ap = np.empty_like(p)
             _matvec(p, self.nb, self.w6, self.diag, ap)
-            alpha = rz / float(p @ ap)
-            x += alpha * p
-            r -= alpha * ap
-            it += 1
-            rel = float(np.linalg.norm(r)) / bnorm
-            if rel <= tol:
-                break
+            return ap
+
+        def ssor(r: np.ndarray) -> np.ndarray:
+            z = np.empty_like(r)
             _ssor_apply(r, self.nb, self.w6, self.diag, SSOR_OMEGA, z)
-            rz_new = float(r @ z)
-            p *= rz_new / rz
-            p += z
-            rz = rz_new
+            return z
+
+        x, it, rel = cg(apply_a, np.asarray(b, dtype=np.float64), max_iter=max_iter, tol=tol, cancel=cancel,
+                        precondition=ssor, what=what, inner=blas_dot)
         full = np.zeros(self.shape, dtype=np.float32)
         full.ravel()[self.flat_idx] = x
         return full, it, rel
