@@ -95,7 +95,7 @@ def configured(tmp_path_factory) -> Dict[str, object]:
 def test_every_file_is_installed_into_qt_scripted_modules(configured):
     source, installed = configured["source"], configured["installed"]
     expected = {}
-    for module in ("QSM", "SWI"):
+    for module in ("QSM", "SWI", "QSMTargeting"):
         folder = os.path.join(source, "SusceptibilityMRI", module)
         for rel in files_under(folder):
             if rel != "CMakeLists.txt":
@@ -126,9 +126,9 @@ def test_every_file_is_installed_into_qt_scripted_modules(configured):
 
 def test_modules_tests_and_extension_description(configured):
     lines = configured["lines"]
-    assert [v for k, v in lines if k == "module"] == ["QSM", "SWI"]
+    assert [v for k, v in lines if k == "module"] == ["QSM", "SWI", "QSMTargeting"]
     tests = dict(v.split(" ", 1) for k, v in lines if k == "test")
-    assert sorted(tests) == ["py_QSM", "py_SWI"]
+    assert sorted(tests) == ["py_QSM", "py_QSMTargeting", "py_SWI"]
     meta: Dict[str, List[str]] = {}
     for kind, value in lines:
         if kind.startswith("EXTENSION_") or kind == "extension_name":
