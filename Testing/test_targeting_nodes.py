@@ -1,6 +1,6 @@
 """MRML helpers of the targeting module on real MRML nodes (slicer-core): AC-PC from markups under a transform,
 target and trajectory markups, the markups JSON the library writes read back by Slicer's storage node, nucleus
-segmentations, tables, the QSM overlay and the probe's-eye reslice."""
+segmentations, tables, the QSM overlay, the probe's-eye reslice and the whole planning workflow on phantom nodes."""
 from __future__ import annotations
 
 import json
@@ -101,11 +101,11 @@ def test_segmentation_table_overlay_and_probe_view(scene):
     slicer.util.updateVolumeFromArray(ref, np.ascontiguousarray(labels.transpose(2, 1, 0).astype(np.float32)))
     ref.SetSpacing(1.5, 1.5, 2.0)
     ref.SetOrigin(-20.0, -25.0, -20.0)
-    seg = tn.add_label_segmentation(scene, labels, ref, {"STN": ([15], (1, 0, 0)), "GPi": ([11], (0, 0, 1))},
-                                    "Nuclei")
+    seg = tn.nuclei_segmentation(scene, ref, {"STN": [15], "GPi": [11]})
     segmentation = seg.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == ["STN", "GPi"]
-    assert segmentation.GetNthSegment(1).GetColor() == (0.0, 0.0, 1.0)
+    assert segmentation.GetNthSegment(1).GetColor() == pytest.approx(tn.nucleus_colors(["STN", "GPi"])["GPi"],
+                                                                     abs=0.003)
     assert seg.GetDisplayNode().GetVisibility2DOutline() and not seg.GetDisplayNode().GetVisibility2DFill()
     assert segmentation.ContainsRepresentation("Closed surface")
     ids = vtk.vtkStringArray()
@@ -113,8 +113,8 @@ def test_segmentation_table_overlay_and_probe_view(scene):
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg, ids, exported, ref)
     assert np.count_nonzero(slicer.util.arrayFromVolume(exported)) == 2 * 48     # both STN blobs, voxel exact
-    with pytest.raises(QSMInputError, match="no voxels"):
-        tn.add_label_segmentation(scene, labels, ref, {"Vim": ([12], (0, 1, 0))}, "x")
+    with pytest.raises(QSMInputError, match="'Vim' has no voxels"):
+        tn.nuclei_segmentation(scene, ref, {"Vim": [12]})
     table = tn.add_table(scene, [{"trajectory": "STN right", "min_vessel_distance_mm": 3.5, "warnings": ""},
                                  {"trajectory": "STN left", "min_vessel_distance_mm": 0.7,
                                   "warnings": "passes 0.7 mm from a vessel"}], "Trajectories")

@@ -35,6 +35,7 @@ except ImportError:  # source checkout: the shared package is a sibling of the m
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
 from SusceptibilityMRILib import dependencies
+from SusceptibilityMRILib.binding import ParameterNodeBinding
 
 
 class QSMTargeting(ScriptedLoadableModule):
@@ -86,7 +87,7 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic: Optional[QSMTargetingLogic] = None
         self._parameterNode: Optional[QSMTargetingParameterNode] = None
-        self._parameterNodeGuiTag = None
+        self._binding: Optional[ParameterNodeBinding] = None
         self._vessels = None
         self._targets = None
 
@@ -97,6 +98,7 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = QSMTargetingLogic()
+        self._binding = ParameterNodeBinding(self.ui)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         for button, slot in ((self.ui.fuseButton, self.onFuse), (self.ui.showOverlayButton, self.onShowOverlay),
@@ -110,12 +112,8 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
+        # The GUI stays connected while the module is hidden (ParameterNodeBinding): nothing is reconnected.
         self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -129,11 +127,8 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, inputParameterNode: Optional[QSMTargetingParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
+            self._parameterNode = self._binding.wrapper
 
     def _step(self, title: str, action: Callable[[], str]) -> None:
         """Run one planning step with dependency check, error display and a status line."""

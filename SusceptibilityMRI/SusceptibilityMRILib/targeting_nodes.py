@@ -155,48 +155,6 @@ def trajectory_points(node: Any) -> Tuple[np.ndarray, np.ndarray]:
     return pts[0][1], pts[-1][1]
 
 
-def add_label_segmentation(
-    scene: Any, labels_ijk: np.ndarray, reference_node: Any,
-    segments: Mapping[str, Tuple[Sequence[int], Sequence[float]]], name: str, surfaces: bool = True,
-    folder_item: Optional[int] = None,
-) -> Any:
-    """A NEW segmentation node, one named, coloured segment per entry of ``segments`` (name → (label values, RGB
-    0–1)) of the (i, j, k) label array on ``reference_node``'s grid; shown as outlines on the slice views and, with
-    ``surfaces``, as closed surfaces in 3D."""
-    lab = np.asarray(labels_ijk)
-    dims = tuple(reference_node.GetImageData().GetDimensions())
-    if lab.shape != dims:
-        raise QSMInputError(f"label array shape {lab.shape} differs from the reference volume's {dims}")
-    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
-    seg.CreateDefaultDisplayNodes()
-    seg.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
-    tmp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    m = vtk.vtkMatrix4x4()
-    reference_node.GetIJKToRASMatrix(m)
-    try:
-        for seg_name, (values, rgb) in segments.items():
-            mask = np.isin(lab, np.atleast_1d(values))
-            if not mask.any():
-                raise QSMInputError(f"segment {seg_name!r} has no voxels (labels {list(np.atleast_1d(values))})")
-            slicer.util.updateVolumeFromArray(tmp, np.ascontiguousarray(mask.transpose(2, 1, 0).astype(np.uint8)))
-            tmp.SetIJKToRASMatrix(m)
-            before = seg.GetSegmentation().GetNumberOfSegments()
-            slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(tmp, seg)
-            segment = seg.GetSegmentation().GetNthSegment(before)
-            segment.SetName(seg_name)
-            segment.SetColor(*[float(c) for c in rgb])
-    finally:
-        scene.RemoveNode(tmp)
-    disp = seg.GetDisplayNode()
-    if disp is not None:
-        disp.SetVisibility2DFill(False)
-        disp.SetVisibility2DOutline(True)
-    if surfaces:
-        seg.CreateClosedSurfaceRepresentation()
-    place_in_folder(scene, seg, folder_item)
-    return seg
-
-
 def add_table(scene: Any, rows: Sequence[Mapping[str, Any]], name: str, folder_item: Optional[int] = None) -> Any:
     """A NEW table node with one row per dict (columns: the union of keys; numbers as double columns)."""
     cols: List[str] = []
@@ -334,12 +292,27 @@ def fuse_volumes(scene: Any, anatomy_node: Any, magnitude_node: Any, gre_nodes: 
 
 def nuclei_segmentation(scene: Any, label_node: Any, nuclei: Mapping[str, Sequence[int]],
                         name: str = "Nuclei") -> Any:
-    """Named, coloured nucleus segments (outlines in 2D, surfaces in 3D) from a label map node."""
-    from .mrml_adapter import array_ijk
+    """A NEW segmentation, one named, coloured segment per nucleus (all its label values, e.g. both sides), shown
+    as outlines on the slice views (:func:`.roi_nodes.labels_to_segmentation`) and as closed surfaces in 3D; under
+    the label map's transform (fused GRE space)."""
+    from QSMLogic.roi.atlas import Region
 
+    from .mrml_adapter import array_ijk
+    from .roi_nodes import labels_to_segmentation
+
+    lab = np.asarray(array_ijk(label_node))
     colors = nucleus_colors(list(nuclei))
-    seg = add_label_segmentation(scene, np.asarray(array_ijk(label_node)), label_node,
-                                 {n: (v, colors[n]) for n, v in nuclei.items()}, name)
+    compact = np.zeros(lab.shape, np.int16)
+    regions = {}
+    for i, (nucleus, values) in enumerate(nuclei.items(), start=1):
+        sel = np.isin(lab, np.atleast_1d(values))
+        if not sel.any():
+            raise QSMInputError(f"nucleus {nucleus!r} has no voxels (labels {list(np.atleast_1d(values))}) in "
+                                f"'{label_node.GetName()}'")
+        compact[sel] = i
+        regions[i] = Region(i, nucleus, nucleus, "", tuple(int(round(255 * c)) for c in colors[nucleus]))
+    seg = labels_to_segmentation(scene, compact, regions, label_node, name)
+    seg.CreateClosedSurfaceRepresentation()
     if label_node.GetParentTransformNode() is not None:
         seg.SetAndObserveTransformNodeID(label_node.GetParentTransformNode().GetID())
     return seg
