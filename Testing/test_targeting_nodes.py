@@ -217,3 +217,5 @@ def test_planning_workflow_on_phantom_nodes(scene, tmp_path):
                                                           "STN_left_trajectory.mrk.json", "targets.csv",
                                                           "targets.mrk.json"]
     assert "lateral_mm" in open(files[-1]).readline()
+    views = tn.planning_views(str(tmp_path / "plan"), [risky], qsm, anatomy, labels, nuclei, vessels)
+    assert os.path.basename(views[0]) == "STN_left_trajectory_views.png" and os.path.getsize(views[0]) > 50_000

@@ -187,9 +187,15 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExport(self) -> None:
         p = self._parameterNode
-        self._step("Export", lambda: "Written: " + ", ".join(self.logic.export(
-            p.exportFolder, self._targets, slicer.util.getNodesByClass("vtkMRMLMarkupsLineNode"), p.landmarks,
-            p.frameTransform)))
+
+        def export() -> str:
+            lines = slicer.util.getNodesByClass("vtkMRMLMarkupsLineNode")
+            files = self.logic.export(p.exportFolder, self._targets, lines, p.landmarks, p.frameTransform)
+            if p.qsmVolume is not None and lines:
+                files += self.logic.saveViews(p.exportFolder, lines, p.qsmVolume, p.anatomyVolume, p.nucleiLabels,
+                                              self._vessels)
+            return "Written: " + ", ".join(files)
+        self._step("Export", export)
 
 
 class QSMTargetingLogic(ScriptedLoadableModuleLogic):
@@ -299,6 +305,18 @@ class QSMTargetingLogic(ScriptedLoadableModuleLogic):
         return targeting_nodes.export_plan(folder, targets_node, list(line_nodes), landmarks_node,
                                            frame_transform_node)
 
+    def saveViews(self, folder: str, line_nodes: Sequence[Any], qsm_node, anatomy_node=None, label_node=None,
+                  vessel_node=None) -> List[str]:
+        """Planning views (axial, coronal, sagittal, probe's eye through each trajectory's target) as PNG files:
+        anatomy, thresholded QSM overlay, nucleus and vessel outlines, the trajectory."""
+        from SusceptibilityMRILib import targeting_nodes
+
+        if not folder:
+            raise ValueError("choose an export folder")
+        nuclei = targeting_nodes.nuclei_of_label_node(label_node) if label_node is not None else None
+        return targeting_nodes.planning_views(folder, list(line_nodes), qsm_node, anatomy_node, label_node, nuclei,
+                                              vessel_node)
+
 
 def _auto_range(node) -> tuple:
     """The 1st–99th percentile of a volume (display range of an SWI overlay)."""
@@ -343,6 +361,8 @@ class QSMTargetingTest(ScriptedLoadableModuleTest):
         self.assertEqual(table.GetNumberOfRows(), 4)
         logic.showOverlay(None, qsm, 0.6, 0.05)
         logic.probeView(lines[0])
-        files = logic.export(tempfile.mkdtemp(), targets, lines, landmarks)
+        folder = tempfile.mkdtemp()
+        files = logic.export(folder, targets, lines, landmarks)
         self.assertTrue(any(f.endswith("targets.csv") for f in files))
+        self.assertEqual(len(logic.saveViews(folder, lines[:1], qsm, None, labels, vessels)), 1)
         self.delayDisplay("QSM Targeting self-test passed")

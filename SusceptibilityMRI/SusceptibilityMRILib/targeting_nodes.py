@@ -449,3 +449,31 @@ def export_plan(folder: str, target_node: Any = None, line_nodes: Sequence[Any] 
         points += [(f"{line.GetName()} entry", entry), (f"{line.GetName()} target", target)]
     written.append(write_csv(os.path.join(folder, "targets.csv"), target_rows(points, acpc, ras_to_frame)))
     return [str(p) for p in written]
+
+
+def planning_views(folder: str, line_nodes: Sequence[Any], qsm_node: Any, anatomy_node: Any = None,
+                   label_node: Any = None, nuclei: Optional[Mapping[str, Sequence[int]]] = None,
+                   vessel_node: Any = None) -> List[str]:
+    """One planning-views PNG per trajectory (axial, coronal, sagittal and probe's-eye planes through its target;
+    :func:`QSMLogic.targeting.figure.planning_figure`), from the nodes in world RAS (fused volumes line up)."""
+    import os
+
+    from QSMLogic.targeting.figure import planning_figure
+
+    from .mrml_adapter import array_ijk
+
+    if qsm_node is None:
+        raise QSMInputError("planning views need the QSM volume")
+
+    def vol(node: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        return None if node is None else (np.asarray(array_ijk(node)), world_affine(node))
+
+    os.makedirs(folder, exist_ok=True)
+    qsm, anatomy, labels, vessels = vol(qsm_node), vol(anatomy_node), vol(label_node), vol(vessel_node)
+    written = []
+    for line in line_nodes:
+        entry, target = trajectory_points(line)
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in line.GetName())
+        written.append(str(planning_figure(os.path.join(folder, f"{safe}_views.png"), target, qsm, anatomy,
+                                           labels if nuclei else None, nuclei, vessels, entry, line.GetName())))
+    return written
