@@ -34,10 +34,11 @@ def test_target_command_from_files(tmp_path, capsys):
     stn_left = nucleus_targets(h.labels, h.affine, {"STN": [label_of("subthalamic nucleus")]},
                                {"STN": "dorsolateral"}, acpc)[1].ras_mm
     entry = stn_left + 1.6 * (vein - stn_left)
-    assert main(args + ["--entry", "STN left=" + ",".join(f"{v:.3f}" for v in entry)]) == 0
+    assert main(args + ["--vim", "--entry", "STN left=" + ",".join(f"{v:.3f}" for v in entry)]) == 0
     rows = {r["name"]: r for r in csv.DictReader((out / "targets.csv").open())}
     np.testing.assert_allclose([float(rows["STN left"][k]) for k in ("R_mm", "A_mm", "S_mm")], stn_left, atol=1e-3)
     assert rows["STN left"]["side"] == "left" and 8 < float(rows["STN left"]["lateral_mm"]) < 16
+    assert float(rows["Vim right"]["lateral_mm"]) == 14.5 and "indirect" in rows["Vim right"]["method"]
     assert float(rows["STN left"]["frame_X_mm"]) == round(100 - (stn_left[0] - 3.0), 3)
     printed = capsys.readouterr().out
     assert "WARNING STN left trajectory" in printed and "from a vessel" in printed

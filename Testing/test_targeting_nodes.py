@@ -143,6 +143,10 @@ def test_segmentation_table_overlay_and_probe_view(scene):
     np.testing.assert_allclose(m[:3, 3], target + 5.0 * direction, atol=1e-9)
 
 
+def acpc_describe_lateral(landmarks, point) -> float:
+    return tn.acpc_from_markups(landmarks).describe(point)["lateral_mm"]
+
+
 def test_planning_workflow_on_phantom_nodes(scene, tmp_path):
     """Fusion → nuclei → AC-PC → targets → vessels → trajectory safety → export, all on MRML nodes."""
     from QSMLogic.phantom import HEAD_SCALE, label_of, make_head_model
@@ -189,9 +193,12 @@ def test_planning_workflow_on_phantom_nodes(scene, tmp_path):
     landmarks = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AC-PC")   # placed on the anatomy
     for label, p in (("AC", (0.0, 1.5, -3.5)), ("PC", (0.0, -25.0, -1.5)), ("midline", (0.0, -10.0, 50.0))):
         landmarks.AddControlPoint(vtk.vtkVector3d(*(HEAD_SCALE * np.asarray(p))), label)
-    targets = tn.targets_from_label_node(scene, labels, nuclei, {"STN": "dorsolateral"}, landmarks)
+    targets = tn.targets_from_label_node(scene, labels, nuclei, {"STN": "dorsolateral"}, landmarks, vim=True)
     pts = dict(tn.control_points_world(targets))
-    assert sorted(pts) == ["GPi left", "GPi right", "STN left", "STN right"]
+    assert sorted(pts) == ["GPi left", "GPi right", "STN left", "STN right", "Vim left", "Vim right"]
+    assert acpc_describe_lateral(landmarks, pts["Vim left"]) == pytest.approx(14.5, abs=1e-3)
+    with pytest.raises(QSMInputError, match="give the AC-PC landmarks"):
+        tn.targets_from_label_node(scene, labels, nuclei, vim=True)
     # targets found in GRE space land on the anatomy's nuclei (fusion error + 2 mm voxels)
     anat_gpi = np.argwhere(h.labels == label_of("globus pallidus interna (GPi)")) @ h.affine[:3, :3].T \
         + h.affine[:3, 3]

@@ -110,6 +110,7 @@ def add_target_parser(sub) -> None:
     t = p.add_argument_group("targets and trajectories")
     t.add_argument("--stn-subregion", default="dorsolateral", choices=("dorsolateral", "centroid"))
     t.add_argument("--gpi-subregion", default="posteroventral", choices=("posteroventral", "centroid"))
+    t.add_argument("--vim", action="store_true", help="add the indirect (AC-PC formula) Vim targets")
     t.add_argument("--entry", action="append", default=[], metavar="TARGET=x,y,z",
                    help="entry point of a target's trajectory, e.g. 'STN right=40,30,60' (default: proposed at 60° "
                         "sagittal / 15° coronal, 70 mm)")
@@ -164,7 +165,7 @@ def cmd_target(args: argparse.Namespace) -> int:
     from .acpc import acpc_frame
     from .export import markups_document, target_rows, write_csv, write_markups_json
     from .frame import ring_arc_angles
-    from .targets import check_inside, nuclei_from_names, nucleus_targets
+    from .targets import check_inside, nuclei_from_names, nucleus_targets, vim_indirect_target
     from .trajectory import entry_from_angles, report_rows, trajectory_report
     from .vessels import segment_vessels, threshold_vessels
 
@@ -174,6 +175,8 @@ def cmd_target(args: argparse.Namespace) -> int:
     ras_to_frame = _frame(args)
     nuclei = nuclei_from_names(names, ("STN", "GPi"))
     targets = nucleus_targets(labels, aff, nuclei, {"STN": args.stn_subregion, "GPi": args.gpi_subregion}, acpc)
+    if args.vim:
+        targets += [vim_indirect_target(acpc, side) for side in ("right", "left")]
     if mask is not None:
         for t in targets:
             check_inside(t.ras_mm, mask, aff, t.name)
@@ -202,7 +205,8 @@ def cmd_target(args: argparse.Namespace) -> int:
         if entry is None:
             entry = entry_from_angles(t.ras_mm, acpc.rotation, t.side)
         title = f"{t.name} trajectory"
-        reports[title] = trajectory_report(entry, t.ras_mm, aff, vessels, masks, t.nucleus, args.margin_mm)
+        reports[title] = trajectory_report(entry, t.ras_mm, aff, vessels, masks,
+                                           t.nucleus if t.nucleus in masks else None, args.margin_mm)
         write_markups_json(out / f"{t.nucleus}_{t.side}_trajectory.mrk.json",
                            markups_document("Line", [("entry", entry), ("target", t.ras_mm)], title))
         if ras_to_frame is not None:

@@ -242,9 +242,10 @@ class QSMTargetingLogic(ScriptedLoadableModuleLogic):
             targeting_nodes.show_overlay(slicer.mrmlScene, anatomy_node, overlay_node, opacity, threshold_ppm)
 
     def proposeTargets(self, label_node, subregions: Optional[Dict[str, str]] = None, landmarks_node=None,
-                       frame_transform_node=None, propose_trajectories: bool = True):
+                       frame_transform_node=None, propose_trajectories: bool = True, vim: bool = True):
         """Nucleus outlines/surfaces, right/left STN and GPi targets (editable points) and, with AC-PC landmarks,
-        one proposed entry → target line per target; returns (targets node, line nodes)."""
+        the indirect Vim targets (``vim``) and one proposed entry → target line per target; returns (targets node,
+        line nodes)."""
         from SusceptibilityMRILib import targeting_nodes
 
         from QSMLogic.targeting.trajectory import entry_from_angles
@@ -255,7 +256,7 @@ class QSMTargetingLogic(ScriptedLoadableModuleLogic):
         nuclei = targeting_nodes.nuclei_of_label_node(label_node)
         targeting_nodes.nuclei_segmentation(scene, label_node, nuclei)
         targets = targeting_nodes.targets_from_label_node(scene, label_node, nuclei, subregions, landmarks_node,
-                                                          frame_transform_node)
+                                                          frame_transform_node, vim=vim and landmarks_node is not None)
         lines: List[Any] = []
         if propose_trajectories and landmarks_node is not None:
             acpc = targeting_nodes.acpc_from_markups(landmarks_node)
@@ -355,10 +356,10 @@ class QSMTargetingTest(ScriptedLoadableModuleTest):
         for label, p in (("AC", (0.0, 1.5, -3.5)), ("PC", (0.0, -25.0, -1.5)), ("midline", (0.0, -10.0, 50.0))):
             landmarks.AddControlPoint(vtk.vtkVector3d(*(HEAD_SCALE * np.asarray(p))), label)
         targets, lines = logic.proposeTargets(labels, {"STN": "dorsolateral"}, landmarks)
-        self.assertEqual(targets.GetNumberOfControlPoints(), 4)
+        self.assertEqual(targets.GetNumberOfControlPoints(), 6)   # STN, GPi, Vim; right and left
         vessels = logic.segmentVessels(qsm)
         table, reports = logic.checkTrajectories(lines, vessels, labels)
-        self.assertEqual(table.GetNumberOfRows(), 4)
+        self.assertEqual(table.GetNumberOfRows(), 6)
         logic.showOverlay(None, qsm, 0.6, 0.05)
         logic.probeView(lines[0])
         folder = tempfile.mkdtemp()

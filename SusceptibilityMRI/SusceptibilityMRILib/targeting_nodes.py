@@ -321,18 +321,23 @@ def nuclei_segmentation(scene: Any, label_node: Any, nuclei: Mapping[str, Sequen
 def targets_from_label_node(
     scene: Any, label_node: Any, nuclei: Mapping[str, Sequence[int]],
     subregions: Optional[Mapping[str, str]] = None, landmarks_node: Any = None, frame_transform_node: Any = None,
-    name: str = "Targets",
+    name: str = "Targets", vim: bool = False,
 ) -> Any:
     """Proposed right/left targets of each nucleus (centroid or stated subregion) as an editable fiducial list, in
     world RAS, described in AC-PC coordinates when AC-PC landmarks are given and in Leksell coordinates when a
-    frame registration transform (image RAS → frame-aligned RAS) is given."""
-    from QSMLogic.targeting.targets import nucleus_targets
+    frame registration transform (image RAS → frame-aligned RAS) is given. ``vim`` adds the indirect (AC-PC
+    formula) Vim targets, which need the landmarks."""
+    from QSMLogic.targeting.targets import nucleus_targets, vim_indirect_target
 
     from .mrml_adapter import array_ijk
 
     acpc = acpc_from_markups(landmarks_node) if landmarks_node is not None else None
     ras_to_frame = transform_to_world(frame_transform_node) if frame_transform_node is not None else None
     found = nucleus_targets(np.asarray(array_ijk(label_node)), world_affine(label_node), nuclei, subregions, acpc)
+    if vim:
+        if acpc is None:
+            raise QSMInputError("the Vim target is placed by the AC-PC formula: give the AC-PC landmarks")
+        found += [vim_indirect_target(acpc, side) for side in ("right", "left")]
     node = add_points(scene, [(t.name, t.ras_mm) for t in found], name, acpc, ras_to_frame)
     for i, t in enumerate(found):
         node.SetNthControlPointDescription(i, f"{t.method}; " + node.GetNthControlPointDescription(i))
