@@ -32,6 +32,7 @@ def scene():
     colors.SetMRMLScene(s)
     segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
     segmentations.SetMRMLScene(s)
+    s.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # as Slicer's Colors module does
     yield s
     segmentations.SetMRMLScene(None)
     colors.SetMRMLScene(None)
@@ -129,6 +130,8 @@ def test_segmentation_table_overlay_and_probe_view(scene):
     assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(0.05)
     assert disp.GetColorNodeID() == tn.QSM_OVERLAY_COLOR
     assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == pytest.approx((-0.15, 0.25))
+    legend = scene.GetFirstNodeByClass("vtkMRMLColorLegendDisplayNode")
+    assert legend is not None and legend.GetTitleText() == "χ (ppm)" and legend.GetVisibility()
     with pytest.raises(QSMInputError, match="opacity"):
         tn.show_overlay(scene, anatomy, ref, opacity=1.5)
     transform = tn.add_transform(scene, rigid(5.0, (0, 0, 1), (1, 2, 3)), "GRE to anatomy")
