@@ -129,7 +129,7 @@ def test_segmentation_table_overlay_and_probe_view(scene):
     disp = ref.GetDisplayNode()
     assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(0.05)
     assert disp.GetColorNodeID() == tn.QSM_OVERLAY_COLOR
-    assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == pytest.approx((-0.15, 0.25))
+    assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == pytest.approx(tn.QSM_OVERLAY_RANGE_PPM)
     legend = scene.GetFirstNodeByClass("vtkMRMLColorLegendDisplayNode")
     assert legend is not None and legend.GetTitleText() == "χ (ppm)" and legend.GetVisibility()
     with pytest.raises(QSMInputError, match="opacity"):

@@ -22,8 +22,11 @@ from .mrml_adapter import add_color_legend, place_in_folder
 #: Control-point labels accepted for the AC-PC landmarks (case-insensitive) in one fiducial list.
 LANDMARK_LABELS = {"AC": ("ac", "anterior commissure"), "PC": ("pc", "posterior commissure"),
                    "midline": ("midline", "ms", "mid", "midsagittal", "ih")}
-#: Colour table and default range of the QSM overlay (ppm): paramagnetic (iron, veins) warm.
-QSM_OVERLAY_COLOR = "vtkMRMLColorTableNodeRainbow"
+#: Colour table of the QSM overlay: paramagnetic (iron, veins) warm, brightest for the veins.
+QSM_OVERLAY_COLOR = "vtkMRMLColorTableNodeIron"
+#: Colour range of the QSM overlay (ppm): from the usual threshold to above the iron-rich nuclei (GP ≈ 0.16),
+#: so putamen, GP, STN and veins (≈ 0.4) get different colours.
+QSM_OVERLAY_RANGE_PPM = (0.0, 0.3)
 #: Node attribute with the JSON report of a target or trajectory (AC-PC and frame coordinates, distances).
 REPORT_ATTRIBUTE = "SusceptibilityMRI.Targeting"
 
@@ -179,7 +182,7 @@ def add_table(scene: Any, rows: Sequence[Mapping[str, Any]], name: str, folder_i
 
 def show_overlay(
     scene: Any, background_node: Any, foreground_node: Any, opacity: float = 0.5,
-    lower_threshold: Optional[float] = None, window_range: Tuple[float, float] = (-0.15, 0.25),
+    lower_threshold: Optional[float] = None, window_range: Tuple[float, float] = QSM_OVERLAY_RANGE_PPM,
     color_node_id: str = QSM_OVERLAY_COLOR, legend_title: Optional[str] = "χ (ppm)",
 ) -> None:
     """Show ``foreground_node`` (QSM, or the SWI mIP) coloured over ``background_node`` (planning anatomy) in
