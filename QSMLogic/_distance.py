@@ -3,8 +3,8 @@
 ``distance_mm(mask, voxel_size_mm)`` equals ``scipy.ndimage.distance_transform_edt(mask, sampling=voxel_size_mm)``
 (the distance from each True voxel to the nearest False voxel; 0 on False voxels), computed by the separable
 lower-envelope algorithm of Felzenszwalb & Huttenlocher (Theory of Computing 8 (2012) 415–428): one pass of the
-1D squared-distance transform per axis, each over independent lines, so both cores work (SciPy's transform is
-single-threaded and dominated the brain-mask morphology: 4 transforms took 7.7 s at 256×256×160).
+1D squared-distance transform per axis, each over independent lines, so every core works (SciPy's transform is
+single-threaded and dominated the brain-mask morphology: docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def _envelope(f, n, s, d, v, z):  # pragma: no cover - compiled
 
 @njit(cache=True, parallel=True)
 def _squared_distance(mask, s0, s1, s2):  # pragma: no cover - compiled
-    """The three 1D passes, each written out with the loop order that keeps its memory access near-sequential (one
-    generic pass over strided views measured 50 % slower at 256×256×160)."""
+    """The three 1D passes, each written out with the loop order that keeps its memory access near-sequential (a
+    generic pass over strided views is markedly slower: docs/benchmarks.md)."""
     nx, ny, nz = mask.shape
     g = np.empty((nx, ny, nz), np.float64)
     # axis 2

@@ -46,11 +46,9 @@ SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
 SWI_NEEDS = {"unwrapped": "background", "swim": "reference"}
 
 #: Depth (mm) of the brain-edge shell whose local field gets no weight in the dipole inversion's data term (the
-#: susceptibility there is still estimated, from the field inside). Background removal leaves its largest errors
-#: in the outer millimetres (head phantom, 1.5 mm, PDF: local-field error RMS 0.009 ppm within 4 mm of the edge,
-#: 0.002 ppm deeper than 15 mm, against a true local field of RMS 0.012 ppm), and data-heavy methods turn them
-#: into streaks across the brain. Full chain on that phantom, χ nRMSE without → with a 4.5 mm shell: MEDI 78 → 45 %,
-#: CGLS 82 → 54 %, FANSI nonlinear TV 38 → 31 %, TGV 32 %, HD-QSM 32 %; TKD (unweighted) 55 %.
+#: susceptibility there is still estimated, from the field inside): background removal leaves its largest errors in
+#: the outer millimetres, and data-heavy methods turn them into streaks across the brain (figures:
+#: docs/benchmarks.md, "Measurements behind the library's defaults").
 DATA_EDGE_MM = 4.5
 
 #: The stage whose result each output map is (for per-map provenance); names not listed belong to ``swi`` when they

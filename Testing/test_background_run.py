@@ -5,6 +5,7 @@ whole process tree of a launcher (as PythonSlicer starts python-real), a worker 
 starts that fail."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "SusceptibilityMRI"))
 from SusceptibilityMRILib import mrml_adapter as ad  # noqa: E402
 from SusceptibilityMRILib import runner  # noqa: E402
 from SusceptibilityMRILib.process import WorkerError, WorkerProcess  # noqa: E402
+from SusceptibilityMRILib.testing import add_echo_volumes  # noqa: E402
 
 from QSMLogic.errors import QSMCancelled  # noqa: E402
 from QSMLogic.gre import GREData  # noqa: E402
@@ -69,17 +71,11 @@ def scene():
 
 
 def echo_nodes(scene, gre: GREData):
-    out = []
-    for kind, data in (("mag", gre.magnitude), ("phase", gre.phase_rad)):
-        nodes = []
-        for e in range(gre.n_echoes):
-            n = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{kind}{e}")
-            slicer.util.updateVolumeFromArray(n, np.ascontiguousarray(data[..., e].transpose(2, 1, 0)))
-            n.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(gre.affine))
-            n.SetAttribute("DICOM.EchoTime", str(TE_S[e] * 1e3))
-            nodes.append(n)
-        out.append(nodes)
-    return out
+    """The modules' self-test fixture, on slicer-core: (magnitude nodes, phase nodes) with their echo times."""
+    assert slicer.mrmlScene is scene
+    mags, phases = add_echo_volumes(gre, name="synthetic")
+    assert [float(n.GetAttribute("DICOM.EchoTime")) for n in phases] == pytest.approx([t * 1e3 for t in TE_S])
+    return mags, phases
 
 
 def worker_env():
@@ -106,6 +102,10 @@ def test_protocol_carries_phase_sign_and_metadata(tmp_path):
     np.testing.assert_array_equal(back.te_s, gre.te_s)
     assert back.b0_direction == gre.b0_direction
     assert back_cfg.to_dict() == cfg and mask.all() and labels is None
+    # an SWI-only acquisition without B0 stays without B0
+    no_b0 = dataclasses.replace(synthetic_gre(), b0_tesla=None)
+    i, c, _ = write_worker_input(str(tmp_path / "swi"), no_b0, PipelineConfig.swi_only().to_dict())
+    assert read_worker_input(i, c)[0].b0_tesla is None
 
 
 def test_background_run_gives_the_in_process_result(scene):

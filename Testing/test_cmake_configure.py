@@ -61,6 +61,12 @@ def configure(source: str, build: str) -> Tuple[subprocess.CompletedProcess, Lis
     return res, lines
 
 
+def module_folders(source: str) -> List[str]:
+    """The scripted modules: folders SusceptibilityMRI/<name>/ holding <name>.py."""
+    base = os.path.join(source, "SusceptibilityMRI")
+    return sorted(d for d in os.listdir(base) if os.path.isfile(os.path.join(base, d, f"{d}.py")))
+
+
 def files_under(base: str, skip_dirs: Tuple[str, ...] = ()) -> List[str]:
     """Files below ``base`` (relative, '/'-separated), without bytecode and ``skip_dirs``."""
     out = []
@@ -95,7 +101,7 @@ def configured(tmp_path_factory) -> Dict[str, object]:
 def test_every_file_is_installed_into_qt_scripted_modules(configured):
     source, installed = configured["source"], configured["installed"]
     expected = {}
-    for module in ("QSM", "SWI", "QSMTargeting"):
+    for module in module_folders(source):
         folder = os.path.join(source, "SusceptibilityMRI", module)
         for rel in files_under(folder):
             if rel != "CMakeLists.txt":
@@ -107,13 +113,13 @@ def test_every_file_is_installed_into_qt_scripted_modules(configured):
     qsmlogic = os.path.join(source, "QSMLogic")
     for rel in files_under(qsmlogic, skip_dirs=("bench",)):
         expected[f"{SCRIPTED}/QSMLogic/{rel}"] = os.path.join(qsmlogic, rel)
-    atlases = os.path.join(source, "Resources", "Atlases")
-    for rel in files_under(atlases):
-        expected[f"{SCRIPTED}/Resources/Atlases/{rel}"] = os.path.join(atlases, rel)
     assert len(expected) > 60
     missing = sorted(set(expected) - set(installed))
     assert not missing, f"not installed (a new kind of data file needs a pattern in QSMLogicPackage): {missing}"
-    extra = sorted(set(installed) - set(expected))
+    # anything else installed comes from the extension-wide Resources/ (e.g. data the modules share)
+    extra = sorted(d for d in set(installed) - set(expected)
+                   if not os.path.realpath(installed[d]).startswith(os.path.realpath(os.path.join(source, "Resources"))
+                                                                     + os.sep))
     assert not extra, f"installed but not expected: {extra}"
     for dest, src in installed.items():
         assert os.path.realpath(src) == os.path.realpath(expected[dest]), dest
@@ -126,9 +132,11 @@ def test_every_file_is_installed_into_qt_scripted_modules(configured):
 
 def test_modules_tests_and_extension_description(configured):
     lines = configured["lines"]
-    assert [v for k, v in lines if k == "module"] == ["QSM", "SWI", "QSMTargeting"]
+    modules = module_folders(configured["source"])
+    assert {"QSM", "SWI"} <= set(modules)
+    assert sorted(v for k, v in lines if k == "module") == modules
     tests = dict(v.split(" ", 1) for k, v in lines if k == "test")
-    assert sorted(tests) == ["py_QSM", "py_QSMTargeting", "py_SWI"]
+    assert sorted(tests) == [f"py_{m}" for m in modules]
     meta: Dict[str, List[str]] = {}
     for kind, value in lines:
         if kind.startswith("EXTENSION_") or kind == "extension_name":
@@ -162,14 +170,12 @@ def test_installed_tree_imports_the_library_and_finds_the_requirements(configure
     code = (f"import sys; sys.path.insert(0, {scripted!r}); import SusceptibilityMRILib, QSMLogic; "
             "from SusceptibilityMRILib import dependencies, mrml_adapter, param_forms, runner; "
             "from importlib.machinery import PathFinder; print(QSMLogic.__file__); "
-            "print(dependencies.requirements_path()); print(PathFinder.find_spec('bench', QSMLogic.__path__)); "
-            "from QSMLogic.roi.atlas import resources_dir; print(resources_dir())")
+            "print(dependencies.requirements_path()); print(PathFinder.find_spec('bench', QSMLogic.__path__))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run([sys.executable, "-c", code], cwd=str(install), env=env, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
-    lib_file, requirements, bench, atlases = res.stdout.strip().splitlines()
-    assert atlases == os.path.join(scripted, "Resources", "Atlases")
+    lib_file, requirements, bench = res.stdout.strip().splitlines()
     assert lib_file == os.path.join(scripted, "QSMLogic", "__init__.py")
     assert requirements == os.path.join(scripted, "SusceptibilityMRILib", "requirements.txt")
     assert os.path.isfile(requirements) and bench == "None"

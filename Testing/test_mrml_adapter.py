@@ -486,7 +486,7 @@ def _phantom_nodes(scene, acq):
 @pytest.fixture(scope="module")
 def direct_result(phantom):
     pipeline = pytest.importorskip("QSMLogic.pipeline")
-    return pipeline.run_pipeline(phantom.gre, runner.as_config(None))  # the module defaults (16 mm mIP slab)
+    return pipeline.run_pipeline(phantom.gre, runner.as_config(None))  # the library defaults (16 mm mIP slab)
 
 
 def test_qsm_run_on_nodes_matches_library_and_truth(scene, phantom, direct_result):

@@ -1,5 +1,5 @@
 """Parameter forms generated from the QSMLogic declarations (every registered parameter), the configuration JSON
-kept in the parameter node, module defaults, the dependency check and first-use install, echo ordering, the results
+kept in the parameter node, the library defaults, the dependency check and first-use install, echo ordering, the results
 layout, and the widgets' behaviour (echo times / B0 filled from the data, cancel, scene close, missing packages,
 the coil-combination section) driven with stand-ins for Qt — all without Qt."""
 from __future__ import annotations

@@ -145,13 +145,13 @@ class MaskedPoisson:
         """SSOR-preconditioned CG (:func:`QSMLogic.utils.solvers.cg`) for ``A x = b`` in float64; returns (x on the
         full grid, iterations, relative residual). ``cancel()`` is checked every iteration."""
 
+        ap, z = np.empty(self.n), np.empty(self.n)  # reused: CG consumes each result before the next call
+
         def apply_a(p: np.ndarray) -> np.ndarray:
-            ap = np.empty_like(p)
             _matvec(p, self.nb, self.w6, self.diag, ap)
             return ap
 
         def ssor(r: np.ndarray) -> np.ndarray:
-            z = np.empty_like(r)
             _ssor_apply(r, self.nb, self.w6, self.diag, SSOR_OMEGA, z)
             return z
 

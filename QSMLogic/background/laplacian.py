@@ -47,8 +47,7 @@ def _peel(interior: np.ndarray, m_c: np.ndarray, vox: np.ndarray, peel_mm: float
 #: Default depth (mm) of the Dirichlet boundary of the Laplacian methods. The outermost 1–2 mm of an intracranial
 #: mask border skull and sinus air, where the background field is steepest and its 7-point Laplacian is far from
 #: zero (the discrete Laplacian of a sampled harmonic field is harmonic only to O(h²·∂⁴b)); boundary values taken
-#: there leak that error into the whole brain. Measured on the head phantom (3 T, 1 mm, noise-free field): LBV
-#: local-field nRMSE 86 % with the boundary on the mask edge, 53 % at 1 mm, 36 % at 2 mm, 36 % at 3 mm.
+#: there leak that error into the whole brain (LBV's error against the depth: docs/benchmarks.md).
 LAPLACE_BOUNDARY_MM = 2.0
 
 
@@ -85,11 +84,11 @@ def _wrapped_phase_laplacian(op: MaskedPoisson, crop: FFTCrop, m: np.ndarray, ph
     One echo: −∇²φ/TE (the transceiver phase φ0 taken as harmonic). Several echoes: the Laplacians of the wrapped
     consecutive-echo differences ψ_n = arg exp(i(φ_{n+1} − φ_n)) summed and divided by TE_N − TE_1. The differences
     hold no φ0 and grow only over ΔTE, so their neighbour steps are far below π where a single late echo's are not;
-    the sum equals ∇²(φ_N − φ_1) wherever no step aliases (on the 1 mm head phantom at 3 T, 5 echoes: local-field
-    nRMSE 37 % against 390 % from a TE fit of the per-echo Laplacians, whose late echoes alias next to the sinuses).
-    A voxel whose largest wrapped neighbour step exceeds ``max_step_rad`` in any difference may be aliased (a 2π
-    error there is a point source of 2π/h² in the Poisson problem): its right-hand side is set to zero, i.e. no
-    local source is assumed there (2 echoes at TE 4/20 ms on the 2 mm phantom: nRMSE 0.78 with, 2.66 without).
+    the sum equals ∇²(φ_N − φ_1) wherever no step aliases, far more often than a TE fit of the per-echo Laplacians,
+    whose late echoes alias next to the sinuses. A voxel whose largest wrapped neighbour step exceeds
+    ``max_step_rad`` in any difference may be aliased (a 2π error there is a point source of 2π/h² in the Poisson
+    problem): its right-hand side is set to zero, i.e. no local source is assumed there. (Both choices' effect on
+    the phantom: docs/benchmarks.md.)
     ``max_step_rad = π`` keeps every voxel.
     """
     def masked(a: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from .common import PURPOSE, BackgroundResult, check_radius, distance_inside, er
 
 
 def _smv_setup(field_ppm: Any, mask: Any, voxel_size_mm: Sequence[float], radius_mm: float):
+    """Checked voxel size, mask and field, and the work grid (with the cropped mask and field) for ``radius_mm``."""
     vox = check_voxel_size(voxel_size_mm)
     m = check_mask(mask, purpose=PURPOSE)
     f = check_field("field_ppm", field_ppm, m, PURPOSE)
@@ -29,6 +30,17 @@ def _smv_setup(field_ppm: Any, mask: Any, voxel_size_mm: Sequence[float], radius
     m_c = crop.take(m, dtype=bool)
     f_c = crop.take(f)
     return vox, m, crop, m_c, f_c
+
+
+def _one_radius_setup(field_ppm: Any, mask: Any, voxel_size_mm: Sequence[float], radius_mm: float):
+    """Checked inputs on the work grid for a method with one SMV radius, and the mask eroded by that radius."""
+    vox = check_voxel_size(voxel_size_mm)
+    check_radius("radius_mm", radius_mm, vox)
+    vox, m, crop, m_c, f_c = _smv_setup(field_ppm, mask, vox, radius_mm)
+    er = eroded(distance_inside(m_c, vox), radius_mm)
+    if not er.any():
+        raise QSMInputError(f"the mask is thinner than the SMV radius {radius_mm:g} mm: nothing is left")
+    return vox, m, crop, f_c, er
 
 
 def sharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float], radius_mm: float = 6.0,
@@ -39,12 +51,7 @@ def sharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float
     on the mask eroded by ``radius_mm``. The local field is recovered by dividing by ``1 − S(k)`` where
     ``|1 − S(k)| > threshold`` (TSVD) and re-masking.
     """
-    vox = check_voxel_size(voxel_size_mm)
-    check_radius("radius_mm", radius_mm, vox)
-    vox, m, crop, m_c, f_c = _smv_setup(field_ppm, mask, vox, radius_mm)
-    er = eroded(distance_inside(m_c, vox), radius_mm)
-    if not er.any():
-        raise QSMInputError(f"the mask is thinner than the SMV radius {radius_mm:g} mm: nothing is left")
+    vox, m, crop, f_c, er = _one_radius_setup(field_ppm, mask, voxel_size_mm, radius_mm)
     c = 1.0 - smv_kernel_spectrum(crop.shape, vox, radius_mm)
     hp = irfft(rfft(f_c) * c, crop.shape)
     hp *= er
@@ -110,12 +117,7 @@ def resharp(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[flo
     deconvolution of SHARP with Tikhonov regularisation instead of truncation, solved by CG on the normal
     equations ``((I − S) M_e (I − S) + λ) x = (I − S) M_e (I − S) δ``; ``cancel()`` is checked every iteration.
     """
-    vox = check_voxel_size(voxel_size_mm)
-    check_radius("radius_mm", radius_mm, vox)
-    vox, m, crop, m_c, f_c = _smv_setup(field_ppm, mask, vox, radius_mm)
-    er = eroded(distance_inside(m_c, vox), radius_mm)
-    if not er.any():
-        raise QSMInputError(f"the mask is thinner than the SMV radius {radius_mm:g} mm: nothing is left")
+    vox, m, crop, f_c, er = _one_radius_setup(field_ppm, mask, voxel_size_mm, radius_mm)
     c = 1.0 - smv_kernel_spectrum(crop.shape, vox, radius_mm)
     erf = er.astype(np.float32)
 
@@ -142,12 +144,7 @@ def ismv(field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float]
     for the values in ``M_e``, which we solve by CG (the same solution, far fewer SMV applications). The local
     field is ``δ − b`` in ``M_e``. ``cancel()`` is checked every CG iteration.
     """
-    vox = check_voxel_size(voxel_size_mm)
-    check_radius("radius_mm", radius_mm, vox)
-    vox, m, crop, m_c, f_c = _smv_setup(field_ppm, mask, vox, radius_mm)
-    er = eroded(distance_inside(m_c, vox), radius_mm)
-    if not er.any():
-        raise QSMInputError(f"the mask is thinner than the SMV radius {radius_mm:g} mm: nothing is left")
+    vox, m, crop, f_c, er = _one_radius_setup(field_ppm, mask, voxel_size_mm, radius_mm)
     s = smv_kernel_spectrum(crop.shape, vox, radius_mm)
     erf = er.astype(np.float32)
 

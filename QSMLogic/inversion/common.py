@@ -27,13 +27,13 @@ from ..utils.grid import FFTCrop
 
 #: Hz-versus-ppm check (see :func:`check_local_field_ppm`): the statistic is the 90th percentile of |field| in the
 #: mask, which ignores veins, bleeds, calcifications and even a few per cent of unwrapping errors. A tissue (local)
-#: field in ppm has it near 0.015 (0.0135–0.0145 ppm on the phantom at 1–2 mm; in vivo 0.01–0.03); no local field in
-#: ppm reaches MAX_LOCAL_FIELD_P90_PPM (that would put 10 % of the brain at a vein's field), whereas the same field in
-#: Hz is γ̄·B0 = 64–298 times larger at 1.5–7 T (radians at TE 20 ms: 8–37 times).
+#: field in ppm has it near 0.015 (phantom and in vivo values: docs/benchmarks.md); no local field in ppm reaches
+#: MAX_LOCAL_FIELD_P90_PPM (that would put 10 % of the brain at a vein's field), whereas the same field in Hz is
+#: γ̄·B0 = 64–298 times larger at 1.5–7 T (radians at TE 20 ms: 8–37 times).
 TYPICAL_LOCAL_FIELD_P90_PPM = 0.015
 MAX_LOCAL_FIELD_P90_PPM = 0.15
 #: The same for a total field (single-step methods): background fields near the sinuses reach a few ppm inside the
-#: brain (90th percentile 0.67 ppm on the phantom); in Hz they are ≥ 64× larger.
+#: brain; in Hz they are ≥ 64× larger.
 TYPICAL_TOTAL_FIELD_P90_PPM = 0.7
 MAX_TOTAL_FIELD_P90_PPM = 5.0
 #: Kept for callers of the old check: the bound on a local field's 90th percentile (ppm) when B0 is unknown.
@@ -110,12 +110,10 @@ def weight_for_field(value_3t: float, b0_tesla: Optional[float], data_weight: bo
     """Default regularisation weight at ``b0_tesla`` from its value at 3 T: ``value_3t·(3 T/B0)^p`` (prior weights
     such as TV's α) or ``value_3t·(B0/3 T)^p`` (``data_weight``: MEDI's λ); 3 T when ``b0_tesla`` is None.
 
-    Why it changes: the fields are in ppm, and for the same SNR and echo times the field noise in ppm falls as 1/B0
-    (on the phantom it falls to 0.54× from 3 T to 7 T rather than 3/7, R2* growing with B0), so the balance between
-    data and prior moves towards the data. A MAP argument would give p = 2 (weight ∝ σ²), but at SNR ≈ 100 the error
-    of TV, TGV and MEDI maps of a head is dominated by the prior's bias rather than by noise, and on the project's
-    phantom (2 mm, TE 4–20 ms, SNR 100) the best weight at 7 T is 0.5–0.7× (TV, TGV, HD-QSM) or 1.2–1.5× (MEDI's λ)
-    the best at 3 T, which p = 0.6 matches (factor 0.60 or 1.66 at 7 T).
+    Why it changes: the fields are in ppm, and for the same SNR and echo times the field noise in ppm falls with B0,
+    so the balance between data and prior moves towards the data. A MAP argument would give p = 2 (weight ∝ σ²), but
+    at SNR ≈ 100 the error of TV, TGV and MEDI maps of a head is dominated by the prior's bias rather than by noise;
+    p = 0.6 matches the best weights found on the phantom at 3 and 7 T (docs/benchmarks.md).
     """
     b0 = REFERENCE_B0_TESLA if b0_tesla is None else float(b0_tesla)
     if not b0 > 0:

@@ -23,7 +23,7 @@ from ..dipole import dipole_kernel
 from ..errors import QSMInputError
 from ..geometry import check_b0_direction
 from ..utils.fft import convolve, irfft, rfft
-from ..utils.solvers import cg
+from ..utils.solvers import CancelFn, cg
 from .common import check_local_field_ppm, prepare_problem
 
 
@@ -37,6 +37,7 @@ def cosmos(
     refine_iter: int = 60,
     tol: float = 1e-4,
     pad_voxels: int = 12,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """χ (ppm, float32, 0 outside ``mask``) from ≥ 2 local fields (ppm) with their unit B0 directions.
 
@@ -75,11 +76,11 @@ def cosmos(
     num /= den + np.float32(epsilon)
     chi = irfft(num, prob.shape) * prob.mask
     if refine_iter > 0:
-        chi = _refine(prob, fields, kernels, scales, chi, refine_iter, tol)
+        chi = _refine(prob, fields, kernels, scales, chi, refine_iter, tol, cancel)
     return prob.to_input_grid(chi)
 
 
-def _refine(prob, fields, kernels, scales, chi0, max_iter, tol):
+def _refine(prob, fields, kernels, scales, chi0, max_iter, tol, cancel):
     """CG on Σ_i s_i‖M(D_iχ − δ_i)‖² over χ supported in the mask M, from the closed-form start."""
     mf = prob.mask.astype(np.float32)
     data = [prob.embed(np.where(prob.input_mask, f, 0.0)) for f in fields]
@@ -94,7 +95,7 @@ def _refine(prob, fields, kernels, scales, chi0, max_iter, tol):
     for d, s, f in zip(kernels, scales, data):
         rhs += np.float32(s) * convolve(f, d)
     rhs *= mf
-    chi, _, _ = cg(normal, rhs, x0=chi0, max_iter=max_iter, tol=tol)
+    chi, _, _ = cg(normal, rhs, x0=chi0, max_iter=max_iter, tol=tol, cancel=cancel, what="COSMOS")
     return chi * mf
 
 

@@ -7,10 +7,10 @@ Gaussian-noise-optimal data term restores the fine contrast the L1 stage smooths
 :func:`QSMLogic.inversion.tv.admm_tv`; the L1 data step is a soft threshold at ``W/μ₂``.
 
 Outliers in the L2 stage. An L2 fit started from the robust estimate would still be pulled by the voxels the L1
-stage found inconsistent (a 2 % sprinkle of 2π unwrapping errors takes it from 17 % to 860 % nRMSE on the phantom),
-so the L2 stage gives zero weight to voxels whose weighted L1-stage residual ``|W(Dχ₁ − φ)|`` exceeds
-``outlier_factor`` times its robust SD (1.4826 × median absolute residual in the mask). With 10 (the default) no
-voxel of the clean phantom is dropped (0.01 %) and the wrapped ones are: 10.6 % nRMSE with the errors, 9.6 % without.
+stage found inconsistent (a few per cent of 2π unwrapping errors ruin it), so the L2 stage gives zero weight to
+voxels whose weighted L1-stage residual ``|W(Dχ₁ − φ)|`` exceeds ``outlier_factor`` times its robust SD (1.4826 ×
+median absolute residual in the mask). The default 10 drops the wrapped voxels and almost none of a clean map
+(figures: docs/benchmarks.md).
 
 Scale of α₁: the L1 term grows like the residual (ppm) where the L2 term grows like its square, so α₁ is larger
 than α₂ by about the inverse of the field noise in ppm; the defaults are tuned on the project's head phantom at
@@ -18,9 +18,9 @@ SNR 100 (noise ≈ 0.5 ppb) at 1–2 mm. ``mu_data_l1`` is the ADMM penalty of t
 W/μ₂, so 1/μ₂ should be a few times the noise).
 
 Field strength: ``alpha_l2 = 0`` (default) is automatic for the stage's ``b0_tesla``, 1e-4·(3 T/B0)^0.6 as FANSI's
-α (:func:`QSMLogic.inversion.tv.default_alpha`); on the phantom the best α₂ at 7 T is about 0.45× the best at 3 T,
-and 0.60× (the rule) gives 8.6 % nRMSE at 7 T against 9.5 % for the 3 T value. The L1 stage's α₁ and μ₂ are left
-alone: the L1 stage only has to find the large structures robustly, and its error barely depends on them.
+α (:func:`QSMLogic.inversion.tv.default_alpha`), which beats keeping the 3 T value at 7 T on the phantom. The L1
+stage's α₁ and μ₂ are left alone: the L1 stage only has to find the large structures robustly, and its error barely
+depends on them.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import irfft, rfft
+from ..utils.solvers import CancelFn
 from .common import prepare_problem
 from .tv import admm_tv, default_alpha
 
@@ -49,6 +50,7 @@ def hdqsm(
     pad_voxels: int = 6,
     outlier_factor: float = 10.0,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """HD-QSM (Lambert et al., MRM 2022): L1-TV solve, then L2-TV solve warm-started from it.
 
@@ -58,7 +60,7 @@ def hdqsm(
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
                            b0_tesla=b0_tesla)
     alpha_l2 = default_alpha(alpha_l2, b0_tesla)
-    common = dict(voxel_size_mm=prob.voxel_size_mm, tol=tol, eval_mask=prob.mask)
+    common = dict(voxel_size_mm=prob.voxel_size_mm, tol=tol, eval_mask=prob.mask, cancel=cancel, what="HD-QSM")
     first = admm_tv(prob.kernel, prob.field, prob.weight, alpha=alpha_l1, data_term="l1", mu_grad=300.0 * alpha_l1,
                     mu_data=mu_data_l1, max_iter=max_iter_l1, **common)
     w2 = prob.weight

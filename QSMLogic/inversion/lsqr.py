@@ -21,12 +21,13 @@ import numpy as np
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import convolve, irfft, rfft
 from ..utils.kernels import smv_kernel_spectrum, truncated_inverse
-from ..utils.solvers import cg, lsqr as lsqr_solve
+from ..utils.solvers import CancelFn, cg, lsqr as lsqr_solve
 from .common import InversionProblem, divergence, gradient, prepare_problem
 
 
 def _tikhonov(prob: InversionProblem, lambda_: float, regulariser: str, solver: str, max_iter: int,
-              tol: float, weight: np.ndarray) -> np.ndarray:
+              tol: float, weight: np.ndarray, cancel: Optional[CancelFn] = None) -> np.ndarray:
+    what = "CGLS" if solver == "cg" else "LSQR"
     m = prob.mask.astype(np.float32)
     w = weight
     vox = prob.voxel_size_mm
@@ -43,11 +44,12 @@ def _tikhonov(prob: InversionProblem, lambda_: float, regulariser: str, solver: 
             return out
 
         b = m * prob.dipole(w2 * prob.field)
-        x, _, _ = cg(normal, b, max_iter=max_iter, tol=tol)
+        x, _, _ = cg(normal, b, max_iter=max_iter, tol=tol, cancel=cancel, what=what)
         return m * x
     if regulariser == "identity":
         x, _ = lsqr_solve(lambda v: w * prob.dipole(m * v), lambda r: m * prob.dipole(w * r), w * prob.field,
-                          prob.shape, damp=float(np.sqrt(lam)), max_iter=max_iter, tol=tol)
+                          prob.shape, damp=float(np.sqrt(lam)), max_iter=max_iter, tol=tol, cancel=cancel,
+                          what=what)
         return m * x
     s = np.float32(np.sqrt(lam))
     n = prob.shape
@@ -64,7 +66,7 @@ def _tikhonov(prob: InversionProblem, lambda_: float, regulariser: str, solver: 
 
     rhs = np.zeros((4,) + n, dtype=np.float32)
     rhs[0] = w * prob.field
-    x, _ = lsqr_solve(fwd, adj, rhs, n, max_iter=max_iter, tol=tol)
+    x, _ = lsqr_solve(fwd, adj, rhs, n, max_iter=max_iter, tol=tol, cancel=cancel, what=what)
     return m * x
 
 
@@ -72,10 +74,12 @@ def _tik_method(solver: str):
     def run(local_field_ppm: np.ndarray, mask: np.ndarray, voxel_size_mm: Sequence[float],
             b0_direction: Sequence[float], weight: Optional[np.ndarray] = None, lambda_: float = 1e-3,
             regulariser: str = "gradient", max_iter: int = 100, tol: float = 1e-2,
-            pad_voxels: int = 12, b0_tesla: Optional[float] = None) -> np.ndarray:
+            pad_voxels: int = 12, b0_tesla: Optional[float] = None,
+            cancel: Optional[CancelFn] = None) -> np.ndarray:
         prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight,
                                pad_voxels=pad_voxels, b0_tesla=b0_tesla)
-        return prob.to_input_grid(_tikhonov(prob, lambda_, regulariser, solver, max_iter, tol, prob.weight))
+        return prob.to_input_grid(_tikhonov(prob, lambda_, regulariser, solver, max_iter, tol, prob.weight,
+                                            cancel))
 
     run.__name__ = f"{solver}_tikhonov"
     run.__doc__ = (f"Weighted Tikhonov least squares solved by {'CGLS' if solver == 'cg' else 'LSQR'}: "
@@ -139,6 +143,7 @@ def ilsqr(
     smv_radius_mm: float = 3.0,
     pad_voxels: int = 12,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """iLSQR (Li et al., NeuroImage 2015): LSQR solution minus its estimated streaking artefact; see module docs."""
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, pad_voxels=pad_voxels,
@@ -150,7 +155,7 @@ def ilsqr(
     lap_w = _percentile_ramp(np.abs(_laplacian(prob.field, vox)), m, 60.0, 99.9)
     w = prob.weight * lap_w
     x_lsqr, _ = lsqr_solve(lambda v: w * prob.dipole(mf * v), lambda r: mf * prob.dipole(w * r), w * prob.field,
-                           prob.shape, max_iter=lsqr_max_iter, tol=lsqr_tol)
+                           prob.shape, max_iter=lsqr_max_iter, tol=lsqr_tol, cancel=cancel, what="iLSQR")
     x_lsqr *= mf
     # (2) fast estimate with the ill-conditioned region filled, for the structure of the artefact weights
     x_fs = _fast_qsm(prob, smv_radius_mm)
@@ -166,7 +171,8 @@ def ilsqr(
     def adj(r: np.ndarray) -> np.ndarray:
         return -convolve(divergence(wg * r, vox), cone)
 
-    x_sa, _ = lsqr_solve(fwd, adj, wg * gradient(x_lsqr, vox), prob.shape, max_iter=sa_max_iter, tol=sa_tol)
+    x_sa, _ = lsqr_solve(fwd, adj, wg * gradient(x_lsqr, vox), prob.shape, max_iter=sa_max_iter, tol=sa_tol,
+                         cancel=cancel, what="iLSQR")
     x_sa = convolve(x_sa, cone)
     # (4) remove it
     return prob.to_input_grid(mf * (x_lsqr - x_sa))

@@ -20,8 +20,8 @@ ventricular CSF uniform and so gives the map a zero (CSF) reference. The CSF mas
 Units: fields and χ in ppm, ∇ in 1/mm. ``lambda_ = 0`` (the default) is automatic for the stage's ``b0_tesla``:
 λ = 2e4·(B0/3 T)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; 2e4 at 3 T, 3.3e4 at 7 T), the 3 T value
 tuned on the phantom (SNR 100, 1–2 mm). Fields in ppm get less noisy at higher B0 (noise in ppm ∝ 1/B0), so λ grows
-with B0, but far less than the (B0/3 T)² a MAP argument gives: on the phantom at 7 T the best λ is 1.2–1.5× the best
-at 3 T, and 5× (1e5) gives 10.9 % nRMSE against 9.1 % at 1.5×. ``rad_per_ppm = 0`` (default) computes κ of the
+with B0, but far less than the (B0/3 T)² a MAP argument gives (the phantom's best λ at 7 T: docs/benchmarks.md).
+``rad_per_ppm = 0`` (default) computes κ of the
 non-linear term from the ``b0_tesla`` and ``te_s`` inputs: κ = 2π·γ̄·B0·TE_eff·1e-6 with TE_eff = ΣTE²/ΣTE
 (:func:`QSMLogic.inversion.common.effective_te_s`; 3 T and 20 ms when not given).
 """
@@ -35,7 +35,7 @@ from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import irfft, rfft
 from ..utils.kernels import truncated_inverse
-from ..utils.solvers import cg, dot
+from ..utils.solvers import CancelFn, cg, dot
 from .common import (
     InversionProblem, divergence, edge_mask, effective_te_s, gradient, prepare_problem, weight_for_field,
 )
@@ -99,6 +99,8 @@ def _solve(
     rad_per_ppm: float,
     csf: Optional[np.ndarray],
     lambda_csf: float,
+    cancel: Optional[CancelFn],
+    what: str,
 ) -> np.ndarray:
     vox = prob.voxel_size_mm
     m = prob.mask
@@ -150,7 +152,7 @@ def _solve(
         if csf is not None:
             rhs -= np.float32(lambda_csf) * csf_op(chi)
         rhs *= mf
-        step, _, _ = cg(normal, rhs, max_iter=cg_max_iter, tol=cg_tol)
+        step, _, _ = cg(normal, rhs, max_iter=cg_max_iter, tol=cg_tol, cancel=cancel, what=what)
         chi += step
         if np.sqrt(dot(step, step)) < tol * np.sqrt(dot(chi, chi)):
             if term == "nonlinear" or data_term == "linear":
@@ -177,6 +179,7 @@ def medi(
     pad_voxels: int = 12,
     b0_tesla: Optional[float] = None,
     te_s: Optional[Sequence[float]] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """MEDI (Liu et al. MRM 2012): weighted data fit plus L1 norm of the non-edge gradients; see module docs."""
     if weight is None and magnitude is not None:
@@ -185,7 +188,7 @@ def medi(
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight=weight, magnitude=magnitude,
                            pad_voxels=pad_voxels, b0_tesla=b0_tesla)
     chi = _solve(prob, lambda_for(lambda_, b0_tesla), edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term,
-                 kappa_for(rad_per_ppm, b0_tesla, te_s), None, 0.0)
+                 kappa_for(rad_per_ppm, b0_tesla, te_s), None, 0.0, cancel, "MEDI")
     return prob.to_input_grid(chi)
 
 
@@ -211,6 +214,7 @@ def medi0(
     pad_voxels: int = 12,
     b0_tesla: Optional[float] = None,
     te_s: Optional[Sequence[float]] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """MEDI+0 (Liu et al. MRM 2018): MEDI plus a uniform-CSF penalty; the result is referenced to the CSF mean."""
     if weight is None and magnitude is not None:
@@ -220,7 +224,7 @@ def medi0(
                            pad_voxels=pad_voxels, b0_tesla=b0_tesla)
     csf = _csf_from_inputs(prob, csf_mask, labels, csf_labels)
     chi = _solve(prob, lambda_for(lambda_, b0_tesla), edge_fraction, max_iter, cg_max_iter, cg_tol, tol, data_term,
-                 kappa_for(rad_per_ppm, b0_tesla, te_s), csf, lambda_csf)
+                 kappa_for(rad_per_ppm, b0_tesla, te_s), csf, lambda_csf, cancel, "MEDI+0")
     chi -= np.float32(np.mean(chi[csf], dtype=np.float64))
     chi *= prob.mask
     return prob.to_input_grid(chi)

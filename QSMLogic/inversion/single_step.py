@@ -19,8 +19,7 @@ TV, so its error there is larger (the tests measure the error in M, the "local d
 α: S attenuates the low spatial frequencies of the data, so the data term is weaker than in FANSI for the same χ
 and the default α is smaller. Unlike FANSI's, the default does not change with the field strength: SSTV's error is
 dominated by the background residue the single-radius SMV leaves (a field in ppm, the same at every B0), not by the
-noise, and on the phantom (2 mm, SNR 100) lowering α for 7 T as FANSI does makes the map worse (nRMSE 23.4 % at
-α = 3e-5, 24.4 % at 1.8e-5), while the 3 T value is also the better one at 7 T.
+noise, and on the phantom lowering α for 7 T as FANSI does makes the map worse (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ from ..errors import QSMInputError
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import convolve, irfft, rfft
 from ..utils.kernels import smv_kernel_spectrum
+from ..utils.solvers import CancelFn
 from .common import prepare_problem
 from .tv import admm_params, admm_tv
 
@@ -51,6 +51,7 @@ def sstv(
     tol: float = 2e-3,
     pad_voxels: int = 6,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """SSTV (Chatnuntawech et al., MRM 2017): χ (ppm, float32, 0 outside ``mask``) from the total field in ppm.
 
@@ -73,7 +74,8 @@ def sstv(
     data[~eroded] = 0.0
     w = np.where(eroded, prob.weight, np.float32(0.0)).astype(np.float32)
     res = admm_tv(high_pass * prob.kernel, data, w, prob.voxel_size_mm, alpha=alpha, data_term="l2",
-                  mu_grad=mu_grad_factor * alpha, mu_data=mu_data, max_iter=max_iter, tol=tol, eval_mask=eroded)
+                  mu_grad=mu_grad_factor * alpha, mu_data=mu_data, max_iter=max_iter, tol=tol, eval_mask=eroded,
+                  cancel=cancel, what="SSTV")
     return prob.to_input_grid(res.chi)
 
 

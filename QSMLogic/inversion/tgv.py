@@ -17,8 +17,8 @@ convex conjugates (the data term's prox is a scaling, the two L1 norms' are proj
 σ = 1/(r·‖K‖) (``step_ratio`` r), ‖K‖ estimated by power iteration; χ starts from a short ADMM-TV solve. Langkammer
 et al. use α₀ = 2·α₁ (in voxel units); here α₀ is given per mm and the defaults are tuned on the project's head
 phantom at 1–3 mm and SNR 100 (fields in ppm; α scales with the noise). ``alpha1 = 0`` (default) is automatic for
-the stage's ``b0_tesla``: 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`); on the phantom the
-best α₁ at 7 T is about 0.7× the best at 3 T.
+the stage's ``b0_tesla``: 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; the phantom's best
+α₁ at 7 T: docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import irfft, rfft
+from ..utils.solvers import CancelFn, check_cancel
 from .common import prepare_problem
 from .tv import admm_tv, default_alpha
 
@@ -199,6 +200,7 @@ def tgv_qsm(
     step_ratio: float = 10.0,
     warm_start_iter: int = 15,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """TGV-QSM (Langkammer et al., NeuroImage 2015) on the local field by Chambolle–Pock; see the module docs.
 
@@ -206,7 +208,8 @@ def tgv_qsm(
     1/(σ·‖K‖) balances primal and dual steps (χ in ppm is small next to the duals, so a primal step larger than the
     symmetric choice converges much faster). ``warm_start_iter`` > 0 starts χ from that many iterations of the ADMM
     TV solve (:func:`QSMLogic.inversion.tv.admm_tv`, α = α₁): the problem is convex, so the start changes only how
-    many primal–dual iterations are needed. Returns χ in ppm (float32, 0 outside ``mask``).
+    many primal–dual iterations are needed. Returns χ in ppm (float32, 0 outside ``mask``). ``cancel()`` is checked
+    before every iteration.
     """
     prob = prepare_problem(local_field_ppm, mask, voxel_size_mm, b0_direction, weight, pad_voxels=pad_voxels,
                            b0_tesla=b0_tesla)
@@ -244,7 +247,8 @@ def tgv_qsm(
 
     if warm_start_iter > 0:
         chi = admm_tv(kern, prob.field, wgt, prob.voxel_size_mm, alpha=alpha1, data_term="l2", mu_grad=300.0 * alpha1,
-                      mu_data=0.3, max_iter=warm_start_iter, tol=0.0, eval_mask=prob.mask).chi
+                      mu_data=0.3, max_iter=warm_start_iter, tol=0.0, eval_mask=prob.mask, cancel=cancel,
+                      what="TGV-QSM").chi
     else:
         chi = np.zeros(shape, dtype=np.float32)
     chi = np.ascontiguousarray(chi, dtype=np.float32)
@@ -258,6 +262,7 @@ def tgv_qsm(
     h = [np.float32(v) for v in ih]
     a1, a0 = np.float32(alpha1), np.float32(alpha0)
     for _ in range(max_iter):
+        check_cancel(cancel, "TGV-QSM")
         d = dip(chi_bar)  # W·Dχ̄ enters the data dual; the fused step leaves W·pd in d for Dᵀ
         _data_dual(d, pd, wgt, wphi, sigma)
         _dual_step(chi_bar, w_bar, p, q, sigma, a1, a0, h[0], h[1], h[2])

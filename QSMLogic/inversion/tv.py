@@ -27,10 +27,10 @@ Choice of α. The fields are in ppm; for the same SNR and echo times their noise
 best α falls with the field strength. ``alpha = 0`` (the default) means automatic for the stage's ``b0_tesla``:
 α = 1e-4·(3 T/B0)^0.6 (:func:`QSMLogic.inversion.common.weight_for_field`; 1e-4 at 3 T, 6.0e-5 at 7 T). The 3 T
 value (gradients in ppm/mm, weights of mean 1) is tuned on the project's head phantom at 1–2 mm and SNR 100 (field
-noise ≈ 0.5 ppb); the exponent comes from the same phantom at 7 T (best α 0.5–0.7× the 3 T best, not the 3/7 a
-noise-proportional rule gives: the error at SNR 100 is mostly the prior's bias). For noisier data raise α. FANSI
-sets ``μ₁ = 100·α``; on the phantom ``μ₁ = 300·α`` and ``μ₂ = 0.3`` reach the converged error in 30 iterations
-rather than ~150, so those are the defaults here (``mu_grad_factor``, ``mu_data``).
+noise ≈ 0.5 ppb); the exponent comes from the same phantom at 7 T (the error at SNR 100 is mostly the prior's bias,
+so the best α falls more slowly than the noise). For noisier data raise α. FANSI sets ``μ₁ = 100·α``; here the
+defaults are ``μ₁ = 300·α`` and ``μ₂ = 0.3`` (``mu_grad_factor``, ``mu_data``), which converge in far fewer
+iterations (figures: docs/benchmarks.md).
 Nonlinear data term: ``te_eff_s = 0`` (default) takes the effective echo time from the stage input ``te_s`` (the
 pipeline passes the scan's echo times): ``Σ TE²/Σ TE`` (:func:`QSMLogic.inversion.common.effective_te_s`), 20 ms
 when ``te_s`` is not given; ``b0_tesla`` defaults to 3 T likewise.
@@ -56,6 +56,7 @@ import numpy as np
 
 from ..params import MethodSpec, Param, register_method
 from ..utils.fft import irfft, rfft
+from ..utils.solvers import CancelFn, check_cancel
 from .common import FALLBACK_TE_EFF_S, InversionProblem, effective_te_s, prepare_problem, weight_for_field
 
 #: Data-term codes of the fused numba kernel.
@@ -219,12 +220,15 @@ def admm_tv(
     newton_steps: int = 2,
     chi0: Optional[np.ndarray] = None,
     eval_mask: Optional[np.ndarray] = None,
+    cancel: Optional[CancelFn] = None,
+    what: str = "ADMM-TV",
 ) -> ADMMResult:
     """Solve ``min_χ Φ(Kχ; data, weight) + α·TV(χ)`` by ADMM on a periodic grid (see the module docs).
 
     ``kernel`` is K on the rfft grid of ``data.shape`` (real, float32); ``weight`` is W (0 where there are no data);
     ``data_term`` one of ``"l2"``, ``"l1"``, ``"nl"``; ``mu_grad`` defaults to 100·α (FANSI). ``chi0`` warm-starts
     the split variables (z = ∇χ0, y = Kχ0). ``eval_mask`` is where the stopping rule measures the change of χ.
+    ``cancel()`` is checked before every iteration (True raises QSMCancelled naming ``what``).
     """
     if data_term not in _DATA_TERMS:
         raise ValueError(f"data_term must be one of {sorted(_DATA_TERMS)}, got {data_term!r}")
@@ -259,6 +263,7 @@ def admm_tv(
     n_iter = 0
     mode = _DATA_TERMS[data_term]
     while n_iter < max_iter:
+        check_cancel(cancel, what)
         n_iter += 1
         _grad_adjoint(q, r1, mu1, ih[0], ih[1], ih[2])
         f1 = rfft(r1)
@@ -309,6 +314,7 @@ def fansi_tv(
     tol: float = 2e-3,
     pad_voxels: int = 6,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """FANSI with the linear data term: ``min ½‖W(Dχ − φ)‖² + α·TV(χ)`` (Milovic et al., MRM 2018).
 
@@ -319,7 +325,7 @@ def fansi_tv(
                            b0_tesla=b0_tesla)
     alpha = default_alpha(alpha, b0_tesla)
     chi = _solve(prob, alpha=alpha, data_term="l2", mu_grad=mu_grad_factor * alpha, mu_data=mu_data,
-                 max_iter=max_iter, tol=tol)
+                 max_iter=max_iter, tol=tol, cancel=cancel, what="FANSI TV")
     return prob.to_input_grid(chi)
 
 
@@ -338,6 +344,7 @@ def fansi_nltv(
     tol: float = 2e-3,
     pad_voxels: int = 6,
     te_s: Optional[Sequence[float]] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """FANSI with the nonlinear data term ``‖W(e^{i s Dχ} − e^{i s φ})‖²/s² + α·TV(χ)`` (Milovic et al., MRM 2018).
 
@@ -354,7 +361,7 @@ def fansi_nltv(
     te = float(te_eff_s) if te_eff_s > 0 else effective_te_s(te_s)
     scale = phase_scale(DEFAULT_B0_TESLA if b0_tesla is None else b0_tesla, te)
     chi = _solve(prob, alpha=alpha, data_term="nl", mu_grad=mu_grad_factor * alpha, mu_data=mu_data,
-                 max_iter=max_iter, tol=tol, phase_scale_rad_per_ppm=scale)
+                 max_iter=max_iter, tol=tol, phase_scale_rad_per_ppm=scale, cancel=cancel, what="FANSI nonlinear TV")
     return prob.to_input_grid(chi)
 
 
@@ -370,6 +377,7 @@ def star_qsm(
     tol: float = 2e-3,
     pad_voxels: int = 6,
     b0_tesla: Optional[float] = None,
+    cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
     """STAR-QSM (Wei et al., NMR Biomed 2015): a strongly regularised TV solve for the large sources, then a weakly
     regularised TV solve of the residual field for the small ones; χ is their sum (ppm, float32, 0 outside mask).
@@ -380,7 +388,7 @@ def star_qsm(
                            b0_tesla=b0_tesla)
     alpha_large = default_alpha(alpha_large, b0_tesla, STAR_ALPHA_LARGE)
     alpha_small = default_alpha(alpha_small, b0_tesla, STAR_ALPHA_SMALL)
-    kw = dict(data_term="l2", max_iter=max_iter, tol=tol, mu_data=0.3)
+    kw = dict(data_term="l2", max_iter=max_iter, tol=tol, mu_data=0.3, cancel=cancel, what="STAR-QSM")
     chi_large = _solve(prob, alpha=alpha_large, mu_grad=300.0 * alpha_large, **kw)
     residual = prob.field - irfft(rfft(chi_large) * prob.kernel, prob.shape)
     residual[~prob.mask] = 0.0

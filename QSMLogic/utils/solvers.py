@@ -27,12 +27,13 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 
 def blas_dot(a: np.ndarray, b: np.ndarray) -> float:
     """Inner product by BLAS in the arrays' own precision (no temporary array; its blocked summation keeps float32
-    rounding small). The background-removal solves use it: their results were validated with it, and PDF, an
-    iteration-limited solve of an ill-conditioned problem, moves by 0.2 % (relative) with :func:`dot` instead."""
+    rounding small). The background-removal solves use it: their figures were measured with it, and an
+    iteration-limited solve of an ill-conditioned problem (PDF) moves with the rounding (docs/benchmarks.md)."""
     return float(np.dot(a.reshape(-1), b.reshape(-1)))
 
 
-def _check_cancel(cancel: Optional[CancelFn], what: str) -> None:
+def check_cancel(cancel: Optional[CancelFn], what: str) -> None:
+    """Raise :class:`QSMCancelled` naming ``what`` when ``cancel()`` returns True (nothing without ``cancel``)."""
     if cancel is not None and cancel():
         raise QSMCancelled(f"{what} cancelled")
 
@@ -53,7 +54,8 @@ def cg(
     Works in the precision of ``b``. Stops when ‖r‖ ≤ tol·‖b‖ (also before the first iteration, from ``x0``), when
     the curvature pᵀAp is no longer positive, or after ``max_iter`` iterations. ``precondition(r)`` applies M⁻¹ of
     a symmetric positive definite preconditioner M; ``inner`` is the inner product (:func:`dot` or
-    :func:`blas_dot`). ``cancel()`` returning True raises QSMCancelled naming ``what``.
+    :func:`blas_dot`). ``apply_a`` and ``precondition`` may return a buffer they reuse (each result is used up
+    before the next call). ``cancel()`` returning True raises QSMCancelled naming ``what``.
     """
     dtype = b.dtype.type
     if x0 is None:
@@ -70,7 +72,7 @@ def cg(
     rel = np.sqrt(rr) / bnorm
     it = 0
     while it < max_iter and rel > tol:
-        _check_cancel(cancel, what)
+        check_cancel(cancel, what)
         ap = apply_a(p)
         pap = inner(p, ap)
         if pap <= 0:
@@ -126,7 +128,7 @@ def lsqr(
     it = 0
     for _ in range(max_iter):
         it += 1
-        _check_cancel(cancel, what)
+        check_cancel(cancel, what)
         u = apply_a(v) - np.float32(alpha) * u
         beta = np.sqrt(dot(u, u))
         if beta > 0:
@@ -153,4 +155,4 @@ def lsqr(
     return x, it
 
 
-__all__ = ["dot", "blas_dot", "cg", "lsqr"]
+__all__ = ["CancelFn", "check_cancel", "dot", "blas_dot", "cg", "lsqr"]

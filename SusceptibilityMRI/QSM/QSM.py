@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Union
 
 import qt
 import slicer
-import vtk
 from slicer import (
     vtkMRMLLabelMapVolumeNode,
     vtkMRMLScalarVolumeNode,
@@ -37,8 +36,9 @@ except ImportError:  # source checkout: the shared package is a sibling of the m
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
 import QSMLogic as qsmlib  # the library package, bound before the module logic class of the same name
-from SusceptibilityMRILib import dependencies, mrml_adapter, widgets
+from SusceptibilityMRILib import mrml_adapter, widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
+from SusceptibilityMRILib.logic import EchoInputsLogicMixin
 from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES
 
 
@@ -100,7 +100,7 @@ class QSMParameterNode:
 #
 
 
-class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: reads parameters, calls the logic (in a background process), shows results."""
 
     def __init__(self, parent=None) -> None:
@@ -132,12 +132,8 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
 
-        self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
-        self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
-        self.ui.magnitudeSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
-        self.ui.phaseSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
+        self.connectEchoInputs()
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.resetParametersButton.connect("clicked(bool)", self.onResetParameters)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -166,12 +162,6 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._autoEchoTimesMs = self._autoB0Tesla = None
         self.setParameterNode(None)
 
-    def onNodeRemoved(self, caller, event) -> None:
-        # The checkable combo boxes do not signal that a checked volume was deleted: drop it from the selection.
-        if self._parameterNode and mrml_adapter.drop_deleted_echoes(self._parameterNode):
-            self._updateInputInfo()
-        self._checkCanApply()
-
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
@@ -182,18 +172,6 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
 
-    def setParameterNode(self, inputParameterNode: Optional[QSMParameterNode]) -> None:
-        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
-            if self._parameterNode:
-                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._parameterNode = self._binding.wrapper
-            if self._parameterNode:
-                self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        if self._parameterNode:
-            self._restoreEchoSelection()
-            self._loadConfig()
-            self._checkCanApply()
-
     def _checkCanApply(self, caller=None, event=None) -> None:
         ready = (mrml_adapter.inputs_ready(self._parameterNode) and self._config is not None
                  and self._job is None)
@@ -203,24 +181,8 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- inputs
 
-    def _restoreEchoSelection(self) -> None:
-        widgets.set_checked_nodes(self.ui.magnitudeVolumesComboBox, self._parameterNode.magnitudeVolumes)
-        widgets.set_checked_nodes(self.ui.phaseVolumesComboBox, self._parameterNode.phaseVolumes)
-
-    def onEchoVolumesChanged(self) -> None:
-        if not self._parameterNode:
-            return
-        self._parameterNode.magnitudeVolumes = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
-        self._parameterNode.phaseVolumes = list(self.ui.phaseVolumesComboBox.checkedNodes())
-        self._updateInputInfo()
-
-    def onSequenceChanged(self, node=None) -> None:
-        if self._parameterNode:
-            self._updateInputInfo()
-
-    def _selectedInputs(self):
-        """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        return mrml_adapter.selected_inputs(self._parameterNode)
+    def _refreshFromParameterNode(self) -> None:
+        self._loadConfig()
 
     def _updateInputInfo(self) -> None:
         """Phase scaling, echo times and B0 of the selected echoes, refreshed on every selection change.
@@ -275,13 +237,6 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         widgets.show_dependency_state(self.ui.dependenciesLabel, self.ui.installDependenciesButton, missing)
         if not missing and not self._stages:
             self._buildStageForms()
-
-    def _ensureDependencies(self) -> bool:
-        """Install missing packages after asking (Slicer's prompt); a no is a status message, not an error."""
-        if self.logic.ensureDependencies():
-            return True
-        self.ui.statusLabel.text = "The Python packages are not installed; nothing was computed."
-        return False
 
     def onInstallDependencies(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to install Python packages.", waitCursor=True):
@@ -452,7 +407,7 @@ class QSMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class QSMLogic(ScriptedLoadableModuleLogic):
+class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
     """Module logic, usable from the Python console::
 
         import QSM
@@ -463,6 +418,8 @@ class QSMLogic(ScriptedLoadableModuleLogic):
     consent prompt of :meth:`ensureDependencies` when packages are missing and no ``confirm`` callback is given.
     """
 
+    requester = "SusceptibilityMRI (QSM)"
+
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
 
@@ -470,26 +427,6 @@ class QSMLogic(ScriptedLoadableModuleLogic):
         return QSMParameterNode(super().getParameterNode())
 
     # ---- dependencies
-
-    def missingDependencies(self) -> List[str]:
-        """Requirements of SusceptibilityMRILib/requirements.txt not installed in Slicer's Python."""
-        return dependencies.missing_requirements()
-
-    def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
-        """Install the missing packages of SusceptibilityMRILib/requirements.txt; True when everything is available.
-
-        Nothing is installed without consent: ``confirm(message)`` decides when given (the self-test passes one);
-        by default the user is asked — by ``slicer.packaging.pip_ensure`` on Slicer >= 5.12, else by
-        ``slicer.util.confirmOkCancelDisplay`` before ``slicer.util.pip_install`` (the only dialog the logic can
-        open, and only when packages are missing and the caller passed no callback).
-        """
-        return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (QSM)")
-
-    # ---- inputs
-
-    def sortEchoNodes(self, nodes: Sequence[Any]) -> List[Any]:
-        """Echo volumes ordered by echo time when the data give one for every volume (else as given)."""
-        return mrml_adapter.sort_echo_nodes(list(nodes))
 
     def acquisitionFromNodes(self, magnitudeNodes: Any, phaseNodes: Any, database: Any = None):
         """Echo times (s) and B0 (T) the data give (node attributes, Slicer's DICOM database, sequence index, BIDS
@@ -500,11 +437,6 @@ class QSMLogic(ScriptedLoadableModuleLogic):
         """Echo times (ms) the data give for these echo volumes, sorted; None if any volume has none."""
         te = mrml_adapter.echo_times_from_nodes_s(list(nodes))
         return sorted(t * 1e3 for t in te) if te else None
-
-    def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
-        """The phase scaling the "auto" rule would choose (or why it cannot) and DICOM ImageType warnings, for the
-        GUI; says so instead of failing when the Python packages are not installed yet."""
-        return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def defaultOutputs(self) -> Sequence[str]:
         from SusceptibilityMRILib import runner
@@ -543,9 +475,7 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
         """Magnitude | QSM | SWI side by side in three axial views."""
-        shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
-        slicer.util.resetSliceViews()
-        return shown
+        return widgets.show_results(nodes)
 
 
 #
@@ -554,7 +484,8 @@ class QSMLogic(ScriptedLoadableModuleLogic):
 
 
 class QSMTest(ScriptedLoadableModuleTest):
-    """In-Slicer test: the head phantom at 64³ through the module logic; checks output geometry and values."""
+    """In-Slicer test: the head phantom at 64³ through the module logic, in Slicer's process and in a background
+    PythonSlicer process; checks output geometry and values, and that both runs agree."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -564,6 +495,8 @@ class QSMTest(ScriptedLoadableModuleTest):
         self.test_QSM_phantom()
 
     def test_QSM_phantom(self):
+        import time
+
         import numpy as np
 
         self.delayDisplay("Checking Python dependencies")
@@ -602,4 +535,18 @@ class QSMTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(phases[0]),
                                        np.ascontiguousarray(gre.phase_rad[..., 0].transpose(2, 1, 0))))
         logic.showResults(nodes)
+
+        self.delayDisplay("Running QSM in a background process")
+        done = []
+        run = logic.run(mags, phases, None, 3.0, background=True, run_name="QSM background self-test",
+                        on_done=lambda result, error: done.append((result, error)))
+        started = time.monotonic()
+        while not done and time.monotonic() - started < 900:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertTrue(run.finished and done, "the background run did not finish")
+        background, error = done[0]
+        self.assertIsNone(error)
+        self.assertTrue(np.array_equal(mrml_adapter.array_ijk(background["chi_ppm"]), chi))  # same result
+        self.assertEqual(mrml_adapter.read_provenance(background["chi_ppm"])["input"]["phase_sign"], 1)
         self.delayDisplay("QSM self-test passed")

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Callable, Dict, Optional, Sequence, Union
+from typing import Annotated, Any, Dict, Optional, Sequence, Union
 
 import slicer
-import vtk
 from slicer import (
     vtkMRMLLabelMapVolumeNode,
     vtkMRMLScalarVolumeNode,
@@ -32,8 +31,9 @@ except ImportError:  # source checkout: the shared package is a sibling of the m
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
 import QSMLogic as qsmlib  # the library (importable once SusceptibilityMRILib is)
-from SusceptibilityMRILib import dependencies, mrml_adapter, widgets
+from SusceptibilityMRILib import mrml_adapter, widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
+from SusceptibilityMRILib.logic import EchoInputsLogicMixin
 from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES
 
 
@@ -71,7 +71,7 @@ class SWIParameterNode:
     paramsJson: str = ""
 
 
-class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SWIWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: inputs, the SWI parameter form generated from the declaration, Apply."""
 
     def __init__(self, parent=None) -> None:
@@ -94,11 +94,7 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._binding = ParameterNodeBinding(self.ui)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
-        self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
-        self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
-        self.ui.magnitudeSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
-        self.ui.phaseSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
+        self.connectEchoInputs()
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self._updateDependencyState()
@@ -115,12 +111,6 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = True  # a run in progress stops at its next check and adds nothing
         self.setParameterNode(None)
 
-    def onNodeRemoved(self, caller, event) -> None:
-        # The checkable combo boxes do not signal that a checked volume was deleted: drop it from the selection.
-        if self._parameterNode and mrml_adapter.drop_deleted_echoes(self._parameterNode):
-            self._updateInputInfo()
-        self._checkCanApply()
-
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
@@ -128,36 +118,9 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
 
-    def setParameterNode(self, inputParameterNode: Optional[SWIParameterNode]) -> None:
-        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
-            if self._parameterNode:
-                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._parameterNode = self._binding.wrapper
-            if self._parameterNode:
-                self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        if self._parameterNode:
-            widgets.set_checked_nodes(self.ui.magnitudeVolumesComboBox, self._parameterNode.magnitudeVolumes)
-            widgets.set_checked_nodes(self.ui.phaseVolumesComboBox, self._parameterNode.phaseVolumes)
-            self._buildForm()
-            self._checkCanApply()
-
     def _checkCanApply(self, caller=None, event=None) -> None:
         self.ui.applyButton.enabled = bool(mrml_adapter.inputs_ready(self._parameterNode, need_magnitude=True)
                                            and self._method)
-
-    def _selectedInputs(self):
-        """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
-        return mrml_adapter.selected_inputs(self._parameterNode)
-
-    def onEchoVolumesChanged(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.magnitudeVolumes = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
-            self._parameterNode.phaseVolumes = list(self.ui.phaseVolumesComboBox.checkedNodes())
-            self._updateInputInfo()
-
-    def onSequenceChanged(self, node=None) -> None:
-        if self._parameterNode:
-            self._updateInputInfo()
 
     def _updateInputInfo(self) -> None:
         """Show the phase scaling the "auto" rule detects (overridable with the phase scaling choice)."""
@@ -174,19 +137,15 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         widgets.show_dependency_state(self.ui.dependenciesLabel, self.ui.installDependenciesButton,
                                       self.logic.missingDependencies())
 
-    def _ensureDependencies(self) -> bool:
-        """Install missing packages after asking (Slicer's prompt); a no is a status message, not an error."""
-        if self.logic.ensureDependencies():
-            return True
-        self.ui.statusLabel.text = "The Python packages are not installed; nothing was computed."
-        return False
-
     def onInstallDependencies(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to install Python packages.", waitCursor=True):
             if self._ensureDependencies():
                 self._updateDependencyState()
                 self._buildForm()
                 self._checkCanApply()
+
+    def _refreshFromParameterNode(self) -> None:
+        self._buildForm()
 
     def _buildForm(self) -> None:
         """SWI method combo and parameter form from the declaration (once the library can be imported)."""
@@ -241,33 +200,20 @@ class SWIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.showResults(dict(nodes, magnitude=mrml_adapter.as_node_list(mags)[-1]))
 
 
-class SWILogic(ScriptedLoadableModuleLogic):
+class SWILogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
     """Module logic, usable from the Python console::
 
         import SWI
         nodes = SWI.SWILogic().run(magnitude_nodes, phase_nodes, echo_times_s=[0.02], params={"mip_slab_mm": 16})
     """
 
+    requester = "SusceptibilityMRI (SWI)"
+
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):
         return SWIParameterNode(super().getParameterNode())
-
-    def missingDependencies(self):
-        return dependencies.missing_requirements()
-
-    def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
-        """Same first-use install as the QSM module: ``confirm(message)`` decides when given, else the user is
-        asked (slicer.packaging.pip_ensure on Slicer >= 5.12, slicer.util.confirmOkCancelDisplay before)."""
-        return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (SWI)")
-
-    def sortEchoNodes(self, nodes: Sequence[Any]):
-        return mrml_adapter.sort_echo_nodes(list(nodes))
-
-    def describeInputs(self, magnitudeNodes: Any, phaseNodes: Any) -> str:
-        """Detected phase scaling and DICOM ImageType warnings (see ``mrml_adapter.describe_inputs``)."""
-        return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, method: str = "homodyne",
             params: Optional[Dict[str, Any]] = None, mask_node=None, run_name: str = "SWI",
@@ -287,9 +233,7 @@ class SWILogic(ScriptedLoadableModuleLogic):
             run_name=run_name, phase_rule=phase_rule, phase_sign=phase_sign, output_names=runner.SWI_OUTPUTS)
 
     def showResults(self, nodes: Dict[str, Any]) -> Dict[str, str]:
-        shown = mrml_adapter.show_side_by_side(slicer.mrmlScene, nodes)
-        slicer.util.resetSliceViews()
-        return shown
+        return widgets.show_results(nodes)
 
 
 class SWITest(ScriptedLoadableModuleTest):

@@ -1,6 +1,7 @@
-"""Slicer-side code shared by the extension's scripted modules (QSM, SWI, …) that needs no Qt: the MRML adapter, the
-parameter-form specs generated from the QSMLogic declarations, node-level runs and the background worker process,
-the dependency check (all testable with pytest on slicer-core).
+"""Slicer-side code shared by the extension's scripted modules (QSM, SWI, …): the MRML adapter, the parameter-form
+specs generated from the QSMLogic declarations, node-level runs and the background worker process, the
+parameter-node binding, the dependency check and the self-tests' fixture need no Qt and are tested with pytest on
+slicer-core; ``widgets`` holds the few Qt helpers and the widget behaviour the modules share.
 
 Installed, this package sits in ``qt-scripted-modules/`` next to the scripted modules and ``QSMLogic``; in a source
 checkout it is ``SusceptibilityMRI/SusceptibilityMRILib/``, beside the module folders. Importing it makes the pure

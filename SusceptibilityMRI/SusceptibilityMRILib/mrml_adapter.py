@@ -234,10 +234,12 @@ def drop_deleted_echoes(parameter_node: Any) -> bool:
 def inputs_ready(parameter_node: Any, need_magnitude: bool = False) -> bool:
     """True when the parameter node selects phase echoes (and magnitude echoes if ``need_magnitude``) that exist:
     what enables a module's Apply button."""
-    if parameter_node is None:
+    p = parameter_node
+    if p is None:
         return False
-    mags, phases = selected_inputs(parameter_node)
-    return bool(as_node_list(phases)) and (not need_magnitude or bool(as_node_list(mags)))
+    has_phase = p.phaseSequence is not None or bool(present_nodes(p.phaseVolumes))
+    has_magnitude = p.magnitudeSequence is not None or bool(present_nodes(p.magnitudeVolumes))
+    return has_phase and (has_magnitude or not need_magnitude)
 
 
 def sort_echo_nodes(nodes: Sequence[Any], database: Any = None) -> List[Any]:

@@ -73,8 +73,9 @@ class WorkerProcess:
 
     def start(self) -> None:
         """Start the process; raises :class:`WorkerError` naming the program when it cannot be started."""
-        flags = {"start_new_session": True} if os.name == "posix" else {
-            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+        flags = {"start_new_session": True} if os.name == "posix" else {  # Windows: no console window either
+            "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
+                subprocess, "CREATE_NO_WINDOW", 0)}
         try:
             self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           stdin=subprocess.DEVNULL, env=self.env, text=True, encoding="utf-8",

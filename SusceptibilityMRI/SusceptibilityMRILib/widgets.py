@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import qt
 import slicer
+import vtk
 
 
 def create_parameter_widget(spec: Any, value: Any, on_change: Callable[[Any, Any], None]) -> Any:
@@ -130,5 +131,79 @@ def poll_until_finished(run: Any, cancel: Optional[Callable[[], bool]] = None, i
     timer.start()
 
 
-__all__ = ["BackgroundProgress", "create_parameter_widget", "fill_parameter_form",
-           "poll_until_finished", "run_with_progress", "set_checked_nodes", "show_dependency_state"]
+
+
+def show_results(nodes: Dict[str, Any]) -> Dict[str, str]:
+    """Switch to the results layout (magnitude | QSM | SWI, all axial) and fit the views to the volumes."""
+    from .mrml_adapter import show_side_by_side
+
+    shown = show_side_by_side(slicer.mrmlScene, nodes)
+    slicer.util.resetSliceViews()
+    return shown
+
+
+class EchoInputsWidgetMixin:
+    """The widget behaviour the modules share: the parameter node (connected once, see :mod:`.binding`), the echo
+    check boxes and sequence selectors, echo volumes deleted from the scene, and the dependency prompt.
+
+    The widget class lists it before ``ScriptedLoadableModuleWidget, VTKObservationMixin``, sets ``self.ui``,
+    ``self.logic``, ``self._binding`` (a :class:`~.binding.ParameterNodeBinding`) and ``self._parameterNode``, and
+    defines ``_updateInputInfo()``, ``_checkCanApply()`` and ``_refreshFromParameterNode()`` (what else it shows
+    of a newly set parameter node).
+    """
+
+    def connectEchoInputs(self) -> None:
+        """Observe the scene's node removals and connect the echo check boxes and sequence selectors."""
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
+        self.ui.magnitudeVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.phaseVolumesComboBox.connect("checkedNodesChanged()", self.onEchoVolumesChanged)
+        self.ui.magnitudeSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
+        self.ui.phaseSequenceSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSequenceChanged)
+
+    def setParameterNode(self, inputParameterNode: Optional[Any]) -> None:
+        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
+            if self._parameterNode:
+                self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._parameterNode = self._binding.wrapper
+            if self._parameterNode:
+                self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        if self._parameterNode:
+            set_checked_nodes(self.ui.magnitudeVolumesComboBox, self._parameterNode.magnitudeVolumes)
+            set_checked_nodes(self.ui.phaseVolumesComboBox, self._parameterNode.phaseVolumes)
+            self._refreshFromParameterNode()
+            self._checkCanApply()
+
+    def onNodeRemoved(self, caller, event) -> None:
+        # The checkable combo boxes do not signal that a checked volume was deleted: drop it from the selection.
+        from .mrml_adapter import drop_deleted_echoes
+
+        if self._parameterNode and drop_deleted_echoes(self._parameterNode):
+            self._updateInputInfo()
+        self._checkCanApply()
+
+    def onEchoVolumesChanged(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.magnitudeVolumes = list(self.ui.magnitudeVolumesComboBox.checkedNodes())
+            self._parameterNode.phaseVolumes = list(self.ui.phaseVolumesComboBox.checkedNodes())
+            self._updateInputInfo()
+
+    def onSequenceChanged(self, node=None) -> None:
+        if self._parameterNode:
+            self._updateInputInfo()
+
+    def _selectedInputs(self):
+        """(magnitude, phase) as the run gets them: a sequence node where one is chosen, else the checked echoes."""
+        from .mrml_adapter import selected_inputs
+
+        return selected_inputs(self._parameterNode)
+
+    def _ensureDependencies(self) -> bool:
+        """Install missing packages after asking (Slicer's prompt); a no is a status message, not an error."""
+        if self.logic.ensureDependencies():
+            return True
+        self.ui.statusLabel.text = "The Python packages are not installed; nothing was computed."
+        return False
+
+
+__all__ = ["BackgroundProgress", "EchoInputsWidgetMixin", "create_parameter_widget", "fill_parameter_form",
+           "poll_until_finished", "run_with_progress", "set_checked_nodes", "show_dependency_state", "show_results"]
