@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import QSMInputError
 from .params import load_all, markdown_table
-from .roi.cli import add_roi_parser
+from .roi.cli import add_roi_parser, add_run_roi_args, run_roi_stage
 from .targeting.cli import add_target_parser
 
 #: Display windows (ppm / a.u.) for previews.
@@ -168,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     (out / "provenance.json").write_text(res.provenance_json())
     for rec in res.provenance["stages"]:
         print(f"  {rec['stage']:<18}{rec['method']:<22}{rec['seconds']:>8.2f} s")
+    run_roi_stage(args, res.outputs, res.affine, out, inputs)
     if labels is not None and names is not None:
         rows = roi_table(res.outputs["chi_ppm"], labels, names, gre.voxel_size_mm,
                          mask=res.outputs["qsm_mask"].astype(bool),
@@ -258,6 +259,7 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--mask-file", dest="mask_file",
                      help="brain mask / label NIfTI (non-zero = inside), same geometry as the data")
     _add_phantom_args(p)
+    add_run_roi_args(p)
     stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
     for key, spec in load_all().items():
         stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,

@@ -16,7 +16,7 @@ import numpy as np
 from .common import BenchContext, BenchRow, format_rows, measure
 
 #: Areas in pipeline order.
-AREAS = ("phantom", "coil_echo", "mask", "unwrap", "background", "inversion", "swi", "pipeline")
+AREAS = ("phantom", "coil_echo", "mask", "unwrap", "background", "inversion", "swi", "pipeline", "roi")
 QUICK_SHAPE = (64, 64, 48)
 
 

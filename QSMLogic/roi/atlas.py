@@ -11,10 +11,10 @@
   ``PD25-subcortical-1mm.nii.gz``, ``PD25-subcortical.json``, ``PD25-fusion-template-1mm.nii.gz``); it has the
   thalamus, which CIT168 lacks, and a T1–T2* fusion template that shows the iron-rich nuclei.
 
-Registration templates (:func:`atlas_template`): the atlas's own template (CIT168 T1w, cropped to the deep-grey box;
-PD25 fusion) and synthetic QSM, R2* and magnitude templates painted from the phantom's MNI-space tissue map
-(:mod:`QSMLogic.phantom.tissues` values on ``QSMLogic/data/head_labels_1mm.npz``), so a subject's χ, R2* or
-magnitude image is registered against the matching contrast.
+Registration templates (:func:`atlas_template`): the atlas's own MRI template (contrast ``atlas``: CIT168 T1w,
+cropped to the deep-grey box; PD25 T1–T2* fusion) and synthetic QSM, R2* and magnitude templates painted from the
+phantom's MNI-space tissue map (:mod:`QSMLogic.phantom.tissues` values on ``QSMLogic/data/head_labels_1mm.npz``),
+so a subject's χ, R2* or magnitude image is registered against the matching contrast.
 
 Where the shipped files are found (:func:`resources_dir`): ``$SUSCEPTIBILITY_MRI_RESOURCES/Atlases`` when that
 variable is set; else ``Resources/Atlases`` beside the ``QSMLogic`` folder — the top of a source checkout, and
@@ -50,7 +50,9 @@ PD25_LICENCE = ("CC BY-NC-SA 3.0 (https://creativecommons.org/licenses/by-nc-sa/
 DEFAULT_MIN_PROBABILITY = 0.4
 #: Echo time of the synthetic magnitude template (s).
 MAGNITUDE_TEMPLATE_TE_S = 0.02
-CONTRASTS = ("qsm", "r2star", "magnitude", "t1w")
+#: Template contrasts: synthetic QSM, R2* and magnitude, or the atlas's own MRI template ("atlas": CIT168's T1w,
+#: PD25's T1–T2* fusion).
+CONTRASTS = ("qsm", "r2star", "magnitude", "atlas")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Atlas:
     regions: Dict[int, Region]
     citation: str
     licence: str
-    template_t1w: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    template_mri: Optional[Tuple[np.ndarray, np.ndarray]] = None
     paqd: Optional[np.ndarray] = field(default=None, repr=False)
 
     def probability(self, label: int) -> np.ndarray:
@@ -184,7 +186,7 @@ def _cit168_files(min_probability: float) -> Atlas:
     for a in (labels, rgba, t1):
         a.setflags(write=False)
     return Atlas("CIT168", labels, aff, regions, CIT168_CITATION, CIT168_LICENCE,
-                 template_t1w=(t1.astype(np.float32), t1_aff), paqd=rgba)
+                 template_mri=(t1.astype(np.float32), t1_aff), paqd=rgba)
 
 
 def load_cit168(min_probability: float = DEFAULT_MIN_PROBABILITY) -> Atlas:
@@ -204,7 +206,7 @@ def load_pd25(folder: PathLike) -> Atlas:
     regions = regions_from_lut(json.loads((root / need[1]).read_text()))
     tpl, tpl_aff = _read(root / need[2])
     return Atlas("PD25", lab.astype(np.int16), aff, regions, PD25_CITATION, PD25_LICENCE,
-                 template_t1w=(tpl.astype(np.float32), tpl_aff))
+                 template_mri=(tpl.astype(np.float32), tpl_aff))
 
 
 def load_atlas(name: str, path: Optional[PathLike] = None, min_probability: float = DEFAULT_MIN_PROBABILITY) -> Atlas:
@@ -243,14 +245,14 @@ def _synthetic_template(contrast: str) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def atlas_template(atlas: Atlas, contrast: str, box_margin_mm: float = 25.0) -> Tuple[np.ndarray, np.ndarray]:
-    """Registration template of ``contrast`` (``qsm``, ``r2star``, ``magnitude`` or ``t1w``) for ``atlas``, cropped
+    """Registration template of ``contrast`` (``qsm``, ``r2star``, ``magnitude`` or ``atlas``) for ``atlas``, cropped
     to the atlas's box plus ``box_margin_mm``: (float32 image, index → RAS affine)."""
     if contrast not in CONTRASTS:
         raise QSMInputError(f"unknown template contrast {contrast!r}; choose one of {CONTRASTS}")
-    if contrast == "t1w":
-        if atlas.template_t1w is None:
-            raise QSMInputError(f"atlas {atlas.name} has no T1w template")
-        img, aff = atlas.template_t1w
+    if contrast == "atlas":
+        if atlas.template_mri is None:
+            raise QSMInputError(f"atlas {atlas.name} has no MRI template")
+        img, aff = atlas.template_mri
     else:
         img, aff = _synthetic_template(contrast)
     return crop_to_box(img, aff, atlas_box_mm(atlas, box_margin_mm))

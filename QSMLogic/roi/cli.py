@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -71,6 +71,11 @@ def add_roi_parser(sub) -> None:
     src.add_argument("--contrast", choices=CONTRASTS,
                      help="template contrast matching --register-on (default qsm when registering on χ)")
     src.add_argument("--affine-only", action="store_true", help="skip the deformable registration stage")
+    src.add_argument("--refine", action="store_true", help="refine STN, SN, RN and GPi by thresholding χ inside "
+                     "the dilated region (Otsu's threshold unless --refine-threshold-ppm; stated in each row)")
+    src.add_argument("--refine-threshold-ppm", type=float, help="fixed χ threshold (ppm) for --refine")
+    src.add_argument("--refine-dilation-mm", type=float, default=2.0, help="growth of the region searched by "
+                     "--refine (mm, default 2)")
     m = p.add_argument_group("measures")
     m.add_argument("--reference", default="whole_brain",
                    help="whole_brain (default), csf (with --csf-labels and --labels), region:<name>, or none")
@@ -84,12 +89,10 @@ def add_roi_parser(sub) -> None:
 
 
 def cmd_roi(args: argparse.Namespace) -> int:
-    from ..io.writer import make_provenance, write_result
     from ..reference import parse_labels
     from .atlas import load_atlas
     from .measures import measure_regions, split_by_midline
     from .regions import atlas_regions, user_regions
-    from .report import plot_png, write_csv, write_json
 
     t0 = time.perf_counter()
     chi, aff = _read_volume(args.chi, "χ map")
@@ -126,7 +129,8 @@ def cmd_roi(args: argparse.Namespace) -> int:
             if image.shape != chi.shape or not np.allclose(img_aff, aff, atol=1e-3):
                 raise QSMInputError(f"--register-on {args.register_on!r} is not on the χ map's grid")
             if not args.contrast:
-                raise QSMInputError("--register-on needs --contrast (magnitude, r2star, t1w or qsm)")
+                raise QSMInputError("--register-on needs --contrast (magnitude, r2star, qsm, or atlas for a "
+                                    "T1-like image)")
             inputs.append(args.register_on)
         else:
             image = np.where(mask, chi, 0.0)
@@ -134,28 +138,89 @@ def cmd_roi(args: argparse.Namespace) -> int:
         regs = atlas_regions(image, aff, atlas, contrast, subject_mask=mask, progress=progress,
                              deformable=not args.affine_only)
         print()
+    if args.refine:
+        from .refine import refine_regions
+
+        regs, _ = refine_regions(chi, regs, vox, dilation_mm=args.refine_dilation_mm,
+                                 threshold_ppm=args.refine_threshold_ppm, mask=mask)
     rows = measure_regions(
         chi, regs.labels, regs.regions, vox, mask=mask, reference=args.reference,
         csf_labels=parse_labels(args.csf_labels) if args.csf_labels else (), erosion_mm=args.erode_mm,
         source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
-    out = Path(args.out)
+    write_roi_outputs(rows, regs, atlas, aff, Path(args.out), inputs, time.perf_counter() - t0,
+                      {"reference": args.reference, "erosion_mm": args.erode_mm,
+                       "min_probability": args.min_probability if atlas else None, "refine": args.refine,
+                       "refine_threshold_ppm": args.refine_threshold_ppm,
+                       "refine_dilation_mm": args.refine_dilation_mm if args.refine else None},
+                      Path(args.chi).name)
+    return 0
+
+
+def write_roi_outputs(rows, regs, atlas, affine: np.ndarray, out: Path, inputs: list, seconds: float,
+                      params: dict, title: str) -> None:
+    """Write roi_measures.csv/.json, roi_plot.png and roi_labels.nii.gz (with its sidecar) into ``out`` and print
+    the table."""
+    from ..io.writer import make_provenance, write_result
+    from .report import plot_png, write_csv, write_json
+
     out.mkdir(parents=True, exist_ok=True)
-    seconds = time.perf_counter() - t0
+    if regs.warning:
+        print(f"warning: {regs.warning}")
     prov = make_provenance("roi", "atlas" if atlas else "labels", {
-        "atlas": atlas.name if atlas else None, "atlas_citation": atlas.citation if atlas else None,
-        "atlas_licence": atlas.licence if atlas else None, "reference": args.reference,
-        "erosion_mm": args.erode_mm, "min_probability": args.min_probability if atlas else None,
+        **params, "atlas": atlas.name if atlas else None, "atlas_citation": atlas.citation if atlas else None,
+        "atlas_licence": atlas.licence if atlas else None,
         "registration_stages": regs.registration.stages if regs.registration else None}, seconds,
-        output="roi_labels")
+        output="roi_labels", warning=regs.warning)
     write_csv(rows, out / "roi_measures.csv")
-    write_json(rows, out / "roi_measures.json", {**prov, "input_files": inputs})
-    plot_png(rows, out / "roi_plot.png", title=f"{Path(args.chi).name}: {regs.source}")
+    write_json(rows, out / "roi_measures.json", {**prov, "input_files": [str(p) for p in inputs]})
+    plot_png(rows, out / "roi_plot.png", title=f"{title}: {regs.source}")
     names = {str(k): r.name for k, r in regs.regions.items()}
-    write_result(out / "roi_labels.nii.gz", regs.labels.astype(np.float32), aff, {**prov, "label_names": names},
+    write_result(out / "roi_labels.nii.gz", regs.labels.astype(np.float32), affine, {**prov, "label_names": names},
                  input_paths=inputs, units="label")
     for r in rows:
         val = "" if r.mean_ppm is None else f"{r.mean_ppm:+.4f} ± {r.sd_ppm:.4f} ppm  n={r.n_voxels}"
         print(f"  {r.region[:36]:<37}{val:<34}{r.flag}")
-    print(f"reference: {rows[0].reference if rows else args.reference}; wrote roi_measures.csv, roi_measures.json, "
-          f"roi_plot.png, roi_labels.nii.gz to {out.resolve()} ({seconds:.1f} s)")
-    return 0
+    print(f"reference: {rows[0].reference if rows else params.get('reference')}; wrote roi_measures.csv, "
+          f"roi_measures.json, roi_plot.png, roi_labels.nii.gz to {out.resolve()} ({seconds:.1f} s)")
+
+
+def add_run_roi_args(p: argparse.ArgumentParser) -> None:
+    """Options of the ROI stage of ``run``."""
+    g = p.add_argument_group("deep-grey-nuclei measures (the roi stage)")
+    g.add_argument("--roi", action="store_true", help="after the pipeline, register CIT168 to the χ map and write "
+                   "roi_measures.csv/.json, roi_plot.png, roi_labels.nii.gz (as `susceptibility-mri roi`)")
+    g.add_argument("--roi-reference", default="whole_brain", help="reference of the roi stage (see `roi --help`)")
+
+
+#: Files the roi outputs consist of (``roi_labels.json`` is the label map's sidecar).
+ROI_FILES = ("roi_measures.csv", "roi_measures.json", "roi_plot.png", "roi_labels.nii.gz", "roi_labels.json")
+
+
+def run_roi_stage(args: argparse.Namespace, outputs: Dict[str, np.ndarray], affine: np.ndarray, out: Path,
+                  inputs: list) -> List[str]:
+    """The ``--roi`` stage of ``run``: CIT168 registered on the pipeline's χ (qsm template), measured with
+    ``--roi-reference``; returns the names of the files written into ``out`` (none without ``--roi``)."""
+    from .atlas import load_cit168
+    from .measures import measure_regions
+    from .regions import atlas_regions
+
+    if not getattr(args, "roi", False):
+        return []
+    if "chi_ppm" not in outputs or "qsm_mask" not in outputs:
+        raise QSMInputError("--roi needs the QSM stages (a χ map); this run made none")
+    t0 = time.perf_counter()
+    chi = outputs["chi_ppm"]
+    m = np.asarray(outputs["qsm_mask"], bool)
+    atlas = load_cit168()
+
+    def progress(fraction: float, label: str) -> None:
+        print(f"\r[roi {fraction * 100:5.1f} %] {label:<50}", end="", flush=True)
+
+    regs = atlas_regions(np.where(m, chi, 0.0), affine, atlas, "qsm", subject_mask=m, progress=progress)
+    print()
+    vox = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    rows = measure_regions(chi, regs.labels, regs.regions, vox, mask=m, reference=args.roi_reference,
+                           source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
+    write_roi_outputs(rows, regs, atlas, affine, out, inputs, time.perf_counter() - t0,
+                      {"reference": args.roi_reference, "erosion_mm": 0.0}, "chi_ppm")
+    return list(ROI_FILES)

@@ -12,7 +12,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from ..errors import QSMInputError
-from .atlas import Atlas, Region, atlas_template, split_side, template_brain_centre_ras
+from .atlas import Atlas, Region, atlas_box_mm, atlas_template, split_side, template_brain_centre_ras
 from .registration import (
     CancelFn, ProgressFn, TemplateRegistration, register_template, resample_labels_to_grid, warp_to_subject,
 )
@@ -31,6 +31,7 @@ class SubjectRegions:
     source: str
     expected_volume_mm3: Optional[Dict[int, float]] = None
     registration: Optional[TemplateRegistration] = None
+    warning: str = ""
 
 
 def _linear_part(transform) -> np.ndarray:
@@ -63,10 +64,19 @@ def atlas_regions(
     atlas_vox = abs(float(np.linalg.det(atlas.affine[:3, :3])))
     counts = np.bincount(np.clip(atlas.labels, 0, None).ravel(), minlength=max(atlas.regions) + 1)
     expected = {k: float(counts[k]) * atlas_vox / det for k in atlas.regions if counts[k] > 0}
+    warning = ""
+    lo, hi = atlas_box_mm(atlas, 0.0)
+    nuclei_mm = (hi - lo) / det ** (1.0 / 3.0)
+    fov_mm = np.abs(np.asarray(subject_affine)[:3, :3]) @ np.asarray(np.shape(subject_image), np.float64)
+    if np.any(np.sort(fov_mm) < np.sort(nuclei_mm)):
+        warning = (f"the field of view ({' × '.join(f'{v:.0f}' for v in fov_mm)} mm) is smaller than the atlas's "
+                   f"nuclei box ({' × '.join(f'{v:.0f}' for v in nuclei_mm)} mm): the registration cannot be trusted "
+                   "to place the atlas; regions flagged outside the field of view are those the registration put "
+                   "outside it")
     kind = "deformable" if len(reg.stages) == 3 else "affine"
     source = f"atlas {atlas.name} registered ({kind}, {contrast} template)"
     regions = {k: r for k, r in atlas.regions.items() if k in expected}
-    return SubjectRegions(labels, regions, source, expected, reg)
+    return SubjectRegions(labels, regions, source, expected, reg, warning)
 
 
 def warp_probability(atlas: Atlas, label: int, regions: SubjectRegions, subject_shape: Sequence[int],

@@ -477,6 +477,23 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
         """Magnitude | QSM | SWI side by side in three axial views."""
         return widgets.show_results(nodes)
 
+    # ---- deep grey nuclei
+
+    def measureNuclei(self, chi_node, mask_node=None, regions_node=None, atlas_name: str = "cit168",
+                      atlas_folder: Optional[str] = None, reference: str = "whole_brain", erosion_mm: float = 0.0,
+                      progress=None, cancel=None, run_name: str = "Nuclei"):
+        """χ per nucleus and hemisphere: a table node, a Segmentation node of the nuclei and a bar plot (see
+        SusceptibilityMRILib.roi_nodes). Regions from ``regions_node`` (label map or segmentation, any grid) or the
+        atlas (``cit168`` shipped; ``pd25`` from ``atlas_folder``) registered to the χ map."""
+        from SusceptibilityMRILib import roi_nodes
+
+        from QSMLogic.roi.atlas import load_atlas
+
+        atlas = None if regions_node is not None else load_atlas(atlas_name, atlas_folder)
+        return roi_nodes.measure_nuclei(slicer.mrmlScene, chi_node, mask_node=mask_node, regions_node=regions_node,
+                                        atlas=atlas, reference=reference, erosion_mm=erosion_mm, progress=progress,
+                                        cancel=cancel, run_name=run_name)
+
 
 #
 # QSMTest

@@ -43,7 +43,6 @@ def measures_to_table(scene: Any, rows: Sequence[RegionMeasure], name: str) -> A
             v = getattr(r, col)
             arr.InsertNextValue(float("nan") if v is None else float(v))
         table.AddColumn(arr)
-    table.SetUseColumnNameAsColumnHeader(True)
     return table
 
 
