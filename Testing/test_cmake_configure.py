@@ -113,6 +113,9 @@ def test_every_file_is_installed_into_qt_scripted_modules(configured):
     qsmlogic = os.path.join(source, "QSMLogic")
     for rel in files_under(qsmlogic, skip_dirs=("bench",)):
         expected[f"{SCRIPTED}/QSMLogic/{rel}"] = os.path.join(qsmlogic, rel)
+    atlases = os.path.join(source, "Resources", "Atlases")
+    for rel in files_under(atlases):
+        expected[f"{SCRIPTED}/Resources/Atlases/{rel}"] = os.path.join(atlases, rel)
     assert len(expected) > 60
     missing = sorted(set(expected) - set(installed))
     assert not missing, f"not installed (a new kind of data file needs a pattern in QSMLogicPackage): {missing}"
