@@ -68,6 +68,23 @@ def test_acpc_from_markups_under_a_transform(scene):
         tn.acpc_from_markups(None)
 
 
+def test_frame_registration_from_localiser_markups(scene):
+    ras_to_frame = rigid(4.0, (0.1, 0.2, 1.0), (3.0, -2.0, 10.0))
+    xyz = np.array([[5, 40, 40], [5, 160, 40], [5, 100, 140], [195, 40, 40], [195, 160, 40], [195, 100, 140]], float)
+    frame_ras = np.column_stack([100 - xyz[:, 0], xyz[:, 1] - 100, 100 - xyz[:, 2]])
+    image = frame_ras @ np.linalg.inv(ras_to_frame)[:3, :3].T + np.linalg.inv(ras_to_frame)[:3, 3]
+    fid = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "localiser")
+    for k, (p, f) in enumerate(zip(image, xyz)):
+        i = fid.AddControlPoint(vtk.vtkVector3d(*p), f"rod {k}")
+        fid.SetNthControlPointDescription(i, ",".join(f"{v:g}" for v in f))
+    node = tn.frame_registration_from_markups(scene, fid)
+    np.testing.assert_allclose(tn.transform_to_world(node), ras_to_frame, atol=1e-4)   # float32 markups
+    assert json.loads(node.GetAttribute(tn.REPORT_ATTRIBUTE))["rms_residual_mm"] < 1e-3
+    fid.SetNthControlPointDescription(0, "")
+    with pytest.raises(QSMInputError, match="Leksell coordinates 'X,Y,Z'"):
+        tn.frame_registration_from_markups(scene, fid)
+
+
 def test_targets_trajectory_and_markups_json_round_trip(scene, tmp_path):
     frame = tn.acpc_frame((0, 12.5, 0), (0, -12.5, 0), (0, 0, 40))
     targets = [("STN right", (12.0, -2.0, -4.0)), ("STN left", (-12.0, -2.0, -4.0))]

@@ -228,6 +228,13 @@ class QSMTargetingLogic(ScriptedLoadableModuleLogic):
         return targeting_nodes.fuse_volumes(slicer.mrmlScene, anatomy_node, magnitude_node,
                                             [n for n in gre_nodes if n is not None], **options)
 
+    def frameFromLocalizer(self, fiducials_node):
+        """Frame registration transform node fitted to localiser fiducials whose descriptions hold their Leksell
+        coordinates ``X,Y,Z``; select it as the frame registration to get frame coordinates and arc angles."""
+        from SusceptibilityMRILib import targeting_nodes
+
+        return targeting_nodes.frame_registration_from_markups(slicer.mrmlScene, fiducials_node)
+
     def showOverlay(self, anatomy_node, overlay_node, opacity: float = 0.5, threshold_ppm: Optional[float] = 0.05,
                     swi: bool = False) -> None:
         """QSM (coloured, thresholded, with a legend) or the SWI mIP (grey) over the anatomy in the slice views."""

@@ -92,6 +92,31 @@ def transform_to_world(node: Any, what: str = "frame registration") -> np.ndarra
     return _matrix_to_numpy(m)
 
 
+def frame_registration_from_markups(scene: Any, fiducials_node: Any, name: str = "Frame registration") -> Any:
+    """A NEW transform node (image RAS → frame-aligned RAS) fitted to localiser fiducials: each control point is
+    placed where the localiser shows in the image, and its description holds its known Leksell coordinates
+    ``X,Y,Z`` (mm). The fit's RMS and largest residuals are in the node's :data:`REPORT_ATTRIBUTE`."""
+    from QSMLogic.targeting.frame import frame_registration_from_fiducials
+
+    image, frame = [], []
+    for i, (label, p) in enumerate(control_points_world(fiducials_node, "localiser fiducials")):
+        text = fiducials_node.GetNthControlPointDescription(i)
+        try:
+            xyz = [float(v) for v in text.replace(";", ",").split(",")]
+        except ValueError:
+            xyz = []
+        if len(xyz) != 3:
+            raise QSMInputError(f"localiser fiducial '{label}': its description must be its Leksell coordinates "
+                                f"'X,Y,Z' (mm), got {text!r}")
+        image.append(p)
+        frame.append(xyz)
+    reg = frame_registration_from_fiducials(image, frame)
+    node = add_transform(scene, reg.ras_to_frame, name)
+    node.SetAttribute(REPORT_ATTRIBUTE, json.dumps({"fiducials": len(image), "rms_residual_mm": reg.rms_residual_mm,
+                                                    "max_residual_mm": reg.max_residual_mm}))
+    return node
+
+
 def add_transform(scene: Any, matrix: np.ndarray, name: str, folder_item: Optional[int] = None) -> Any:
     """A NEW linear transform node whose transform-to-parent is ``matrix`` (4×4, RAS)."""
     node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", scene.GenerateUniqueName(name))
