@@ -14,7 +14,8 @@ from QSMLogic.targeting.acpc import acpc_frame
 from QSMLogic.targeting.targets import check_inside, nucleus_targets, vim_indirect_target
 
 STN, GPI, THAL = "subthalamic nucleus", "globus pallidus interna (GPi)", "thalamus"
-# Commissures of the phantom (MNI152 2009a positions, read off the template, times the phantom's scale)
+# Commissures of the phantom: approximate MNI152 positions (typical values, not located on the template's images),
+# times the phantom's scale; only orientation checks depend on them
 AC = np.array([0.0, 1.5, -3.5]) * HEAD_SCALE
 PC = np.array([0.0, -25.0, -1.5]) * HEAD_SCALE
 MID = np.array([0.0, -10.0, 50.0]) * HEAD_SCALE

@@ -130,7 +130,8 @@ def _inputs(args: argparse.Namespace):
         from ..phantom import HEAD_SCALE, LABEL_NAMES, make_head_model
 
         h = make_head_model((128, 128, 80), (1.5, 1.5, 1.5))
-        # commissures of the MNI152 2009a template the phantom is built from, at the phantom's scale
+        # approximate commissures of the MNI152 template the phantom is built from (not located on its images),
+        # at the phantom's scale
         lm = {"ac": (0.0, 1.5, -3.5), "pc": (0.0, -25.0, -1.5), "midline": (0.0, -10.0, 50.0)}
         pts = [_point(getattr(args, k), k) if getattr(args, k) else HEAD_SCALE * np.asarray(v) for k, v in lm.items()]
         # the phantom's "anatomy" for the views: its proton density × T2* decay at TE 20 ms (a PD-weighted image)
