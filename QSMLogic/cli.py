@@ -1,4 +1,4 @@
-"""Command line: ``susceptibility-mri simulate | run | roi | bench | params``.
+"""Command line: ``susceptibility-mri simulate | run | roi | target | bench | params``.
 
 - ``simulate``: write the built-in head phantom as multi-echo NIfTI (BIDS-style sidecars) plus its ground truth.
 - ``run``: the whole pipeline on the built-in phantom (``--phantom``) or on your files; writes every map as NIfTI
@@ -7,6 +7,8 @@
   (CSV, JSON, PNG plot; :mod:`QSMLogic.roi.cli`).
 - ``batch``: every multi-echo GRE run of a BIDS dataset on Dask, resumable, with a group table
   (:mod:`QSMLogic.batch.cli`).
+- ``target``: STN/GPi targets in RAS, AC-PC and Leksell frame coordinates, vessel segmentation and trajectory
+  distances with a margin warning (``.mrk.json``, CSV; :mod:`QSMLogic.targeting.cli`).
 - ``bench``: times every stage at a realistic size (256×256×160, 5 echoes, and 16 coils for coil combination).
 - ``params``: the methods and parameters of every stage (``--markdown`` for the docs), from the same
   declaration the Slicer module uses.
@@ -30,12 +32,12 @@ from .io.phase_scaling import PHASE_RULES
 from .batch.cli import add_batch_parser
 from .params import load_all, markdown_table
 from .roi.cli import add_roi_parser, add_run_roi_args, run_roi_stage
+from .targeting.cli import add_target_parser
 
 #: What the tool does, for ``--help``.
 DESCRIPTION = ("susceptibility-mri computes quantitative susceptibility maps (QSM, in ppm), R2* and "
                "susceptibility-weighted images (SWI) from multi-echo gradient-echo MRI magnitude and phase "
                "(NIfTI, NRRD or DICOM), or from a built-in head phantom.")
-
 
 
 def _floats(text: str) -> List[float]:
@@ -546,6 +548,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     add_roi_parser(sub)
     add_batch_parser(sub)
+    add_target_parser(sub)
 
     p = sub.add_parser("bench", help="time every stage at a realistic size")
     p.add_argument("--quick", action="store_true", help="small size smoke run")

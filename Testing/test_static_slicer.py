@@ -52,10 +52,10 @@ def ui_widgets(module: str) -> dict:
 
 
 def test_modules_found():
-    assert MODULES == ["QSM", "SWI"]
+    assert MODULES == ["QSM", "QSMTargeting", "SWI"]
 
 
-@pytest.mark.parametrize("module", ["QSM", "SWI"])
+@pytest.mark.parametrize("module", ["QSM", "SWI", "QSMTargeting"])
 def test_ui_parses_and_names_every_widget_the_code_uses(module):
     tree = ui_tree(module)
     assert tree.getroot().tag == "ui" and tree.getroot().find("widget").get("class") == "qMRMLWidget"
@@ -122,7 +122,7 @@ def compatible(widget_class: str, hint) -> bool:
                             bool: ("QCheckBox",), str: ("QLineEdit", "QTextEdit")}.get(base, ())
 
 
-@pytest.mark.parametrize("module", ["QSM", "SWI"])
+@pytest.mark.parametrize("module", ["QSM", "SWI", "QSMTargeting"])
 def test_slicer_parameter_names_are_parameter_node_fields(monkeypatch, module):
     fields = parameter_node_fields(monkeypatch, module)
     bound = {}
@@ -165,7 +165,7 @@ def test_inputs_offer_sequences_segmentation_masks_and_the_librarys_phase_rules(
     assert selectors <= receivers, f"{module}.ui: selectors without the scene: {sorted(selectors - receivers)}"
 
 
-@pytest.mark.parametrize("module", ["QSM", "SWI"])
+@pytest.mark.parametrize("module", ["QSM", "SWI", "QSMTargeting"])
 def test_module_classes_and_no_install_at_import(monkeypatch, module):
     """The ExtensionWizard classes, on the right bases; importing the module file installs nothing."""
     installs = []
@@ -252,7 +252,7 @@ def test_shared_package_makes_library_importable_from_a_source_checkout():
     assert os.path.realpath(res.stdout.strip()) == os.path.realpath(os.path.join(ROOT, "QSMLogic", "__init__.py"))
 
 
-@pytest.mark.parametrize("module", ["QSM", "SWI"])
+@pytest.mark.parametrize("module", ["QSM", "SWI", "QSMTargeting"])
 def test_icons_are_128_png(module):
     with open(os.path.join(MODULES_DIR, module, "Resources", "Icons", f"{module}.png"), "rb") as f:
         head = f.read(24)
