@@ -350,7 +350,8 @@ def chi_separation_joint(local_field_ppm: Optional[np.ndarray], r2star_hz: Optio
     the result needs no susceptibility reference: R2' and the bounds fix the zero (χ of CSF, with R2' = 0, is 0).
     Shin et al. use MEDI-type weighted ℓ1 gradients; this uses plain TV. ``info`` has the iterations run.
     """
-    from .inversion.common import divergence, gradient, irfft, prepare_problem, rfft
+    from .inversion.common import divergence, gradient, prepare_problem
+    from .utils.fft import irfft, rfft
     from .inversion.tv import difference_eigenvalues
 
     if local_field_ppm is None:

@@ -26,6 +26,7 @@ from QSMLogic.constants import PHASE_RULES
 from QSMLogic.errors import QSMInputError
 from QSMLogic.geometry import b0_direction_from_affine, check_affine, voxel_size_from_affine
 from QSMLogic.gre import GREData
+from QSMLogic.pipeline import json_default
 
 # QSMLogic.io.phase_scaling is imported where it is used: importing the QSMLogic.io package loads nibabel, pydicom
 # and pynrrd, which may not be installed yet when the widget first reads the selected nodes.
@@ -765,18 +766,10 @@ def add_result_volume(
     node.SetIJKToRASMatrix(m)
     node.SetAttribute(OUTPUT_ATTRIBUTE, output)
     if provenance is not None:
-        node.SetAttribute(PROVENANCE_ATTRIBUTE, json.dumps(provenance, default=_json_default))
+        node.SetAttribute(PROVENANCE_ATTRIBUTE, json.dumps(provenance, default=json_default))
     _apply_display(node, output)
     place_in_folder(scene, node, folder_item)
     return node
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def outputs_to_nodes(
