@@ -238,13 +238,15 @@ def _input_paths(args: argparse.Namespace) -> List[str]:
 
 
 def _load_inputs(args: argparse.Namespace):
-    """(GREData, labels, label_names, truth χ, user mask); labels/truth only for the phantom."""
+    """(GREData, labels, label_names, truth, user mask); labels and truth (``chi_ppm`` and the sources
+    ``chi_para_ppm``, ``chi_dia_ppm``) only for the phantom."""
     from .fov import check_volume_is_3d
 
     if args.phantom:
         check_volume_is_3d(args.shape, args.voxel_size, "--shape")
         model, acq = _phantom_acquisition(args)
-        return acq.gre, acq.labels, model.label_names, acq.chi_ppm, None
+        truth = {"chi_ppm": acq.chi_ppm, "chi_para_ppm": model.chi_para_ppm, "chi_dia_ppm": model.chi_dia_ppm}
+        return acq.gre, acq.labels, model.label_names, truth, None
     from .io import load_gre
 
     te = None if args.te_ms_in is None else [t / 1000.0 for t in args.te_ms_in]
@@ -372,7 +374,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if labels is not None and names is not None:
         rows = roi_table(res.outputs["chi_ppm"], labels, names, gre.voxel_size_mm,
                          mask=res.outputs["qsm_mask"].astype(bool),
-                         truth=None if truth is None else _reference_like(truth, res))
+                         truth=None if truth is None else _reference_like(truth["chi_ppm"], res),
+                         sources=_source_maps(res.outputs, truth))
         with atomic_path(str(out / "roi_susceptibility.csv")) as tmp:
             write_roi_table(rows, tmp)
         files.append("roi_susceptibility.csv")
@@ -437,6 +440,19 @@ def _preview_title(args: argparse.Namespace, res) -> str:
     chain = " → ".join(methods[k] for k in ("background", "inversion") if k in methods)
     date = time.strftime("%Y-%m-%d %H:%M")
     return f"{src} — QSM: {chain or 'not computed'}; SWI: {methods.get('swi', 'off')} — {date}"
+
+
+def _source_maps(outputs: Dict[str, np.ndarray], truth: Optional[Dict[str, np.ndarray]]
+                 ) -> Optional[Dict[str, np.ndarray]]:
+    """The separation's maps (and the phantom's true sources, not re-referenced) for the ROI table; None when
+    source separation did not run."""
+    if "chi_para_ppm" not in outputs:
+        return None
+    maps = {k: outputs[k] for k in ("chi_para_ppm", "chi_dia_ppm")}
+    maps["separation_mask"] = outputs["separation_mask"].astype(bool)
+    if truth is not None:
+        maps.update({f"true_{k}": truth[k] for k in ("chi_para_ppm", "chi_dia_ppm")})
+    return maps
 
 
 def _reference_like(truth: np.ndarray, res) -> np.ndarray:

@@ -381,3 +381,67 @@ def test_hemispheres_with_a_one_sided_change():
     rows = {r.side: r for r in measure_regions(chi, lab, reg, m.voxel_size_mm, mask=m.brain_mask, reference="none")}
     assert rows["R"].mean_ppm == pytest.approx(0.30, abs=1e-5)
     assert rows["L"].mean_ppm < 0.1
+
+
+def test_source_columns_from_true_maps_match_the_tissue_values(tmp_path):
+    """χ⁺ and |χ⁻| columns (issue 16): per-nucleus means of the phantom's true source maps equal its tissue values;
+    the columns exist only with both maps, state the sign convention and refuse a signed χ⁻."""
+    import csv
+
+    from QSMLogic.phantom.tissues import BY_NAME
+    from QSMLogic.quantify import format_roi_table, roi_table, write_roi_table
+    from QSMLogic.roi.measures import SOURCE_NUMERIC_COLUMNS
+    from QSMLogic.roi.report import write_csv
+
+    m = make_head_model((96, 112, 80), (2.0, 2.0, 2.0))
+    nuclei = ("caudate", "putamen", "globus pallidus externa (GPe)", "globus pallidus interna (GPi)", "thalamus",
+              "substantia nigra", "red nucleus", "WM")
+    names = {label_of(n): n for n in nuclei}
+    regions = user_regions(m.labels, m.affine, m.shape, m.affine, names).regions
+    lab = m.labels.astype(np.int32)
+    rows = measure_regions(m.chi_ppm, lab, regions, m.voxel_size_mm, mask=m.brain_mask, reference="whole_brain",
+                           erosion_mm=2.0, chi_para_ppm=m.chi_para_ppm, chi_dia_ppm=m.chi_dia_ppm)
+    worst = 0.0
+    for r in rows:
+        t = BY_NAME[r.region]
+        assert r.sources["chi_sources_n_voxels"] == r.n_voxels > 0
+        # not shifted by the χ reference offset (the separation already referenced them)
+        worst = max(worst, abs(r.sources["chi_para_mean_ppm"] - t.chi_para_ppm),
+                    abs(r.sources["chi_dia_mean_ppm"] - t.chi_dia_ppm))
+        assert r.sources["chi_dia_sd_ppm"] < 0.01 and "|χ⁻|" in r.sources["chi_sources_convention"]
+    assert worst < 0.005, worst   # as the χ means of the true map (partial volume at the edges)
+    gpe = next(r for r in rows if r.region.startswith("globus pallidus externa"))
+    assert gpe.sources["chi_para_mean_ppm"] > 0.15   # iron-rich: a paramagnetic value, not a rounding of zero
+    write_csv(rows, tmp_path / "with.csv")
+    head = next(csv.reader((tmp_path / "with.csv").open()))
+    assert head[-len(SOURCE_NUMERIC_COLUMNS) - 1:] == list(SOURCE_NUMERIC_COLUMNS) + ["chi_sources_convention"]
+    # without separation maps: no source column at all
+    plain = measure_regions(m.chi_ppm, lab, regions, m.voxel_size_mm, mask=m.brain_mask, erosion_mm=2.0)
+    write_csv(plain, tmp_path / "without.csv")
+    assert not [c for c in next(csv.reader((tmp_path / "without.csv").open())) if "chi_" in c]
+    # voxels the separation left out do not count; a region with none gets empty statistics
+    sep = m.brain_mask & (lab != label_of("putamen"))
+    rows = measure_regions(m.chi_ppm, lab, regions, m.voxel_size_mm, mask=m.brain_mask, chi_para_ppm=m.chi_para_ppm,
+                           chi_dia_ppm=m.chi_dia_ppm, separation_mask=sep)
+    put = next(r for r in rows if r.region == "putamen")
+    assert put.mean_ppm is not None and put.sources["chi_sources_n_voxels"] == 0
+    assert put.sources["chi_para_mean_ppm"] is None
+    with pytest.raises(QSMInputError, match="magnitude"):
+        measure_regions(m.chi_ppm, lab, regions, m.voxel_size_mm, mask=m.brain_mask, chi_para_ppm=m.chi_para_ppm,
+                        chi_dia_ppm=-m.chi_dia_ppm)
+    with pytest.raises(QSMInputError, match="both"):
+        measure_regions(m.chi_ppm, lab, regions, m.voxel_size_mm, chi_para_ppm=m.chi_para_ppm)
+    # the phantom table of `run --phantom`: the same means, truth columns, and none of it without the maps
+    core = ndi.binary_erosion(m.brain_mask, iterations=1)
+    src = {"chi_para_ppm": m.chi_para_ppm, "chi_dia_ppm": m.chi_dia_ppm, "true_chi_para_ppm": m.chi_para_ppm,
+           "true_chi_dia_ppm": m.chi_dia_ppm}
+    table = roi_table(m.chi_ppm, lab, names, m.voxel_size_mm, mask=core, sources=src)
+    for r in table:
+        assert r.chi_para_mean == pytest.approx(r.true_chi_para_mean, abs=1e-6)
+        assert r.chi_para_mean - r.chi_dia_mean == pytest.approx(r.mean, abs=1e-5)
+    assert "|χ⁻|" in format_roi_table(table)
+    write_roi_table(table, tmp_path / "phantom.csv")
+    assert "chi_dia_mean" in next(csv.reader((tmp_path / "phantom.csv").open()))
+    write_roi_table(roi_table(m.chi_ppm, lab, names, m.voxel_size_mm, mask=core), tmp_path / "plain.csv")
+    assert not [c for c in next(csv.reader((tmp_path / "plain.csv").open())) if "chi_" in c]
+    assert "|χ⁻|" not in format_roi_table(roi_table(m.chi_ppm, lab, names, m.voxel_size_mm, mask=core))

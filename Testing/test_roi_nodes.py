@@ -99,3 +99,32 @@ def test_segmentation_node_as_regions(scene):
         roi_nodes.measure_nuclei(scene, chi, regions_node=empty)
     with pytest.raises(QSMInputError, match="label map / segmentation node or an atlas"):
         roi_nodes.measure_nuclei(scene, chi)
+
+
+def test_source_separation_columns(scene):
+    """χ⁺ and |χ⁻| result nodes add their columns (issue 16); without them the table has none; off-grid refused."""
+    m = make_head_model((48, 56, 40), (3.0, 3.0, 3.0))
+    chi = _volume(scene, m.chi_ppm, m.affine, "chi")
+    para = _volume(scene, m.chi_para_ppm, m.affine, "chi_para")
+    dia = _volume(scene, m.chi_dia_ppm, m.affine, "chi_dia")
+    keep = np.isin(m.labels, [label_of("putamen"), label_of("globus pallidus externa (GPe)")])
+    lab_node = _volume(scene, np.where(keep, m.labels, 0), m.affine, "labels", "vtkMRMLLabelMapVolumeNode")
+    out = roi_nodes.measure_nuclei(scene, chi, regions_node=lab_node, reference="none", chi_para_node=para,
+                                   chi_dia_node=dia)
+    table = out.table
+    cols = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    assert "chi_sources_convention" in cols and "chi_para_mean_ppm" in cols and "chi_dia_sd_ppm" in cols
+    for i in range(table.GetNumberOfRows()):
+        k = int(float(table.GetCellText(i, cols.index("label"))))
+        sel = (m.labels == k) & (m.chi_ppm != 0)
+        for name, truth in (("chi_para_mean_ppm", m.chi_para_ppm), ("chi_dia_mean_ppm", m.chi_dia_ppm)):
+            assert float(table.GetCellText(i, cols.index(name))) == pytest.approx(float(truth[sel].mean()), abs=1e-5)
+        assert "net χ = chi_para − chi_dia" in table.GetCellText(i, cols.index("chi_sources_convention"))
+    plain = roi_nodes.measure_nuclei(scene, chi, regions_node=lab_node, reference="none").table
+    assert not [plain.GetColumnName(c) for c in range(plain.GetNumberOfColumns())
+                if plain.GetColumnName(c).startswith("chi_")]
+    shifted = m.affine.copy()
+    shifted[0, 3] += 1.5
+    with pytest.raises(QSMInputError, match="not on the χ volume's grid"):
+        roi_nodes.measure_nuclei(scene, chi, regions_node=lab_node, chi_para_node=para,
+                                 chi_dia_node=_volume(scene, m.chi_dia_ppm, shifted, "off"))

@@ -3,6 +3,8 @@
 Writes into ``--out``: ``roi_measures.csv`` and ``roi_measures.json`` (one row per region and hemisphere, with the
 reference and the region's source on every row; regions that could not be measured are flagged rows),
 ``roi_plot.png`` (bar plot) and ``roi_labels.nii.gz`` (the regions on the χ grid, with a JSON sidecar naming them).
+With the source-separation maps (``--chi-para``/``--chi-dia``, or a ``run`` that made them) the rows gain the χ⁺
+and |χ⁻| columns of :mod:`QSMLogic.roi.measures`.
 """
 from __future__ import annotations
 
@@ -58,6 +60,10 @@ def add_roi_parser(sub) -> None:
     p = sub.add_parser("roi", help="deep-grey-nuclei measures on a χ map (atlas registration or user labels)")
     p.add_argument("--chi", required=True, help="χ map (ppm) NIfTI/NRRD, e.g. chi_ppm.nii.gz from `run`")
     p.add_argument("--mask", help="brain mask on the χ grid (default: non-zero χ)")
+    p.add_argument("--chi-para", help="χ⁺ map (ppm, ≥ 0) on the χ grid, e.g. chi_para_ppm.nii.gz: adds χ⁺ columns")
+    p.add_argument("--chi-dia", help="|χ⁻| map (ppm, diamagnetic magnitude ≥ 0) on the χ grid, e.g. "
+                   "chi_dia_ppm.nii.gz: adds |χ⁻| columns (with --chi-para)")
+    p.add_argument("--separation-mask", help="voxels the separation kept (separation_mask.nii.gz; default: all)")
     src = p.add_argument_group("regions (the atlas unless --labels is given)")
     src.add_argument("--labels", help="user label map (NIfTI/NRRD, any grid: resampled with its geometry)")
     src.add_argument("--label-names", help="JSON {label: name} or NiiVue lookup table for --labels")
@@ -110,6 +116,7 @@ def cmd_roi(args: argparse.Namespace) -> int:
     if not np.all(np.isfinite(chi[mask])):
         raise QSMInputError(f"χ map {args.chi!r} has NaN/Inf inside the mask")
     vox = tuple(float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
+    sources = _source_inputs(args, chi.shape, aff, inputs)
 
     def progress(fraction: float, label: str) -> None:
         print(f"\r[{fraction * 100:5.1f} %] {label:<50}", end="", flush=True)
@@ -146,7 +153,7 @@ def cmd_roi(args: argparse.Namespace) -> int:
     rows = measure_regions(
         chi, regs.labels, regs.regions, vox, mask=mask, reference=args.reference,
         csf_labels=parse_labels(args.csf_labels) if args.csf_labels else (), erosion_mm=args.erode_mm,
-        source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
+        source=regs.source, expected_volume_mm3=regs.expected_volume_mm3, **sources)
     write_roi_outputs(rows, regs, atlas, aff, Path(args.out), inputs, time.perf_counter() - t0,
                       {"reference": args.reference, "erosion_mm": args.erode_mm,
                        "min_probability": args.min_probability if atlas else None, "refine": args.refine,
@@ -154,6 +161,25 @@ def cmd_roi(args: argparse.Namespace) -> int:
                        "refine_dilation_mm": args.refine_dilation_mm if args.refine else None},
                       Path(args.chi).name)
     return 0
+
+
+def _source_inputs(args: argparse.Namespace, shape: tuple, affine: np.ndarray, inputs: list) -> Dict[str, np.ndarray]:
+    """``--chi-para``/``--chi-dia``/``--separation-mask`` read on the χ grid, as keywords of ``measure_regions``."""
+    if bool(args.chi_para) != bool(args.chi_dia):
+        raise QSMInputError("give --chi-para and --chi-dia together (χ⁺ and |χ⁻| of one separation)")
+    if args.separation_mask and not args.chi_para:
+        raise QSMInputError("--separation-mask needs --chi-para and --chi-dia")
+    out: Dict[str, np.ndarray] = {}
+    for key, path, what in (("chi_para_ppm", args.chi_para, "χ⁺ map"), ("chi_dia_ppm", args.chi_dia, "|χ⁻| map"),
+                            ("separation_mask", args.separation_mask, "separation mask")):
+        if not path:
+            continue
+        data, aff = _read_volume(path, what)
+        if data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
+            raise QSMInputError(f"{what} {path!r} is not on the χ map's grid (shape/affine differ)")
+        out[key] = data > 0 if key == "separation_mask" else data.astype(np.float32)
+        inputs.append(path)
+    return out
 
 
 def write_roi_outputs(rows, regs, atlas, affine: np.ndarray, out: Path, inputs: list, seconds: float,
@@ -199,7 +225,8 @@ ROI_FILES = ("roi_measures.csv", "roi_measures.json", "roi_plot.png", "roi_label
 def run_roi_stage(args: argparse.Namespace, outputs: Dict[str, np.ndarray], affine: np.ndarray, out: Path,
                   inputs: list) -> List[str]:
     """The ``--roi`` stage of ``run``: CIT168 registered on the pipeline's χ (qsm template), measured with
-    ``--roi-reference``; returns the names of the files written into ``out`` (none without ``--roi``)."""
+    ``--roi-reference`` (with χ⁺ and |χ⁻| columns when source separation ran); returns the names of the files
+    written into ``out`` (none without ``--roi``)."""
     from .atlas import load_cit168
     from .measures import measure_regions
     from .regions import atlas_regions
@@ -219,8 +246,11 @@ def run_roi_stage(args: argparse.Namespace, outputs: Dict[str, np.ndarray], affi
     regs = atlas_regions(np.where(m, chi, 0.0), affine, atlas, "qsm", subject_mask=m, progress=progress)
     print()
     vox = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    sep = outputs.get("separation_mask")
     rows = measure_regions(chi, regs.labels, regs.regions, vox, mask=m, reference=args.roi_reference,
-                           source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
+                           source=regs.source, expected_volume_mm3=regs.expected_volume_mm3,
+                           chi_para_ppm=outputs.get("chi_para_ppm"), chi_dia_ppm=outputs.get("chi_dia_ppm"),
+                           separation_mask=None if sep is None else np.asarray(sep, bool))
     write_roi_outputs(rows, regs, atlas, affine, out, inputs, time.perf_counter() - t0,
                       {"reference": args.roi_reference, "erosion_mm": 0.0}, "chi_ppm")
     return list(ROI_FILES)

@@ -16,10 +16,17 @@ against partial volume with the surroundings. Regions without a side are split a
 ``midline_x_mm`` (RAS x) when ``split_hemispheres`` is on. A region that cannot be measured gets a row with empty
 statistics and a ``flag`` saying why (no voxel, outside the field of view, outside the mask, emptied by the
 erosion) — never a silent NaN.
+
+When source separation ran (:mod:`QSMLogic.separation`), ``chi_para_ppm`` (χ⁺ ≥ 0) and ``chi_dia_ppm`` (|χ⁻| ≥ 0,
+the diamagnetic part as a positive magnitude) add per-region columns ``chi_para_*`` and ``chi_dia_*`` (mean, median,
+SD) over the same voxels as χ that the separation kept (``chi_sources_n_voxels``), with the convention on every row
+(``chi_sources_convention``: net χ = χ⁺ − |χ⁻|). They are not shifted by the χ reference offset: the separation
+already took them relative to the pipeline's χ reference (zero for its ``joint`` method). Without the maps these
+columns are absent.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -33,6 +40,12 @@ MIN_REFERENCE_VOXELS = 10
 #: A region whose covered fraction (warped volume over expected volume) is below this is flagged as partly outside
 #: the field of view.
 MIN_COVERAGE = 0.9
+#: Statement of the source columns' sign convention, on every row that has them.
+SOURCES_CONVENTION = ("chi_para = χ⁺ ≥ 0 (paramagnetic), chi_dia = |χ⁻| ≥ 0 (diamagnetic magnitude); "
+                      "net χ = chi_para − chi_dia; relative to the run's χ reference")
+#: Numeric source columns, in order (the text column ``chi_sources_convention`` follows them).
+SOURCE_NUMERIC_COLUMNS = ("chi_para_mean_ppm", "chi_para_median_ppm", "chi_para_sd_ppm", "chi_dia_mean_ppm",
+                          "chi_dia_median_ppm", "chi_dia_sd_ppm", "chi_sources_n_voxels")
 
 
 @dataclass
@@ -56,9 +69,14 @@ class RegionMeasure:
     erosion_mm: float
     coverage: Optional[float] = None
     flag: str = ""
+    #: Source-separation columns (``chi_para_mean_ppm`` …, see the module docstring); empty when it did not run.
+    sources: Dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The row as one flat record: the source columns (if any) after the χ columns."""
+        d = asdict(self)
+        d.update(d.pop("sources"))
+        return d
 
 
 def _reference(chi: np.ndarray, mask: np.ndarray, labels: np.ndarray, regions: Dict[int, Region],
@@ -125,6 +143,9 @@ def measure_regions(
     erosion_mm: float = 0.0,
     source: str = "label map",
     expected_volume_mm3: Optional[Dict[int, float]] = None,
+    chi_para_ppm: Optional[np.ndarray] = None,
+    chi_dia_ppm: Optional[np.ndarray] = None,
+    separation_mask: Optional[np.ndarray] = None,
 ) -> List[RegionMeasure]:
     """One :class:`RegionMeasure` per region of ``regions`` (labels in ``labels``, same shape as ``chi_ppm``).
 
@@ -132,6 +153,9 @@ def measure_regions(
     from ``reference_labels``/``reference_regions`` when given (e.g. a tissue map), else from ``labels``/``regions``.
     ``expected_volume_mm3`` (label → volume the region should have, e.g. the atlas volume carried through the
     registration's scaling) adds the covered fraction and flags regions partly or wholly outside the field of view.
+    ``chi_para_ppm``/``chi_dia_ppm`` (both or neither, on χ's grid) add the source columns, over the region's voxels
+    inside ``separation_mask`` (default: every voxel; the pipeline's ``separation_mask`` output leaves out voxels
+    the separation could not use).
     """
     chi = np.asarray(chi_ppm, dtype=np.float32)
     lab = np.asarray(labels)
@@ -159,6 +183,7 @@ def measure_regions(
     if ref_lab.shape != chi.shape:
         raise QSMInputError(f"reference label map shape {ref_lab.shape} differs from the χ map's {chi.shape}")
     offset, ref_name = _reference(chi, m, ref_lab, ref_reg, reference, csf_labels)
+    sources = _source_maps(chi.shape, chi_para_ppm, chi_dia_ppm, separation_mask)
     vox_mm3 = float(np.prod(vox))
     objects = ndi.find_objects(np.clip(lab, 0, None).astype(np.int64))
     rows: List[RegionMeasure] = []
@@ -187,6 +212,7 @@ def measure_regions(
                 rows.append(_empty(base, f"no voxel left after {erosion_mm:g} mm erosion", coverage))
                 continue
         x = chi[sl][inside].astype(np.float64) - offset
+        row_sources = {} if sources is None else _source_columns(sources, sl, inside)
         flags = []
         if n_all > int(inside.sum()) and erosion_mm == 0:
             flags.append(f"{n_all - int(inside.sum())} voxels outside the mask left out")
@@ -196,8 +222,52 @@ def measure_regions(
         rows.append(RegionMeasure(
             **base, n_voxels=int(x.size), volume_mm3=x.size * vox_mm3, mean_ppm=float(x.mean()),
             median_ppm=float(med), sd_ppm=float(x.std()), p10_ppm=float(p10), p90_ppm=float(p90),
-            coverage=coverage, flag="; ".join(flags)))
+            coverage=coverage, flag="; ".join(flags), sources=row_sources))
+    if sources is not None:
+        for r in rows:
+            if not r.sources:   # a row not measured: the same columns, empty
+                r.sources = _source_columns(None, None, None)
     return rows
+
+
+def _source_maps(shape: tuple, para: Optional[np.ndarray], dia: Optional[np.ndarray],
+                 separation_mask: Optional[np.ndarray]) -> Optional[tuple]:
+    """(χ⁺, |χ⁻|, mask) checked against χ's grid and sign convention, or None without the maps."""
+    if para is None and dia is None:
+        return None
+    if para is None or dia is None:
+        raise QSMInputError("the source columns need both chi_para_ppm (χ⁺) and chi_dia_ppm (|χ⁻|)")
+    p = np.asarray(para, dtype=np.float32)
+    d = np.asarray(dia, dtype=np.float32)
+    sm = np.ones(shape, bool) if separation_mask is None else np.asarray(separation_mask, bool)
+    for name, a in (("chi_para_ppm", p), ("chi_dia_ppm", d), ("separation_mask", sm)):
+        if a.shape != shape:
+            raise QSMInputError(f"{name} shape {a.shape} differs from the χ map's {shape}")
+    for name, a in (("chi_para_ppm", p), ("chi_dia_ppm", d)):
+        vals = a[sm]
+        if not np.all(np.isfinite(vals)):
+            raise QSMInputError(f"{name} has NaN or Inf values inside the separation mask")
+        if vals.size and float(vals.min()) < -1e-6:
+            raise QSMInputError(f"{name} has negative values ({float(vals.min()):.3g} ppm): χ⁺ and |χ⁻| are both ≥ 0 "
+                                "(give the diamagnetic part as its magnitude)")
+    return p, d, sm
+
+
+def _source_columns(sources: Optional[tuple], sl, inside: Optional[np.ndarray]) -> Dict[str, object]:
+    """The source columns of one region (``None`` statistics when not measured or no voxel was separated)."""
+    cols: Dict[str, object] = {}
+    sel = None
+    if sources is not None:
+        sel = inside & sources[2][sl]
+    n = 0 if sel is None else int(sel.sum())
+    for key, idx in (("chi_para", 0), ("chi_dia", 1)):
+        x = sources[idx][sl][sel].astype(np.float64) if n else None
+        cols[f"{key}_mean_ppm"] = None if x is None else float(x.mean())
+        cols[f"{key}_median_ppm"] = None if x is None else float(np.median(x))
+        cols[f"{key}_sd_ppm"] = None if x is None else float(x.std())
+    cols["chi_sources_n_voxels"] = n
+    cols["chi_sources_convention"] = SOURCES_CONVENTION
+    return cols
 
 
 def _empty(base: dict, flag: str, coverage: Optional[float]) -> RegionMeasure:

@@ -481,10 +481,12 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
 
     def measureNuclei(self, chi_node, mask_node=None, regions_node=None, atlas_name: str = "cit168",
                       atlas_folder: Optional[str] = None, reference: str = "whole_brain", erosion_mm: float = 0.0,
-                      progress=None, cancel=None, run_name: str = "Nuclei"):
+                      progress=None, cancel=None, run_name: str = "Nuclei", chi_para_node=None, chi_dia_node=None,
+                      separation_mask_node=None):
         """χ per nucleus and hemisphere: a table node, a Segmentation node of the nuclei and a bar plot (see
         SusceptibilityMRILib.roi_nodes). Regions from ``regions_node`` (label map or segmentation, any grid) or the
-        atlas (``cit168`` shipped; ``pd25`` from ``atlas_folder``) registered to the χ map."""
+        atlas (``cit168`` shipped; ``pd25`` from ``atlas_folder``) registered to the χ map. The source-separation
+        result nodes (χ⁺, |χ⁻|, its mask) add χ⁺ and |χ⁻| columns."""
         from SusceptibilityMRILib import roi_nodes
 
         from QSMLogic.roi.atlas import load_atlas
@@ -492,7 +494,8 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
         atlas = None if regions_node is not None else load_atlas(atlas_name, atlas_folder)
         return roi_nodes.measure_nuclei(slicer.mrmlScene, chi_node, mask_node=mask_node, regions_node=regions_node,
                                         atlas=atlas, reference=reference, erosion_mm=erosion_mm, progress=progress,
-                                        cancel=cancel, run_name=run_name)
+                                        cancel=cancel, run_name=run_name, chi_para_node=chi_para_node,
+                                        chi_dia_node=chi_dia_node, separation_mask_node=separation_mask_node)
 
 
 #

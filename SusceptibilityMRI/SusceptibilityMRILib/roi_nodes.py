@@ -16,7 +16,7 @@ import vtk
 
 from QSMLogic.errors import QSMInputError
 from QSMLogic.roi.atlas import Region
-from QSMLogic.roi.measures import RegionMeasure, measure_regions
+from QSMLogic.roi.measures import SOURCE_NUMERIC_COLUMNS, RegionMeasure, measure_regions
 from QSMLogic.roi.regions import SubjectRegions, atlas_regions, user_regions
 
 from .mrml_adapter import _node_name, array_ijk, create_folder, ijk_to_ras, mask_from_node, place_in_folder
@@ -28,19 +28,24 @@ TEXT_COLUMNS = ("region", "structure", "side", "source", "reference", "flag")
 
 
 def measures_to_table(scene: Any, rows: Sequence[RegionMeasure], name: str) -> Any:
-    """A NEW table node, one row per region; statistics of rows not measured are NaN with the reason in ``flag``."""
+    """A NEW table node, one row per region; statistics of rows not measured are NaN with the reason in ``flag``.
+    Rows measured with the source-separation maps add their χ⁺/|χ⁻| columns (and the sign convention)."""
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
-    for col in TEXT_COLUMNS:
+    records = [r.as_dict() for r in rows]
+    sources = bool(records) and all(r.sources for r in rows)
+    text = TEXT_COLUMNS + (("chi_sources_convention",) if sources else ())
+    numeric = NUMERIC_COLUMNS + (SOURCE_NUMERIC_COLUMNS if sources else ())
+    for col in text:
         arr = vtk.vtkStringArray()
         arr.SetName(col)
-        for r in rows:
-            arr.InsertNextValue(str(getattr(r, col)))
+        for d in records:
+            arr.InsertNextValue(str(d[col]))
         table.AddColumn(arr)
-    for col in NUMERIC_COLUMNS:
+    for col in numeric:
         arr = vtk.vtkDoubleArray()
         arr.SetName(col)
-        for r in rows:
-            v = getattr(r, col)
+        for d in records:
+            v = d[col]
             arr.InsertNextValue(float("nan") if v is None else float(v))
         table.AddColumn(arr)
     return table
@@ -152,6 +157,15 @@ def regions_from_node(node: Any, reference_node: Any) -> SubjectRegions:
                         source=f"label map {_node_name(node)}")
 
 
+def _on_chi_grid(node: Any, chi_node: Any, what: str) -> np.ndarray:
+    """A map node's voxels, refused unless it is on the χ node's grid (the pipeline writes its maps there)."""
+    arr = np.asarray(array_ijk(node), np.float32)
+    if arr.shape != tuple(chi_node.GetImageData().GetDimensions()) or not np.allclose(
+            ijk_to_ras(node), ijk_to_ras(chi_node), atol=1e-4):
+        raise QSMInputError(f"the {what} volume '{_node_name(node)}' is not on the χ volume's grid")
+    return arr
+
+
 def measure_nuclei(
     scene: Any,
     chi_node: Any,
@@ -165,12 +179,17 @@ def measure_nuclei(
     run_name: str = "Nuclei",
     progress: Optional[Callable[[float, str], None]] = None,
     cancel: Optional[Callable[[], bool]] = None,
+    chi_para_node: Optional[Any] = None,
+    chi_dia_node: Optional[Any] = None,
+    separation_mask_node: Optional[Any] = None,
 ) -> RoiNodes:
     """Measure χ per nucleus and hemisphere and add a table, a Segmentation node and a bar plot (in a folder).
 
     Regions come from ``regions_node`` (label map or Segmentation node, any grid) or else from ``atlas``
     (a :class:`QSMLogic.roi.atlas.Atlas`) registered to ``registration_node`` (default the χ node) with the
-    ``contrast`` template. ``chi_node`` and the other inputs are not modified.
+    ``contrast`` template. ``chi_para_node``/``chi_dia_node`` (χ⁺ and |χ⁻| of source separation, both on the χ
+    node's grid) add their columns, over the voxels of ``separation_mask_node`` when given. ``chi_node`` and the
+    other inputs are not modified.
     """
     chi = np.asarray(array_ijk(chi_node), np.float32)
     aff = ijk_to_ras(chi_node)
@@ -186,8 +205,12 @@ def measure_nuclei(
     else:
         raise QSMInputError("give a label map / segmentation node or an atlas")
     vox = tuple(float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
+    sources = {key: _on_chi_grid(node, chi_node, what) for key, node, what in (
+        ("chi_para_ppm", chi_para_node, "χ⁺"), ("chi_dia_ppm", chi_dia_node, "|χ⁻|")) if node is not None}
+    if separation_mask_node is not None:
+        sources["separation_mask"] = mask_from_node(separation_mask_node, chi_node)
     rows = measure_regions(chi, regs.labels, regs.regions, vox, mask=mask, reference=reference, erosion_mm=erosion_mm,
-                           source=regs.source, expected_volume_mm3=regs.expected_volume_mm3)
+                           source=regs.source, expected_volume_mm3=regs.expected_volume_mm3, **sources)
     folder = create_folder(scene, run_name)
     table = measures_to_table(scene, rows, f"{run_name} table")
     seg = labels_to_segmentation(scene, regs.labels, regs.regions, chi_node, f"{run_name} regions")
