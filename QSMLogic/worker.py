@@ -8,8 +8,9 @@ standard-output line into an event with :func:`parse_worker_line` (``PROGRESS <f
 
 INPUT.npz holds ``phase_rad`` as given to :class:`~QSMLogic.gre.GREData` (before the sign flip) with ``phase_sign``,
 ``magnitude``, ``te_s``, ``b0_tesla`` (NaN: unknown, for SWI-only runs), ``affine``, ``b0_direction``, optionally
-``mask``/``labels``, and ``metadata_json`` (the GREData metadata), so the worker rebuilds the same GREData and its
-provenance matches an in-process run. OUTDIR receives ``outputs.npz`` (every 3D map) and ``provenance.json``.
+``mask``/``labels`` and ``r2_hz`` (the R2 map on the data's grid, for source separation), and ``metadata_json``
+(the GREData metadata), so the worker rebuilds the same GREData and its provenance matches an in-process run.
+OUTDIR receives ``outputs.npz`` (every 3D map) and ``provenance.json``.
 
 Stopping: the worker checks between stages (and wherever the pipeline checks ``cancel``) whether the file
 :data:`STOP_FILE` exists next to INPUT.npz, INPUT.npz is gone (its folder was deleted) or its parent process has
@@ -55,7 +56,8 @@ class WorkerEvent:
 
 
 def write_worker_input(workdir: str, gre: GREData, config: Dict[str, Any], mask: Optional[np.ndarray] = None,
-                       labels: Optional[np.ndarray] = None) -> Tuple[str, str, str]:
+                       labels: Optional[np.ndarray] = None, r2_hz: Optional[np.ndarray] = None
+                       ) -> Tuple[str, str, str]:
     """Write INPUT.npz and CONFIG.json into ``workdir`` (created if needed); return (input, config, output dir).
 
     ``gre.phase_rad`` already carries ``gre.phase_sign``; the file holds the phase before the flip and the sign, so
@@ -77,6 +79,8 @@ def write_worker_input(workdir: str, gre: GREData, config: Dict[str, Any], mask:
         arrays["mask"] = np.asarray(mask, dtype=bool)
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
+    if r2_hz is not None:
+        arrays["r2_hz"] = np.asarray(r2_hz, dtype=np.float32)
     inp = os.path.join(workdir, INPUT_FILE)
     np.savez(inp, **arrays)
     cfg = os.path.join(workdir, CONFIG_FILE)
@@ -86,8 +90,9 @@ def write_worker_input(workdir: str, gre: GREData, config: Dict[str, Any], mask:
 
 
 def read_worker_input(input_path: str, config_path: str
-                      ) -> Tuple[GREData, PipelineConfig, Optional[np.ndarray], Optional[np.ndarray]]:
-    """The GREData, configuration, mask and labels that :func:`write_worker_input` wrote."""
+                      ) -> Tuple[GREData, PipelineConfig, Optional[np.ndarray], Optional[np.ndarray],
+                                 Optional[np.ndarray]]:
+    """The GREData, configuration, mask, labels and R2 map (Hz) that :func:`write_worker_input` wrote."""
     with np.load(input_path, allow_pickle=False) as z:
         d = {k: z[k] for k in z.files}
     metadata = json.loads(str(d["metadata_json"])) if "metadata_json" in d else {}
@@ -97,7 +102,7 @@ def read_worker_input(input_path: str, config_path: str
                   phase_sign=int(d.get("phase_sign", 1)), metadata=metadata)
     with open(config_path, encoding="utf-8") as f:
         config = PipelineConfig.from_dict(json.load(f))
-    return gre, config, d.get("mask"), d.get("labels")
+    return gre, config, d.get("mask"), d.get("labels"), d.get("r2_hz")
 
 
 def write_worker_output(output_dir: str, result: PipelineResult) -> None:
@@ -174,13 +179,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     inp, cfg_path, outdir = args
     cancel = stop_check(inp, os.getppid())
     try:
-        gre, cfg, mask, labels = read_worker_input(inp, cfg_path)
+        gre, cfg, mask, labels, r2_hz = read_worker_input(inp, cfg_path)
 
         def progress(fraction: float, label: str) -> None:
             print(f"PROGRESS {fraction:.4f} {label}", flush=True)
 
         res = run_pipeline(gre, cfg, mask=mask, labels=labels, progress=progress, cancel=cancel,
-                           log=lambda s: print(f"LOG {s}", flush=True))
+                           log=lambda s: print(f"LOG {s}", flush=True), r2_hz=r2_hz)
         if cancel():
             raise QSMCancelled("stopped before writing the results")
         write_worker_output(outdir, res)

@@ -95,13 +95,18 @@ def test_protocol_carries_phase_sign_and_metadata(tmp_path):
     gre = synthetic_gre(phase_sign=-1)
     cfg = PipelineConfig.default().to_dict()
     i, c, _ = write_worker_input(str(tmp_path), gre, cfg, mask=np.ones(SHAPE, bool))
-    back, back_cfg, mask, labels = read_worker_input(i, c)
+    back, back_cfg, mask, labels, r2 = read_worker_input(i, c)
     assert back.phase_sign == -1 and back.metadata == {"te_source": "test"}
     np.testing.assert_array_equal(back.phase_rad, gre.phase_rad)
     np.testing.assert_array_equal(back.magnitude, gre.magnitude)
     np.testing.assert_array_equal(back.te_s, gre.te_s)
     assert back.b0_direction == gre.b0_direction
-    assert back_cfg.to_dict() == cfg and mask.all() and labels is None
+    assert back_cfg.to_dict() == cfg and mask.all() and labels is None and r2 is None
+    # the R2 map for source separation travels too (float32, on the data's grid)
+    r2_map = np.full(SHAPE, 12.5, np.float64)
+    i, c, _ = write_worker_input(str(tmp_path / "r2"), gre, cfg, r2_hz=r2_map)
+    r2 = read_worker_input(i, c)[4]
+    assert r2.dtype == np.float32 and r2.shape == SHAPE and np.all(r2 == 12.5)
     # an SWI-only acquisition without B0 stays without B0
     no_b0 = dataclasses.replace(synthetic_gre(), b0_tesla=None)
     i, c, _ = write_worker_input(str(tmp_path / "swi"), no_b0, PipelineConfig.swi_only().to_dict())

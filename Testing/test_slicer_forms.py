@@ -290,7 +290,7 @@ def _parameters(**kw):
     p = types.SimpleNamespace(magnitudeVolumes=[], phaseVolumes=[], magnitudeSequence=None, phaseSequence=None,
                               echoTimesMs="", b0Tesla=0.0, phaseScaling="auto", flipPhase=False, maskVolume=None,
                               runName="run", runInBackground=False, allOutputs=False, showResults=False,
-                              configJson="", paramsJson="")
+                              configJson="", paramsJson="", r2Volume=None, r2Quantity="r2")
     p.__dict__.update(kw)
     return p
 
@@ -355,8 +355,10 @@ def test_qsm_widget_fills_echo_times_and_b0_from_the_data_on_every_selection(mon
     w.ui.magnitudeVolumesComboBox.nodes = _echoes(widget_scene, (15.0, 5.0, 10.0), name="mag")
     w.onEchoVolumesChanged()
     assert (p.echoTimesMs, p.b0Tesla) == ("4, 8, 12", 3.0)
+    p.r2Volume, p.r2Quantity = a[0], "t2_ms"
     args = w._runArguments()
     assert args["echo_times_s"] == pytest.approx([0.004, 0.008, 0.012]) and args["b0_tesla"] == 3.0
+    assert args["r2_node"] is a[0] and args["r2_quantity"] == "t2_ms"
     # other echoes with other echo times and no B0: their echo times replace the field; the typed B0 stays
     w.ui.magnitudeVolumesComboBox.nodes = []
     w.ui.phaseVolumesComboBox.nodes = _echoes(widget_scene, (6.0, 12.0), name="b")
@@ -479,6 +481,7 @@ def test_qsm_background_apply_goes_through_the_logic(monkeypatch, widget_scene):
         w.onApplyButton()
     (kw,) = calls
     assert kw["background"] is True and callable(kw["on_done"]) and kw["phase_sign"] == 1
+    assert kw["r2_node"] is None and kw["r2_quantity"] == "r2"   # the R2/T2 selector, bound, passed as it is
     assert w._job is w._fakeJob and w.ui.applyButton.enabled is False  # one run at a time
     kw["progress"](0.5, "Dipole inversion")
     assert (dialog.value, dialog.labelText) == (50, "Dipole inversion")

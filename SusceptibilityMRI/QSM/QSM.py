@@ -39,7 +39,7 @@ import QSMLogic as qsmlib  # the library package, bound before the module logic 
 from SusceptibilityMRILib import mrml_adapter, widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
 from SusceptibilityMRILib.logic import EchoInputsLogicMixin
-from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES
+from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES, R2_QUANTITIES
 
 
 #
@@ -76,7 +76,7 @@ class QSMParameterNode:
 
     Inputs are the checked echo volumes, or a sequence (4D) node per role, which takes precedence when set.
     ``b0Tesla`` 0 means "from the data"; ``echoTimesMs`` empty likewise. ``maskVolume`` is a label map or a
-    segmentation.
+    segmentation. ``r2Volume`` is the R2 (or T2, as ``r2Quantity`` says) map for source separation, on any grid.
     """
 
     magnitudeVolumes: list[vtkMRMLScalarVolumeNode]
@@ -88,6 +88,8 @@ class QSMParameterNode:
     phaseScaling: Annotated[str, Choice(list(PHASE_SCALING_CHOICES))] = "auto"
     flipPhase: bool = False
     maskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    r2Volume: vtkMRMLScalarVolumeNode
+    r2Quantity: Annotated[str, Choice(list(R2_QUANTITIES))] = "r2"
     runName: str = "QSM"
     runInBackground: bool = True
     allOutputs: bool = False
@@ -345,7 +347,7 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
         return dict(
             magnitude_nodes=mags, phase_nodes=phases, echo_times_s=self._userEchoTimesS(),
             b0_tesla=self._userB0Tesla(), config=self._config, mask_node=p.maskVolume, phase_rule=p.phaseScaling,
-            phase_sign=-1 if p.flipPhase else 1)
+            phase_sign=-1 if p.flipPhase else 1, r2_node=p.r2Volume, r2_quantity=p.r2Quantity)
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to compute QSM.", waitCursor=True):
@@ -448,11 +450,14 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, b0_tesla=None, config=None, mask_node=None,
             progress=None, log=None, cancel=None, run_name: str = "QSM", phase_rule: str = "auto",
             phase_sign: int = 1, output_names: Optional[Sequence[str]] = None, background: bool = False,
-            on_done=None):
+            on_done=None, r2_node=None, r2_quantity: str = "r2"):
         """Run the QSM pipeline; returns ``{output name: new node}`` (see SusceptibilityMRILib.runner).
 
         ``echo_times_s``/``b0_tesla`` ``None``: taken from the data (DICOM attributes or database, sequence index,
         BIDS sidecar). ``mask_node``: a label map or a segmentation. ``config``: None for the library's defaults.
+        ``r2_node``: the R2 map (``r2_quantity`` ``"r2"``, 1/s) or T2 map (``"t2_ms"``, ``"t2_s"``) that source
+        separation's ``r2prime`` and ``joint`` methods need, on any grid (resampled onto the echoes' through both
+        IJK-to-RAS matrices).
 
         ``background=True`` runs it in a separate process (``PythonSlicer -m QSMLogic.worker``) so Slicer stays
         responsive, and returns at once a ``BackgroundRun``: a timer polls it, calls ``progress``/``log`` from
@@ -463,7 +468,7 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
         from SusceptibilityMRILib import runner
 
         arguments = dict(progress=progress, log=log, run_name=run_name, phase_rule=phase_rule,
-                         phase_sign=phase_sign,
+                         phase_sign=phase_sign, r2_node=r2_node, r2_quantity=r2_quantity,
                          output_names=runner.DEFAULT_OUTPUTS if output_names is None else output_names)
         if not background:
             return runner.run_qsm_on_nodes(slicer.mrmlScene, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla,

@@ -662,6 +662,28 @@ def mask_from_node(mask_node: Any, reference_node: Any) -> np.ndarray:
     return m
 
 
+#: What an R2 input node holds: R2 in 1/s, or T2 in milliseconds or seconds (as ``--r2``/``--t2`` on the command
+#: line and :func:`QSMLogic.separation.read_r2_map`).
+R2_QUANTITIES = ("r2", "t2_ms", "t2_s")
+
+
+def r2_from_node(r2_node: Any, reference_node: Any, quantity: str = "r2") -> np.ndarray:
+    """R2 (Hz, float32, (i, j, k)) on ``reference_node``'s grid from an R2 (1/s) or T2 (``t2_ms``, ``t2_s``) volume
+    node on any grid, for source separation: T2 converted by :func:`QSMLogic.separation.r2_from_t2`, then resampled
+    through both IJK-to-RAS matrices by :func:`QSMLogic.separation.resample_to_grid` (voxels outside the node's
+    volume become NaN and leave the separation mask). The node is not modified."""
+    from QSMLogic.separation import r2_from_t2, resample_to_grid
+
+    if quantity not in R2_QUANTITIES:
+        raise QSMInputError(f"R2 input quantity must be one of {', '.join(R2_QUANTITIES)}, got {quantity!r}")
+    _check_volume(r2_node, "R2/T2 map")
+    values = np.asarray(array_ijk(r2_node), dtype=np.float32)
+    r2 = values if quantity == "r2" else r2_from_t2(values, "ms" if quantity == "t2_ms" else "s")
+    dims = tuple(reference_node.GetImageData().GetDimensions())
+    return resample_to_grid(r2, check_affine(ijk_to_ras(r2_node)), dims, ijk_to_ras(reference_node),
+                            name=f"R2/T2 map '{_node_name(r2_node)}'")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Results → nodes
 
@@ -880,14 +902,15 @@ def load_volume(scene: Any, path: str, name: Optional[str] = None, label: bool =
 
 
 __all__ = [
-    "DICOM_TAGS", "DISPLAY_PRESETS", "AcquisitionInfo", "DisplayPreset", "INSTANCE_UIDS_ATTRIBUTE", "LABEL_OUTPUTS",
-    "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE", "RESULTS_LAYOUT_ID", "RESULTS_LAYOUT_XML", "RESULTS_VIEWS",
-    "VolumeArrays", "acquisition_from_nodes", "add_color_legend", "add_result_volume", "array_ijk", "as_node_list",
-    "check_same_geometry", "create_folder", "default_dicom_database", "describe_inputs", "dicom_image_kind",
-    "dicom_instance_uids", "dicom_tag_value", "echo_time_of_node_s", "echo_times_and_source",
+    "AcquisitionInfo", "DICOM_TAGS", "DISPLAY_PRESETS", "DisplayPreset", "INSTANCE_UIDS_ATTRIBUTE", "LABEL_OUTPUTS",
+    "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE", "R2_QUANTITIES", "RESULTS_LAYOUT_ID", "RESULTS_LAYOUT_XML",
+    "RESULTS_VIEWS", "VolumeArrays", "acquisition_from_nodes", "add_color_legend", "add_result_volume", "array_ijk",
+    "as_node_list", "check_same_geometry", "create_folder", "default_dicom_database", "describe_inputs",
+    "dicom_image_kind", "dicom_instance_uids", "dicom_tag_value", "echo_time_of_node_s", "echo_times_and_source",
     "echo_times_from_nodes_s", "echo_times_from_sequence_s", "field_strength_and_source",
     "field_strength_from_nodes_t", "field_strength_of_node_t", "gre_from_nodes", "ijk_to_ras", "is_sequence",
     "load_volume", "mask_from_node", "nodes_from_sequence", "outputs_to_nodes", "parse_echo_times_ms",
-    "place_in_folder", "read_provenance", "save_volume", "segmentation_to_mask", "sequence_echo_times_and_source",
-    "show_side_by_side", "sidecar_of_node", "sort_echo_nodes", "stack_echoes", "storage_file", "volume_arrays",
+    "place_in_folder", "r2_from_node", "read_provenance", "save_volume", "segmentation_to_mask",
+    "sequence_echo_times_and_source", "show_side_by_side", "sidecar_of_node", "sort_echo_nodes", "stack_echoes",
+    "storage_file", "volume_arrays"
 ]

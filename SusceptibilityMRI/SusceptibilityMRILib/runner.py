@@ -14,9 +14,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 import QSMLogic
 from QSMLogic.params import stage
-from QSMLogic.pipeline import SWI_NEEDS, PipelineConfig, run_pipeline
+from QSMLogic.pipeline import SWI_NEEDS, PipelineConfig, check_stage_selection, run_pipeline
 from QSMLogic.worker import read_worker_output, worker_command, write_worker_input
 
 from . import mrml_adapter as ad
@@ -56,34 +58,51 @@ def as_config(config: ConfigLike) -> PipelineConfig:
 
 @dataclass
 class PreparedInputs:
-    """What a run needs once the nodes are read: the GRE data, the optional mask and the reference node."""
+    """What a run needs once the nodes are read: the GRE data, the optional mask, the reference node and the
+    optional R2 map (Hz) on the data's grid with what the provenance records about it."""
 
     gre: Any
     mask: Any
     reference_node: Any
+    r2_hz: Any = None
+    r2_input: Optional[Dict[str, Any]] = None
 
 
 def prepare_inputs(magnitude_nodes: Any, phase_nodes: Any, echo_times_s: Optional[Sequence[float]],
                    b0_tesla: Optional[float], mask_node: Any = None, phase_rule: str = "auto",
-                   phase_sign: int = 1, dicom_database: Any = None, require_b0: bool = True) -> PreparedInputs:
+                   phase_sign: int = 1, dicom_database: Any = None, require_b0: bool = True,
+                   r2_node: Any = None, r2_quantity: str = "r2") -> PreparedInputs:
     """Read the echo volumes (and mask: label map or segmentation) into a GREData in (i, j, k) order with checked
     geometry. ``echo_times_s``/``b0_tesla`` ``None`` (or B0 <= 0): read from the data (see mrml_adapter); a B0 the
-    data do not give stays ``None`` unless ``require_b0``."""
+    data do not give stays ``None`` unless ``require_b0``. ``r2_node``: an R2 (``r2_quantity`` ``"r2"``, 1/s) or
+    T2 (``"t2_ms"``, ``"t2_s"``) volume on any grid for source separation, resampled onto the echo grid
+    (:func:`~.mrml_adapter.r2_from_node`)."""
     gre = ad.gre_from_nodes(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, phase_rule, phase_sign,
                             dicom_database=dicom_database, require_b0=require_b0)
     reference = ad.as_node_list(phase_nodes)[0]
     mask = ad.mask_from_node(mask_node, reference) if mask_node is not None else None
-    return PreparedInputs(gre, mask, reference)
+    if r2_node is None:
+        return PreparedInputs(gre, mask, reference)
+    r2 = ad.r2_from_node(r2_node, reference, r2_quantity)
+    same_grid = r2_node.GetImageData().GetDimensions() == reference.GetImageData().GetDimensions() and bool(
+        np.allclose(ad.ijk_to_ras(r2_node), ad.ijk_to_ras(reference), atol=1e-4))
+    return PreparedInputs(gre, mask, reference, r2, {
+        "node": r2_node.GetName(), "quantity": r2_quantity,
+        "resampled": "no (on the echo grid)" if same_grid else "trilinear, through both IJK-to-RAS matrices"})
 
 
-def _slicer_inputs(gre: Any) -> Dict[str, Any]:
-    """What the provenance records about the Slicer inputs (node names, phase scaling, where TE and B0 came from)."""
-    return {k: gre.metadata.get(k) for k in (
+def _slicer_inputs(inp: PreparedInputs) -> Dict[str, Any]:
+    """What the provenance records about the Slicer inputs (node names, phase scaling, where TE and B0 came from,
+    the R2 map's node when given)."""
+    out = {k: inp.gre.metadata.get(k) for k in (
         "phase_nodes", "magnitude_nodes", "phase_scaling", "te_source", "b0_source", "array_order")}
+    if inp.r2_input is not None:
+        out["r2_map"] = inp.r2_input
+    return out
 
 
-def _provenance_with_inputs(provenance: Dict[str, Any], gre: Any, run_name: str) -> Dict[str, Any]:
-    return dict(provenance, run_name=run_name, slicer_inputs=_slicer_inputs(gre))
+def _provenance_with_inputs(provenance: Dict[str, Any], inp: PreparedInputs, run_name: str) -> Dict[str, Any]:
+    return dict(provenance, run_name=run_name, slicer_inputs=_slicer_inputs(inp))
 
 
 def run_qsm_on_nodes(
@@ -102,19 +121,22 @@ def run_qsm_on_nodes(
     phase_sign: int = 1,
     output_names: Optional[Sequence[str]] = DEFAULT_OUTPUTS,
     dicom_database: Any = None,
+    r2_node: Any = None,
+    r2_quantity: str = "r2",
 ) -> Dict[str, Any]:
     """Run the QSM pipeline on echo volume nodes (lists or sequence nodes) and add NEW result nodes to ``scene``.
 
     Returns ``{output name: node}`` (those of ``output_names`` the run produced; all outputs if ``None``), placed in
     a subject-hierarchy folder named ``run_name``; each node carries the run's provenance as JSON. Raises
     :class:`QSMLogic.errors.QSMCancelled` when ``cancel()`` turns true. A configuration without the QSM chain
-    (:meth:`~QSMLogic.pipeline.PipelineConfig.swi_only`) needs no B0.
+    (:meth:`~QSMLogic.pipeline.PipelineConfig.swi_only`) needs no B0. ``r2_node``/``r2_quantity``: the R2 (or T2)
+    map that source separation's ``r2prime`` and ``joint`` methods need (see :func:`prepare_inputs`).
     """
     cfg = as_config(config)
     inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database, require_b0=needs_b0(cfg))
-    res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log)
-    prov = _provenance_with_inputs(res.provenance, inp.gre, run_name)
+                         dicom_database, require_b0=needs_b0(cfg), r2_node=r2_node, r2_quantity=r2_quantity)
+    res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log, r2_hz=inp.r2_hz)
+    prov = _provenance_with_inputs(res.provenance, inp, run_name)
     return ad.outputs_to_nodes(scene, res.outputs, inp.reference_node, run_name, prov, output_names)
 
 
@@ -195,6 +217,8 @@ def start_background_run(
     dicom_database: Any = None,
     python: Optional[str] = None,
     env: Optional[Dict[str, str]] = None,
+    r2_node: Any = None,
+    r2_quantity: str = "r2",
 ) -> BackgroundRun:
     """Read the nodes, write the worker's inputs and start it; returns the :class:`BackgroundRun` to poll.
 
@@ -205,10 +229,11 @@ def start_background_run(
     """
     cfg = as_config(config)
     inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database, require_b0=needs_b0(cfg))
+                         dicom_database, require_b0=needs_b0(cfg), r2_node=r2_node, r2_quantity=r2_quantity)
+    check_stage_selection(cfg, inp.gre, mask_given=inp.mask is not None, r2_given=inp.r2_hz is not None)
     workdir = tempfile.mkdtemp(prefix="SusceptibilityMRI-")
     try:
-        i, c, o = write_worker_input(workdir, inp.gre, cfg.to_dict(), inp.mask)
+        i, c, o = write_worker_input(workdir, inp.gre, cfg.to_dict(), inp.mask, r2_hz=inp.r2_hz)
         library_root = os.path.dirname(os.path.dirname(os.path.abspath(QSMLogic.__file__)))
         process = WorkerProcess(worker_command(i, c, o, python or python_executable()),
                                 env if env is not None else worker_environment(library_root))
@@ -216,7 +241,7 @@ def start_background_run(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return BackgroundRun(scene, process, workdir, o, inp.reference_node, _slicer_inputs(inp.gre), run_name,
+    return BackgroundRun(scene, process, workdir, o, inp.reference_node, _slicer_inputs(inp), run_name,
                          output_names, progress, log, on_done)
 
 
