@@ -139,6 +139,33 @@ def test_background_run_gives_the_in_process_result(scene):
     assert not os.path.exists(run.workdir)  # the temporary folder is removed
 
 
+def test_background_run_carries_the_r2_map_for_source_separation(scene):
+    """The worker gets the R2 map (read from its node on another grid, resampled here) and its χ⁺/|χ⁻| equal the
+    in-process run's."""
+    gre = synthetic_gre()
+    mags, phs = echo_nodes(scene, gre)
+    r2_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "R2 coarse")
+    slicer.util.updateVolumeFromArray(r2_node, np.full((10, 12, 12), 12.0, np.float32))   # (k, j, i)
+    r2_node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.diag([2 * VOXEL_MM] * 3 + [1.0])
+                                                              @ np.array([[1, 0, 0, -0.5], [0, 1, 0, -0.5],
+                                                                          [0, 0, 1, -0.5], [0, 0, 0, 1.0]])))
+    cfg = PipelineConfig.from_dict(FAST).set("source_separation", "r2prime")
+    cfg.stages["source_separation"]["enabled"] = True
+    outputs = ("chi_para_ppm", "chi_dia_ppm", "r2prime_hz")
+    direct = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg, r2_node=r2_node, output_names=outputs)
+    done = []
+    run = runner.start_background_run(scene, mags, phs, None, 3.0, cfg, r2_node=r2_node, output_names=outputs,
+                                      on_done=lambda nodes, error: done.append((nodes, error)),
+                                      python=sys.executable, env=worker_env())
+    wait_for(run)
+    assert len(done) == 1 and done[0][1] is None, done
+    for key in outputs:
+        np.testing.assert_array_equal(ad.array_ijk(done[0][0][key]), ad.array_ijk(direct[key]))
+    r2p = np.asarray(ad.array_ijk(direct["r2prime_hz"]))
+    assert np.median(r2p[r2p > 0]) == pytest.approx(8.0, abs=1.0)   # R2* 20 Hz − R2 12 Hz
+    assert ad.read_provenance(done[0][0]["chi_para_ppm"])["slicer_inputs"]["r2_map"]["node"] == "R2 coarse"
+
+
 def launcher(tmp_path) -> str:
     """A stand-in for PythonSlicer: a launcher that starts the real interpreter as its child (not exec) and
     writes the child's pid."""

@@ -265,6 +265,20 @@ def test_cli_roi_with_user_labels_and_atlas(tmp_path):
     assert all(r["source"].startswith("atlas CIT168") for r in got["rows"])
     assert all("refined by χ > 0.05 ppm within +2 mm" in r["source"] for r in got["rows"])
     assert main(["roi", "--chi", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "x")]) == 2
+    # with the separation's maps (issue 16): χ⁺ and |χ⁻| columns, both maps required, on the χ grid
+    for k in ("chi_para_ppm", "chi_dia_ppm"):
+        nib.save(nib.Nifti1Image(getattr(m, k), m.affine), str(tmp_path / f"{k}.nii.gz"))
+    base = ["roi", "--chi", str(tmp_path / "chi.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--labels",
+            str(tmp_path / "labels.nii.gz"), "--label-names", str(tmp_path / "names.json"), "--reference", "none"]
+    assert main(base + ["--chi-para", str(tmp_path / "chi_para_ppm.nii.gz"), "--chi-dia",
+                        str(tmp_path / "chi_dia_ppm.nii.gz"), "--out", str(tmp_path / "s")]) == 0
+    got = json.loads((tmp_path / "s" / "roi_measures.json").read_text())
+    put = next(r for r in got["rows"] if r["structure"] == "putamen")
+    sel = (m.labels == label_of("putamen")) & m.brain_mask
+    assert abs(put["chi_para_mean_ppm"] - m.chi_para_ppm[sel].mean()) < 1e-5
+    assert abs(put["chi_dia_mean_ppm"] - m.chi_dia_ppm[sel].mean()) < 1e-5
+    assert str(tmp_path / "chi_dia_ppm.nii.gz") in got["provenance"]["input_files"]
+    assert main(base + ["--chi-para", str(tmp_path / "chi_para_ppm.nii.gz"), "--out", str(tmp_path / "t")]) == 2
 
 
 REAL = "/work/shared/data/real-gre-small"
