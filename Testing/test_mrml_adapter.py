@@ -29,21 +29,6 @@ SPACING = (0.8, 1.1, 2.5)
 ORIGIN = (12.0, -30.5, 45.25)
 
 
-@pytest.fixture()
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    colors = slicer.vtkMRMLColorLogic()  # default colour tables (Grey, Labels) as in Slicer
-    colors.SetMRMLScene(s)
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()  # as Slicer's Segmentations module does
-    segmentations.SetMRMLScene(s)
-    s.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # as Slicer's Colors module does
-    yield s
-    segmentations.SetMRMLScene(None)
-    colors.SetMRMLScene(None)
-    s.Clear(1)
-
-
 class FakeDicomDatabase:
     """Stand-in for Slicer's ctkDICOMDatabase: ``instanceValue(uid, "gggg,eeee")`` and ``fileForInstance(uid)``."""
 
