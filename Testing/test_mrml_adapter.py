@@ -262,16 +262,9 @@ def test_gre_from_nodes_bad_inputs(scene):
 
 def _write_dicom(path, uid, echo_time_ms, b0_t, image_type):
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from dicom_helpers import dicom_dataset
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
-    meta.MediaStorageSOPInstanceUID = uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, uid
+    ds = dicom_dataset(instance_uid=uid)  # MR Image Storage
     ds.EchoTime, ds.MagneticFieldStrength, ds.ImageType = echo_time_ms, b0_t, image_type
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
 
