@@ -82,8 +82,23 @@ def _slicer_inputs(gre: Any) -> Dict[str, Any]:
         "phase_nodes", "magnitude_nodes", "phase_scaling", "te_source", "b0_source", "array_order")}
 
 
-def _provenance_with_inputs(provenance: Dict[str, Any], gre: Any, run_name: str) -> Dict[str, Any]:
-    return dict(provenance, run_name=run_name, slicer_inputs=_slicer_inputs(gre))
+def _configured_inputs(config: ConfigLike, magnitude_nodes: Any, phase_nodes: Any,
+                       echo_times_s: Optional[Sequence[float]], b0_tesla: Optional[float], mask_node: Any,
+                       phase_rule: str, phase_sign: int, dicom_database: Any) -> Tuple[PipelineConfig, PreparedInputs]:
+    """The validated configuration and the inputs read for it (a B0 required only when the configuration uses it):
+    what both the in-process and the background run start from."""
+    cfg = as_config(config)
+    return cfg, prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule,
+                               phase_sign, dicom_database, require_b0=needs_b0(cfg))
+
+
+def _add_result_nodes(scene: Any, outputs: Dict[str, Any], provenance: Dict[str, Any], reference_node: Any,
+                      slicer_inputs: Dict[str, Any], run_name: str,
+                      output_names: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """A finished run's outputs as new nodes (see :func:`run_qsm_on_nodes`), their provenance completed with the
+    run name and the Slicer inputs: how both the in-process and the background run end."""
+    prov = dict(provenance, run_name=run_name, slicer_inputs=slicer_inputs)
+    return ad.outputs_to_nodes(scene, outputs, reference_node, run_name, prov, output_names)
 
 
 def run_qsm_on_nodes(
@@ -110,12 +125,11 @@ def run_qsm_on_nodes(
     :class:`QSMLogic.errors.QSMCancelled` when ``cancel()`` turns true. A configuration without the QSM chain
     (:meth:`~QSMLogic.pipeline.PipelineConfig.swi_only`) needs no B0.
     """
-    cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database, require_b0=needs_b0(cfg))
+    cfg, inp = _configured_inputs(config, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node,
+                                  phase_rule, phase_sign, dicom_database)
     res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log)
-    prov = _provenance_with_inputs(res.provenance, inp.gre, run_name)
-    return ad.outputs_to_nodes(scene, res.outputs, inp.reference_node, run_name, prov, output_names)
+    return _add_result_nodes(scene, res.outputs, res.provenance, inp.reference_node, _slicer_inputs(inp.gre),
+                             run_name, output_names)
 
 
 class BackgroundRun:
@@ -165,9 +179,8 @@ class BackgroundRun:
         try:
             self.process.check_result()
             outputs, provenance = read_worker_output(self.output_dir)
-            prov = dict(provenance, run_name=self.run_name, slicer_inputs=self.slicer_inputs)
-            self.nodes = ad.outputs_to_nodes(self.scene, outputs, self.reference_node, self.run_name, prov,
-                                             self.output_names)
+            self.nodes = _add_result_nodes(self.scene, outputs, provenance, self.reference_node, self.slicer_inputs,
+                                           self.run_name, self.output_names)
         except Exception as exc:  # handed to on_done: the caller decides how to show it
             self.error = exc
         finally:
@@ -203,9 +216,8 @@ def start_background_run(
     Bad input raises here, before anything starts; so does a worker that cannot be started
     (:class:`~.process.WorkerError`).
     """
-    cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database, require_b0=needs_b0(cfg))
+    cfg, inp = _configured_inputs(config, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node,
+                                  phase_rule, phase_sign, dicom_database)
     workdir = tempfile.mkdtemp(prefix="SusceptibilityMRI-")
     try:
         i, c, o = write_worker_input(workdir, inp.gre, cfg.to_dict(), inp.mask)
