@@ -55,6 +55,18 @@ def _parse_set(items: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """The options :func:`build_config` reads: a method per stage (``--<stage>``, choices from the declarations),
+    ``--set``, ``--disable`` and ``--config`` (used by ``run`` and ``batch``)."""
+    stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
+    for key, spec in load_all().items():
+        stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,
+                         help=f"{spec.label} method (default {spec.default_method})")
+    stg.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="override a method parameter")
+    stg.add_argument("--disable", action="append", metavar="STAGE", help="skip an optional stage (r2star, swi)")
+    stg.add_argument("--config", help="JSON configuration ({'stages': {stage: {method, params}}})")
+
+
 def build_config(args: argparse.Namespace):
     """PipelineConfig from ``--config`` JSON, per-stage ``--<stage>`` method choices and ``--set`` overrides; errors
     name the flag and the value that is wrong."""
@@ -550,13 +562,7 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--t2-unit", default="ms", choices=("ms", "s"), help="unit of the --t2 map (default ms)")
     _add_phantom_args(p)
     add_run_roi_args(p)
-    stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
-    for key, spec in load_all().items():
-        stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,
-                         help=f"{spec.label} method (default {spec.default_method})")
-    stg.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="override a method parameter")
-    stg.add_argument("--disable", action="append", metavar="STAGE", help="skip an optional stage (r2star, swi)")
-    stg.add_argument("--config", help="JSON configuration ({'stages': {stage: {method, params}}})")
+    add_method_args(p)
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing the files an earlier run of this tool left there")

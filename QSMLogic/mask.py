@@ -43,11 +43,13 @@ def combined_magnitude(magnitude: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(np.square(mag, dtype=np.float32), axis=3))
 
 
-def otsu_threshold(values: np.ndarray, n_bins: int = 256) -> float:
-    """Otsu's threshold (maximum between-class variance) of ``values`` (1D), on a histogram up to the 99.9th
-    percentile so that a few very bright voxels do not squeeze the histogram."""
+def otsu_threshold(values: np.ndarray, n_bins: int = 256, upper_percentile: Optional[float] = 99.9) -> float:
+    """Otsu's threshold (maximum between-class variance; Otsu, IEEE Trans Syst Man Cybern 9 (1979) 62–66) of
+    ``values`` on an ``n_bins`` histogram from the minimum to the ``upper_percentile``-th percentile (values above
+    are counted in the last bin), so that a few very bright voxels do not squeeze the histogram; ``None``: up to the
+    maximum."""
     v = np.asarray(values, dtype=np.float64).ravel()
-    hi = float(np.percentile(v, 99.9))
+    hi = float(v.max()) if upper_percentile is None else float(np.percentile(v, upper_percentile))
     lo = float(v.min())
     if not hi > lo:
         return lo

@@ -145,20 +145,11 @@ def read_r2_map(path: str, target_shape: Sequence[int], target_affine: np.ndarra
                 ) -> np.ndarray:
     """An R2 (``quantity="r2"``, 1/s) or T2 (``"t2_ms"``, ``"t2_s"``) map from a NIfTI or NRRD file, as R2 (Hz) on
     the data's grid: resampled through the file's and the data's affines when the grids differ."""
-    from .io.nifti import is_nifti, read_nifti
-    from .io.nrrd import is_nrrd, read_nrrd
+    from .io.loader import read_volume
 
     if quantity not in ("r2", "t2_ms", "t2_s"):
         raise QSMInputError(f"R2 map quantity must be r2, t2_ms or t2_s, got {quantity!r}")
-    if is_nifti(path):
-        data, affine = read_nifti(path)
-    elif is_nrrd(path):
-        data, affine, _ = read_nrrd(path)
-    else:
-        raise QSMInputError(f"{path}: the R2/T2 map must be a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file")
-    data = np.squeeze(np.asarray(data))
-    if data.ndim != 3:
-        raise QSMInputError(f"{path}: the R2/T2 map must be one 3D volume, got shape {data.shape}")
+    data, affine = read_volume(path, "the R2/T2 map")
     r2 = data.astype(np.float32) if quantity == "r2" else r2_from_t2(data, "ms" if quantity == "t2_ms" else "s")
     return resample_to_grid(r2, affine, target_shape, target_affine, name=f"R2 map {path}")
 

@@ -60,16 +60,6 @@ def synthetic_gre(phase_sign: int = 1) -> GREData:
                    affine=affine, phase_sign=phase_sign, metadata={"te_source": "test"})
 
 
-@pytest.fixture()
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(s)
-    yield s
-    s.Clear(1)
-
-
 def echo_nodes(scene, gre: GREData):
     """The modules' self-test fixture, on slicer-core: (magnitude nodes, phase nodes) with their echo times."""
     assert slicer.mrmlScene is scene

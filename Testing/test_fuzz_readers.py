@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from QSMLogic.errors import QSMInputError
 from QSMLogic.gre import GREData
 from QSMLogic.io import load_gre
+from dicom_helpers import ENHANCED_MR_STORAGE, MR_STORAGE, item, mr_image
 
 #: Cases per reader in CI (about 15 s for all three on 2 cores); ``SUSCEPTIBILITY_MRI_FUZZ_SCALE=N`` runs N times as
 #: many, with fresh random draws instead of the fixed sequence (a longer search, by hand).
@@ -202,25 +202,8 @@ def _fuzz_nrrd(seed, mutations, explicit):
 ROWS, COLS, NSL = 5, 6, 4
 
 
-def _item(**kw) -> Dataset:
-    ds = Dataset()
-    for k, v in kw.items():
-        setattr(ds, k, v)
-    return ds
-
-
 def _base(sop_class: str) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Manufacturer, ds.MagneticFieldStrength = "MR", "SIEMENS", "3"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = ROWS, COLS, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    return ds
+    return mr_image(sop_class, ROWS, COLS, "SIEMENS", "3", bits_stored=12)
 
 
 DICOM_TAGS = {
@@ -262,20 +245,20 @@ def _write_dicom(folder: str, seed: int, mutations, enhanced: bool) -> None:
     iop = ["1", "0", "0", "0", "1", "0"]
     paths = []
     if enhanced:
-        ds = _base("1.2.840.10008.5.1.4.1.1.4.1")
+        ds = _base(ENHANCED_MR_STORAGE)
         frames, pixels = [], []
         for kind in ("M", "P"):
             for e in range(2):
                 for k in range(NSL):
-                    frames.append(_item(
-                        PlanePositionSequence=Sequence([_item(ImagePositionPatient=["0", "0", str(2.5 * k)])]),
-                        MREchoSequence=Sequence([_item(EffectiveEchoTime=4.0 * (e + 1))]),
-                        MRImageFrameTypeSequence=Sequence([_item(FrameType=["ORIGINAL", "PRIMARY", kind, "NONE"])]),
+                    frames.append(item(
+                        PlanePositionSequence=Sequence([item(ImagePositionPatient=["0", "0", str(2.5 * k)])]),
+                        MREchoSequence=Sequence([item(EffectiveEchoTime=4.0 * (e + 1))]),
+                        MRImageFrameTypeSequence=Sequence([item(FrameType=["ORIGINAL", "PRIMARY", kind, "NONE"])]),
                     ))
                     pixels.append(rng.integers(0, 4096, (ROWS, COLS)))
-        ds.SharedFunctionalGroupsSequence = Sequence([_item(
-            PixelMeasuresSequence=Sequence([_item(PixelSpacing=["2", "2"], SliceThickness="2.5")]),
-            PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=iop)]))])
+        ds.SharedFunctionalGroupsSequence = Sequence([item(
+            PixelMeasuresSequence=Sequence([item(PixelSpacing=["2", "2"], SliceThickness="2.5")]),
+            PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=iop)]))])
         ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
         ds.NumberOfFrames = len(frames)
         ds.PixelData = np.stack(pixels).astype(np.uint16).tobytes()
@@ -287,7 +270,7 @@ def _write_dicom(folder: str, seed: int, mutations, enhanced: bool) -> None:
         for kind in ("M", "P"):
             for e in range(2):
                 for k in range(NSL):
-                    ds = _base("1.2.840.10008.5.1.4.1.1.4")
+                    ds = _base(MR_STORAGE)
                     ds.ImageType = ["ORIGINAL", "PRIMARY", kind]
                     ds.EchoTime, ds.EchoNumbers = str(4.0 * (e + 1)), e + 1
                     ds.ImagePositionPatient, ds.ImageOrientationPatient = ["0", "0", str(2.5 * k)], iop

@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from QSMLogic.errors import QSMInputError
 from QSMLogic.geometry import rotation_matrix
 from QSMLogic.io import load_gre, read_dicom_gre
+from dicom_helpers import ENHANCED_MR_STORAGE, MR_STORAGE, item, mr_image
 
-MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 COLS, ROWS, NSLICE = 12, 10, 6
 TE_MS = (4.1, 9.3, 14.5)
 SPACING = (0.9, 0.8)  # PixelSpacing: (between rows, between columns) mm
@@ -38,18 +35,7 @@ def _geometry():
 
 
 def _new(sop_class, manufacturer, b0):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Manufacturer, ds.MagneticFieldStrength = "MR", manufacturer, _ds(b0)
-    ds.Rows, ds.Columns = ROWS, COLS
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    return ds
+    return mr_image(sop_class, ROWS, COLS, manufacturer, _ds(b0))
 
 
 def _set_pixels(ds, pixels):
@@ -142,22 +128,15 @@ def test_real_imaginary_series_gives_complex_phase(tmp_path):
     assert gre.metadata["phase_scaling"]["rule"] == "complex"
 
 
-def _item(**kw):
-    d = Dataset()
-    for k, v in kw.items():
-        setattr(d, k, v)
-    return d
-
-
 def test_enhanced_multiframe(tmp_path):
     iop, positions, _ = _geometry()
     mag, ph = _stored(7, 0, 4000), _stored(8, 0, 4095)
     ds = _new(ENHANCED_MR_STORAGE, "Philips", 3.0)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "MIXED", "NONE"]
-    ds.SharedFunctionalGroupsSequence = Sequence([_item(
-        PixelMeasuresSequence=Sequence([_item(PixelSpacing=[_ds(SPACING[0]), _ds(SPACING[1])],
+    ds.SharedFunctionalGroupsSequence = Sequence([item(
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=[_ds(SPACING[0]), _ds(SPACING[1])],
                                               SliceThickness=_ds(SLICE_MM))]),
-        PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=iop)]),
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=iop)]),
     )])
     frames, pixels = [], []
     jobs = [(kind, e, k) for kind in ("magnitude", "phase") for e in range(len(TE_MS)) for k in range(NSLICE)]
@@ -165,13 +144,13 @@ def test_enhanced_multiframe(tmp_path):
         kind, e, k = jobs[i]
         # per-frame rescale: the magnitude slope differs per echo
         slope, intercept = (1.0 + 0.5 * e, 0.0) if kind == "magnitude" else (2 * np.pi / 4096, -np.pi)
-        frames.append(_item(
-            PlanePositionSequence=Sequence([_item(ImagePositionPatient=positions[k])]),
-            MREchoSequence=Sequence([_item(EffectiveEchoTime=TE_MS[e])]),
-            FrameContentSequence=Sequence([_item(InStackPositionNumber=k + 1, DimensionIndexValues=[e + 1, k + 1])]),
-            MRImageFrameTypeSequence=Sequence([_item(FrameType=["ORIGINAL", "PRIMARY", kind.upper()[:1], "NONE"],
+        frames.append(item(
+            PlanePositionSequence=Sequence([item(ImagePositionPatient=positions[k])]),
+            MREchoSequence=Sequence([item(EffectiveEchoTime=TE_MS[e])]),
+            FrameContentSequence=Sequence([item(InStackPositionNumber=k + 1, DimensionIndexValues=[e + 1, k + 1])]),
+            MRImageFrameTypeSequence=Sequence([item(FrameType=["ORIGINAL", "PRIMARY", kind.upper()[:1], "NONE"],
                                                      ComplexImageComponent=kind.upper())]),
-            PixelValueTransformationSequence=Sequence([_item(RescaleSlope=_ds(slope), RescaleIntercept=_ds(intercept),
+            PixelValueTransformationSequence=Sequence([item(RescaleSlope=_ds(slope), RescaleIntercept=_ds(intercept),
                                                              RescaleType="US")]),
         ))
         pixels.append((mag if kind == "magnitude" else ph)[:, :, k, e].T)

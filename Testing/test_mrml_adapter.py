@@ -29,21 +29,6 @@ SPACING = (0.8, 1.1, 2.5)
 ORIGIN = (12.0, -30.5, 45.25)
 
 
-@pytest.fixture()
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    colors = slicer.vtkMRMLColorLogic()  # default colour tables (Grey, Labels) as in Slicer
-    colors.SetMRMLScene(s)
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()  # as Slicer's Segmentations module does
-    segmentations.SetMRMLScene(s)
-    s.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # as Slicer's Colors module does
-    yield s
-    segmentations.SetMRMLScene(None)
-    colors.SetMRMLScene(None)
-    s.Clear(1)
-
-
 class FakeDicomDatabase:
     """Stand-in for Slicer's ctkDICOMDatabase: ``instanceValue(uid, "gggg,eeee")`` and ``fileForInstance(uid)``."""
 
@@ -277,16 +262,9 @@ def test_gre_from_nodes_bad_inputs(scene):
 
 def _write_dicom(path, uid, echo_time_ms, b0_t, image_type):
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from dicom_helpers import dicom_dataset
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
-    meta.MediaStorageSOPInstanceUID = uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, uid
+    ds = dicom_dataset(instance_uid=uid)  # MR Image Storage
     ds.EchoTime, ds.MagneticFieldStrength, ds.ImageType = echo_time_ms, b0_t, image_type
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
 

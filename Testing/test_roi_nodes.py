@@ -20,17 +20,6 @@ from QSMLogic.errors import QSMInputError  # noqa: E402
 from QSMLogic.phantom import label_of, make_head_model  # noqa: E402
 
 
-@pytest.fixture()
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLScene(s)
-    yield s
-    segmentations.SetMRMLScene(None)
-    s.Clear(1)
-
-
 def _volume(scene, arr, affine, name, cls="vtkMRMLScalarVolumeNode"):
     node = scene.AddNewNodeByClass(cls, name)
     dtype = np.int16 if "LabelMap" in cls else np.float32

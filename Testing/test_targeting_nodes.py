@@ -22,24 +22,6 @@ from QSMLogic.errors import QSMInputError  # noqa: E402
 from QSMLogic.targeting.export import markups_document, write_markups_json  # noqa: E402
 
 
-@pytest.fixture()
-def scene():
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    app = slicer.vtkSlicerApplicationLogic()   # markups need it (DESIGN.md §4)
-    app.SetMRMLScene(s)
-    colors = slicer.vtkMRMLColorLogic()
-    colors.SetMRMLScene(s)
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLScene(s)
-    s.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())  # as Slicer's Colors module does
-    yield s
-    segmentations.SetMRMLScene(None)
-    colors.SetMRMLScene(None)
-    app.SetMRMLScene(None)
-    s.Clear(1)
-
-
 def rigid(deg: float, axis, shift) -> np.ndarray:
     axis = np.asarray(axis, float) / np.linalg.norm(axis)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])

@@ -11,11 +11,12 @@ import json
 import os
 from ..errors import QSMInputError
 from ..io.phase_scaling import PHASE_RULES
-from ..params import load_all
 
 
 def add_batch_parser(sub) -> None:
     """Add the ``batch`` subcommand to the main parser's subparsers."""
+    from ..cli import add_method_args  # the main command line imports this module: imported when it is complete
+
     p = sub.add_parser("batch", help="a BIDS dataset's multi-echo GRE runs on Dask (resumable, with a group table)",
                        description="Process every multi-echo GRE run of a BIDS dataset (QSM, R2*, SWI and the "
                                    "deep-grey-nuclei χ) on a Dask LocalCluster or an existing Dask scheduler.")
@@ -37,13 +38,7 @@ def add_batch_parser(sub) -> None:
                      help="-1 if veins come out negative in QSM (vendor convention)")
     src.add_argument("--nan-policy", default="error", choices=("error", "mask"),
                      help="NaN/Inf phase voxels: fail the run (default), or leave them out of the mask")
-    stg = p.add_argument_group("methods (see `susceptibility-mri params`)")
-    for key, spec in load_all().items():
-        stg.add_argument(f"--{key.replace('_', '-')}", dest=f"method_{key}", choices=spec.method_keys or None,
-                         help=f"{spec.label} method (default {spec.default_method})")
-    stg.add_argument("--set", action="append", metavar="STAGE.PARAM=VALUE", help="override a method parameter")
-    stg.add_argument("--disable", action="append", metavar="STAGE", help="skip an optional stage (r2star, swi)")
-    stg.add_argument("--config", help="JSON configuration ({'stages': {stage: {method, params}}})")
+    add_method_args(p)
     roi = p.add_argument_group("deep-grey-nuclei measures")
     roi.add_argument("--atlas", default="cit168", choices=("cit168", "pd25"),
                      help="cit168 (shipped) or pd25 (not shipped: --atlas-dir)")

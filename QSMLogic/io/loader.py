@@ -1,7 +1,8 @@
-"""One entry point for reading a GRE acquisition from NIfTI, NRRD or DICOM files: :func:`load_gre`."""
+"""One entry point for reading a GRE acquisition from NIfTI, NRRD or DICOM files (:func:`load_gre`), and one for a
+single 3D map with its geometry (:func:`read_volume`: label maps, R2/T2 maps, χ maps, anatomy)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -9,10 +10,26 @@ from ..errors import QSMInputError
 from ..gre import GREData
 from .common import PathLike, as_path_list, build_gre, check_same_geometry
 from .dicom import read_dicom_gre
-from .nifti import is_nifti, read_nifti_gre
+from .nifti import is_nifti, read_nifti, read_nifti_gre
 from .nrrd import is_nrrd, read_nrrd
 
 Paths = Union[PathLike, Sequence[PathLike]]
+
+
+def read_volume(path: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(3D array, 4×4 RAS affine) of one NIfTI or NRRD file; a trailing axis of length 1 is dropped. ``what`` names
+    the file in error messages (e.g. ``"--labels"``, ``"R2 map"``)."""
+    if is_nifti(path):
+        data, affine = read_nifti(path)
+    elif is_nrrd(path):
+        data, affine, _ = read_nrrd(path)
+    else:
+        raise QSMInputError(f"{what} {path!r}: give a NIfTI (.nii/.nii.gz) or NRRD (.nrrd/.nhdr) file")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise QSMInputError(f"{what} {path!r} must be one 3D volume, got shape {data.shape}")
+    return data, affine
 
 
 def _format_of(paths: List[str]) -> str:

@@ -12,29 +12,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from ..errors import QSMInputError
+from ..io.loader import read_volume
 from .atlas import CONTRASTS, DEFAULT_MIN_PROBABILITY
-
-
-def _read_volume(path: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
-    from ..io.nifti import is_nifti, read_nifti
-    from ..io.nrrd import is_nrrd, read_nrrd
-
-    if is_nifti(path):
-        data, aff = read_nifti(path)
-    elif is_nrrd(path):
-        data, aff, _ = read_nrrd(path)
-    else:
-        raise QSMInputError(f"{what} {path!r}: give a NIfTI (.nii/.nii.gz) or NRRD (.nrrd/.nhdr) file")
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise QSMInputError(f"{what} {path!r} must be 3D, got shape {data.shape}")
-    return data, aff
 
 
 def _label_names(path: Optional[str]) -> Optional[Dict[int, str]]:
@@ -101,10 +85,10 @@ def cmd_roi(args: argparse.Namespace) -> int:
     from .regions import atlas_regions, user_regions
 
     t0 = time.perf_counter()
-    chi, aff = _read_volume(args.chi, "χ map")
+    chi, aff = read_volume(args.chi, "χ map")
     inputs = [args.chi]
     if args.mask:
-        mask_arr, mask_aff = _read_volume(args.mask, "mask")
+        mask_arr, mask_aff = read_volume(args.mask, "mask")
         if mask_arr.shape != chi.shape or not np.allclose(mask_aff, aff, atol=1e-3):
             raise QSMInputError(f"mask {args.mask!r} is not on the χ map's grid (shape/affine differ)")
         mask = mask_arr > 0
@@ -123,7 +107,7 @@ def cmd_roi(args: argparse.Namespace) -> int:
 
     atlas = None
     if args.labels:
-        lab, lab_aff = _read_volume(args.labels, "label map")
+        lab, lab_aff = read_volume(args.labels, "label map")
         inputs.append(args.labels)
         regs = user_regions(lab, lab_aff, chi.shape, aff, _label_names(args.label_names),
                             source=f"user label map {Path(args.labels).name}")
@@ -132,7 +116,7 @@ def cmd_roi(args: argparse.Namespace) -> int:
     else:
         atlas = load_atlas(args.atlas, args.atlas_dir, args.min_probability)
         if args.register_on:
-            image, img_aff = _read_volume(args.register_on, "registration image")
+            image, img_aff = read_volume(args.register_on, "registration image")
             if image.shape != chi.shape or not np.allclose(img_aff, aff, atol=1e-3):
                 raise QSMInputError(f"--register-on {args.register_on!r} is not on the χ map's grid")
             if not args.contrast:
@@ -174,7 +158,7 @@ def _source_inputs(args: argparse.Namespace, shape: tuple, affine: np.ndarray, i
                             ("separation_mask", args.separation_mask, "separation mask")):
         if not path:
             continue
-        data, aff = _read_volume(path, what)
+        data, aff = read_volume(path, what)
         if data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
             raise QSMInputError(f"{what} {path!r} is not on the χ map's grid (shape/affine differ)")
         out[key] = data > 0 if key == "separation_mask" else data.astype(np.float32)

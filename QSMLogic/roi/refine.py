@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import QSMInputError
+from ..mask import otsu_threshold as mask_otsu_threshold
 from .regions import SubjectRegions
 
 #: CIT168/PD25 structure-name fragments of the nuclei refined by default.
@@ -23,19 +24,12 @@ IRON_RICH = ("Subthalamic", "Substantia", "Red Nucleus", "red nucleus", "substan
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of ``values``: the cut maximising the between-class variance of a ``bins`` histogram."""
+    """Otsu's threshold of ``values`` (:func:`QSMLogic.mask.otsu_threshold` on a ``bins`` histogram over the values'
+    whole range); needs at least two different finite values."""
     v = np.asarray(values, np.float64).ravel()
     if v.size < 2 or not np.all(np.isfinite(v)) or v.max() == v.min():
         raise QSMInputError("Otsu threshold needs at least two different finite values")
-    hist, edges = np.histogram(v, bins=bins)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    w0 = np.cumsum(hist).astype(np.float64)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(edges[1:][int(np.argmax(between[:-1]))])
+    return mask_otsu_threshold(v, n_bins=bins, upper_percentile=None)
 
 
 def refine_by_threshold(

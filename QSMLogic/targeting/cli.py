@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import QSMInputError
+from ..io.loader import read_volume
 
 
 def _point(text: str, what: str) -> np.ndarray:
@@ -26,19 +27,6 @@ def _point(text: str, what: str) -> np.ndarray:
     if p.shape != (3,):
         raise QSMInputError(f"{what} must be three comma-separated numbers (RAS mm), got {text!r}")
     return p
-
-
-def _read(path: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
-    from ..io.nifti import is_nifti, read_nifti
-
-    if not is_nifti(path):
-        raise QSMInputError(f"{what} {path!r}: give a NIfTI file (.nii / .nii.gz)")
-    data, aff = read_nifti(path)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise QSMInputError(f"{what} {path!r} must be 3D, got shape {data.shape}")
-    return data, aff
 
 
 def _label_names(labels_path: str, names_path: Optional[str]) -> Dict[int, str]:
@@ -143,13 +131,13 @@ def _inputs(args: argparse.Namespace):
     for k in ("ac", "pc", "midline"):
         if not getattr(args, k):
             raise QSMInputError(f"--{k} is missing: the AC-PC frame needs AC, PC and a midline point")
-    labels, aff = _read(args.labels, "label map")
+    labels, aff = read_volume(args.labels, "label map")
     files = [args.labels]
     chi = mask = None
     for opt, what in (("qsm", "QSM"), ("mask", "mask")):
         path = getattr(args, opt)
         if path:
-            arr, a2 = _read(path, what)
+            arr, a2 = read_volume(path, what)
             if arr.shape != labels.shape or not np.allclose(a2, aff, atol=1e-3):
                 raise QSMInputError(f"--{opt} {path!r} is not on the label map's grid (shape/affine differ)")
             files.append(path)
@@ -234,7 +222,7 @@ def cmd_target(args: argparse.Namespace) -> int:
         from .figure import planning_figure
 
         if args.anatomy:
-            anatomy = _read(args.anatomy, "anatomy")
+            anatomy = read_volume(args.anatomy, "anatomy")
         for t in targets:
             title = f"{t.name} ({t.method}); trajectory {reports[f'{t.name} trajectory'].length_mm:.0f} mm"
             planning_figure(out / f"{t.nucleus}_{t.side}_views.png", t.ras_mm,

@@ -39,6 +39,7 @@ import QSMLogic as qsmlib  # the library package, bound before the module logic 
 from SusceptibilityMRILib import mrml_adapter, widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
 from SusceptibilityMRILib.logic import EchoInputsLogicMixin
+from SusceptibilityMRILib.module_info import describe_module
 from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES, R2_QUANTITIES
 
 
@@ -52,16 +53,12 @@ class QSM(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "QSM"
-        self.parent.categories = ["Susceptibility MRI"]
-        self.parent.dependencies = []
-        self.parent.contributors = ["SusceptibilityMRI contributors"]
-        self.parent.helpText = (
+        describe_module(
+            self.parent, "QSM",
             "Quantitative susceptibility mapping from multi-echo GRE magnitude and phase: coil combination, brain "
             "mask, phase unwrapping, field fit, R2*, background removal, dipole inversion, referencing and SWI. "
             "Every method's parameters and reference are shown as tooltips. Results are new volumes in a "
-            "subject-hierarchy folder with their provenance (node attribute SusceptibilityMRI.Provenance).")
-        self.parent.acknowledgementText = (
+            "subject-hierarchy folder with their provenance (node attribute SusceptibilityMRI.Provenance).",
             "Methods are cited where they are offered (tooltips, provenance); see docs/slicer.md.")
 
 
@@ -124,15 +121,7 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/QSM.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = QSMLogic()
-        self._binding = ParameterNodeBinding(self.ui)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setupModuleUI("UI/QSM.ui", QSMLogic())
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         self.connectEchoInputs()
@@ -146,12 +135,7 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
     def cleanup(self) -> None:
         if self._job is not None:
             self._job.cancel()
-        self.removeObservers()
-
-    def enter(self) -> None:
-        # The GUI stays connected to the parameter node while the module is hidden (see ParameterNodeBinding):
-        # re-entering reconnects nothing when the node is the same, on Slicer 5.6 to 5.10 alike.
-        self.initializeParameterNode()
+        super().cleanup()
 
     def onSceneStartClose(self, caller, event) -> None:
         # A run must not outlive its scene: stop the background worker (its whole process tree) and discard its
@@ -164,15 +148,8 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
         self._autoEchoTimesMs = self._autoB0Tesla = None
         self.setParameterNode(None)
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
     def onSceneEndImport(self, caller, event) -> None:
         self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         ready = (mrml_adapter.inputs_ready(self._parameterNode) and self._config is not None

@@ -34,8 +34,10 @@ try:
 except ImportError:  # source checkout: the shared package is a sibling of the module folders
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
-from SusceptibilityMRILib import dependencies
+from SusceptibilityMRILib import widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
+from SusceptibilityMRILib.logic import DependenciesLogicMixin
+from SusceptibilityMRILib.module_info import describe_module
 
 
 class QSMTargeting(ScriptedLoadableModule):
@@ -43,17 +45,13 @@ class QSMTargeting(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "QSM Targeting"
-        self.parent.categories = ["Susceptibility MRI"]
-        self.parent.dependencies = []
-        self.parent.contributors = ["SusceptibilityMRI contributors"]
-        self.parent.helpText = (
+        describe_module(
+            self.parent, "QSM Targeting",
             "Surgical-targeting overlays: rigid fusion of the GRE space onto the planning anatomy, QSM or SWI as a "
             "coloured overlay, STN/GPi outlines, automatic targets reported in RAS, AC-PC (lateral, AP, vertical "
             "from the mid-commissural point) and Leksell frame coordinates, vessel segmentation and trajectory "
             "distances to vessels and nuclei with a margin warning, probe's-eye view, and .mrk.json/CSV export. "
             "Planning aid only: verify every target and trajectory.")
-        self.parent.acknowledgementText = "See docs/slicer.md of the SusceptibilityMRI extension."
 
 
 @parameterNodeWrapper
@@ -79,7 +77,7 @@ class QSMTargetingParameterNode:
     exportFolder: str = ""
 
 
-class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class QSMTargetingWidget(widgets.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Thin GUI: node selectors and one button per planning step; every step is a logic call."""
 
     def __init__(self, parent=None) -> None:
@@ -93,14 +91,7 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/QSMTargeting.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = QSMTargetingLogic()
-        self._binding = ParameterNodeBinding(self.ui)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setupModuleUI("UI/QSMTargeting.ui", QSMTargetingLogic())
         for button, slot in ((self.ui.fuseButton, self.onFuse), (self.ui.showOverlayButton, self.onShowOverlay),
                              (self.ui.targetsButton, self.onTargets), (self.ui.vesselsButton, self.onVessels),
                              (self.ui.evaluateButton, self.onEvaluate), (self.ui.probeViewButton, self.onProbeView),
@@ -108,27 +99,9 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.connect("clicked(bool)", slot)
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        # The GUI stays connected while the module is hidden (ParameterNodeBinding): nothing is reconnected.
-        self.initializeParameterNode()
-
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
         self._vessels = self._targets = None
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode: Optional[QSMTargetingParameterNode]) -> None:
-        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
-            self._parameterNode = self._binding.wrapper
 
     def _step(self, title: str, action: Callable[[], str]) -> None:
         """Run one planning step with dependency check, error display and a status line."""
@@ -198,7 +171,7 @@ class QSMTargetingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._step("Export", export)
 
 
-class QSMTargetingLogic(ScriptedLoadableModuleLogic):
+class QSMTargetingLogic(DependenciesLogicMixin, ScriptedLoadableModuleLogic):
     """Module logic, usable from the Python console::
 
         import QSMTargeting
@@ -210,15 +183,13 @@ class QSMTargetingLogic(ScriptedLoadableModuleLogic):
         logic.export("/tmp/plan", targets, lines, landmarksNode)
     """
 
+    requester = "SusceptibilityMRI (QSM Targeting)"
+
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):
         return QSMTargetingParameterNode(super().getParameterNode())
-
-    def ensureDependencies(self, confirm: Optional[Callable[[str], bool]] = None) -> bool:
-        """The extension's first-use install of its Python packages (asks the user unless ``confirm`` decides)."""
-        return dependencies.ensure_requirements(confirm=confirm, requester="SusceptibilityMRI (QSM Targeting)")
 
     def fuse(self, anatomy_node, magnitude_node, gre_nodes: Sequence[Any] = (), **options: Any):
         """Rigid MI registration GRE magnitude → anatomy; returns the new transform node, under which the

@@ -34,6 +34,7 @@ import QSMLogic as qsmlib  # the library (importable once SusceptibilityMRILib i
 from SusceptibilityMRILib import mrml_adapter, widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
 from SusceptibilityMRILib.logic import EchoInputsLogicMixin
+from SusceptibilityMRILib.module_info import describe_module
 from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES
 
 
@@ -42,15 +43,11 @@ class SWI(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "SWI"
-        self.parent.categories = ["Susceptibility MRI"]
-        self.parent.dependencies = []
-        self.parent.contributors = ["SusceptibilityMRI contributors"]
-        self.parent.helpText = (
+        describe_module(
+            self.parent, "SWI",
             "Susceptibility-weighted imaging from GRE magnitude and wrapped phase: homodyne high-pass filter, "
             "paramagnetic phase mask raised to a power, and an optional sliding minimum-intensity projection "
             "(Haacke et al., MRM 2004).")
-        self.parent.acknowledgementText = "See docs/slicer.md of the SusceptibilityMRI extension."
 
 
 @parameterNodeWrapper
@@ -86,37 +83,16 @@ class SWIWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SWI.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = SWILogic()
-        self._binding = ParameterNodeBinding(self.ui)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setupModuleUI("UI/SWI.ui", SWILogic())
         self.connectEchoInputs()
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self._updateDependencyState()
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        # The GUI stays connected while the module is hidden (ParameterNodeBinding): nothing is reconnected.
-        self.initializeParameterNode()
-
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRequested = True  # a run in progress stops at its next check and adds nothing
         self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         self.ui.applyButton.enabled = bool(mrml_adapter.inputs_ready(self._parameterNode, need_magnitude=True)

@@ -1,6 +1,8 @@
-"""Module-logic methods the extension's modules share (no Qt): the first-use dependency install and what the
-GUI shows about the selected echo volumes. Module logic classes list :class:`EchoInputsLogicMixin` before
-``ScriptedLoadableModuleLogic`` and set :attr:`requester`, the name the install prompt shows."""
+"""Module-logic methods the extension's modules share (no Qt): the first-use dependency install
+(:class:`DependenciesLogicMixin`, every module) and what the GUI shows about the selected echo volumes
+(:class:`EchoInputsLogicMixin`, the modules reading echoes). Module logic classes list one of them before
+``ScriptedLoadableModuleLogic`` and set :attr:`~DependenciesLogicMixin.requester`, the name the install prompt
+shows."""
 from __future__ import annotations
 
 from typing import Any, Callable, List, Optional, Sequence
@@ -8,8 +10,8 @@ from typing import Any, Callable, List, Optional, Sequence
 from . import dependencies, mrml_adapter
 
 
-class EchoInputsLogicMixin:
-    """Dependencies and echo inputs, for the console as for the widgets."""
+class DependenciesLogicMixin:
+    """The extension's Python packages: which are missing, and their install with the user's consent."""
 
     #: Who asks for the packages in Slicer's install prompt.
     requester = "SusceptibilityMRI"
@@ -28,6 +30,11 @@ class EchoInputsLogicMixin:
         """
         return dependencies.ensure_requirements(confirm=confirm, requester=self.requester)
 
+
+class EchoInputsLogicMixin(DependenciesLogicMixin):
+    """Echo inputs as the GUI shows them (order, phase scaling), with the dependencies; for the console as for the
+    widgets."""
+
     def sortEchoNodes(self, nodes: Sequence[Any]) -> List[Any]:
         """Echo volumes ordered by echo time when the data give one for every volume (else as given)."""
         return mrml_adapter.sort_echo_nodes(list(nodes))
@@ -38,4 +45,4 @@ class EchoInputsLogicMixin:
         return mrml_adapter.describe_inputs(magnitudeNodes, phaseNodes)
 
 
-__all__ = ["EchoInputsLogicMixin"]
+__all__ = ["DependenciesLogicMixin", "EchoInputsLogicMixin"]

@@ -101,8 +101,25 @@ def _slicer_inputs(inp: PreparedInputs) -> Dict[str, Any]:
     return out
 
 
-def _provenance_with_inputs(provenance: Dict[str, Any], inp: PreparedInputs, run_name: str) -> Dict[str, Any]:
-    return dict(provenance, run_name=run_name, slicer_inputs=_slicer_inputs(inp))
+def _configured_inputs(config: ConfigLike, magnitude_nodes: Any, phase_nodes: Any,
+                       echo_times_s: Optional[Sequence[float]], b0_tesla: Optional[float], mask_node: Any,
+                       phase_rule: str, phase_sign: int, dicom_database: Any, r2_node: Any = None,
+                       r2_quantity: str = "r2") -> Tuple[PipelineConfig, PreparedInputs]:
+    """The validated configuration and the inputs read for it (a B0 required only when the configuration uses it;
+    the R2 map when given): what both the in-process and the background run start from."""
+    cfg = as_config(config)
+    return cfg, prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule,
+                               phase_sign, dicom_database, require_b0=needs_b0(cfg), r2_node=r2_node,
+                               r2_quantity=r2_quantity)
+
+
+def _add_result_nodes(scene: Any, outputs: Dict[str, Any], provenance: Dict[str, Any], reference_node: Any,
+                      slicer_inputs: Dict[str, Any], run_name: str,
+                      output_names: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """A finished run's outputs as new nodes (see :func:`run_qsm_on_nodes`), their provenance completed with the
+    run name and the Slicer inputs: how both the in-process and the background run end."""
+    prov = dict(provenance, run_name=run_name, slicer_inputs=slicer_inputs)
+    return ad.outputs_to_nodes(scene, outputs, reference_node, run_name, prov, output_names)
 
 
 def run_qsm_on_nodes(
@@ -132,12 +149,11 @@ def run_qsm_on_nodes(
     (:meth:`~QSMLogic.pipeline.PipelineConfig.swi_only`) needs no B0. ``r2_node``/``r2_quantity``: the R2 (or T2)
     map that source separation's ``r2prime`` and ``joint`` methods need (see :func:`prepare_inputs`).
     """
-    cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database, require_b0=needs_b0(cfg), r2_node=r2_node, r2_quantity=r2_quantity)
+    cfg, inp = _configured_inputs(config, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node,
+                                  phase_rule, phase_sign, dicom_database, r2_node, r2_quantity)
     res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log, r2_hz=inp.r2_hz)
-    prov = _provenance_with_inputs(res.provenance, inp, run_name)
-    return ad.outputs_to_nodes(scene, res.outputs, inp.reference_node, run_name, prov, output_names)
+    return _add_result_nodes(scene, res.outputs, res.provenance, inp.reference_node, _slicer_inputs(inp),
+                             run_name, output_names)
 
 
 class BackgroundRun:
@@ -187,9 +203,8 @@ class BackgroundRun:
         try:
             self.process.check_result()
             outputs, provenance = read_worker_output(self.output_dir)
-            prov = dict(provenance, run_name=self.run_name, slicer_inputs=self.slicer_inputs)
-            self.nodes = ad.outputs_to_nodes(self.scene, outputs, self.reference_node, self.run_name, prov,
-                                             self.output_names)
+            self.nodes = _add_result_nodes(self.scene, outputs, provenance, self.reference_node, self.slicer_inputs,
+                                           self.run_name, self.output_names)
         except Exception as exc:  # handed to on_done: the caller decides how to show it
             self.error = exc
         finally:
@@ -227,9 +242,9 @@ def start_background_run(
     Bad input raises here, before anything starts; so does a worker that cannot be started
     (:class:`~.process.WorkerError`).
     """
-    cfg = as_config(config)
-    inp = prepare_inputs(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node, phase_rule, phase_sign,
-                         dicom_database, require_b0=needs_b0(cfg), r2_node=r2_node, r2_quantity=r2_quantity)
+    cfg, inp = _configured_inputs(config, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node,
+                                  phase_rule, phase_sign, dicom_database, r2_node, r2_quantity)
+    # refused here, not in the worker: a missing R2 map (or other stage conflict) is an input error before the start
     check_stage_selection(cfg, inp.gre, mask_given=inp.mask is not None, r2_given=inp.r2_hz is not None)
     workdir = tempfile.mkdtemp(prefix="SusceptibilityMRI-")
     try:

@@ -11,6 +11,7 @@ import qt
 import slicer
 import vtk
 
+from .binding import ParameterNodeBinding
 
 def create_parameter_widget(spec: Any, value: Any, on_change: Callable[[Any, Any], None]) -> Any:
     """The widget a :class:`~.param_forms.WidgetSpec` describes, showing ``value``; edits call ``on_change(spec,
@@ -142,14 +143,55 @@ def show_results(nodes: Dict[str, Any]) -> Dict[str, str]:
     return shown
 
 
-class EchoInputsWidgetMixin:
-    """The widget behaviour the modules share: the parameter node (connected once, see :mod:`.binding`), the echo
-    check boxes and sequence selectors, echo volumes deleted from the scene, and the dependency prompt.
+class ModuleWidgetMixin:
+    """The widget behaviour every module shares: its .ui loaded into the panel, its logic, the parameter node
+    (connected once, see :mod:`.binding`) shown again on entering the module and after the scene was closed.
 
-    The widget class lists it before ``ScriptedLoadableModuleWidget, VTKObservationMixin``, sets ``self.ui``,
-    ``self.logic``, ``self._binding`` (a :class:`~.binding.ParameterNodeBinding`) and ``self._parameterNode``, and
-    defines ``_updateInputInfo()``, ``_checkCanApply()`` and ``_refreshFromParameterNode()`` (what else it shows
-    of a newly set parameter node).
+    The widget class lists it (or :class:`EchoInputsWidgetMixin`) before ``ScriptedLoadableModuleWidget,
+    VTKObservationMixin``, calls :meth:`setupModuleUI` from ``setup()`` and defines ``onSceneStartClose(caller,
+    event)`` (what it drops when the scene closes).
+    """
+
+    def setupModuleUI(self, ui_file: str, logic: Any) -> None:
+        """Load ``ui_file`` (relative to the module's Resources folder) into the panel as ``self.ui``, set
+        ``self.logic`` and the parameter-node binding, and observe the scene's start and end of closing."""
+        uiWidget = slicer.util.loadUI(self.resourcePath(ui_file))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = logic
+        self._binding = ParameterNodeBinding(self.ui)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        # The GUI stays connected to the parameter node while the module is hidden (see ParameterNodeBinding):
+        # re-entering reconnects nothing when the node is the same, on Slicer 5.6 to 5.10 alike.
+        self.initializeParameterNode()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Optional[Any]) -> None:
+        if self._binding.bind(inputParameterNode) or inputParameterNode is None:
+            self._parameterNode = self._binding.wrapper
+
+
+class EchoInputsWidgetMixin(ModuleWidgetMixin):
+    """What the modules reading echo volumes (QSM, SWI) add to :class:`ModuleWidgetMixin`: the parameter node's
+    changes enable Apply, the echo check boxes and sequence selectors, echo volumes deleted from the scene, and the
+    dependency prompt.
+
+    The widget class lists it before ``ScriptedLoadableModuleWidget, VTKObservationMixin`` and defines
+    ``_updateInputInfo()``, ``_checkCanApply()`` and ``_refreshFromParameterNode()`` (what else it shows of a
+    newly set parameter node).
     """
 
     def connectEchoInputs(self) -> None:
@@ -205,5 +247,6 @@ class EchoInputsWidgetMixin:
         return False
 
 
-__all__ = ["BackgroundProgress", "EchoInputsWidgetMixin", "create_parameter_widget", "fill_parameter_form",
-           "poll_until_finished", "run_with_progress", "set_checked_nodes", "show_dependency_state", "show_results"]
+__all__ = ["BackgroundProgress", "EchoInputsWidgetMixin", "ModuleWidgetMixin", "create_parameter_widget",
+           "fill_parameter_form", "poll_until_finished", "run_with_progress", "set_checked_nodes",
+           "show_dependency_state", "show_results"]
