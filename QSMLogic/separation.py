@@ -133,11 +133,11 @@ def resample_to_grid(volume: np.ndarray, volume_affine: Optional[np.ndarray], ta
         index_map = np.linalg.solve(src, dst)  # target index → source index
     except np.linalg.LinAlgError as exc:
         raise QSMInputError(f"the {name}'s affine is singular") from exc
-    nan_marker = np.float32(-1e30)
-    out = ndi.affine_transform(vol, index_map[:3, :3], offset=index_map[:3, 3], output_shape=shape, order=1,
-                               mode="constant", cval=nan_marker, prefilter=False)
-    # any interpolation that touched outside the source volume is outside its coverage
-    out = np.where(out < -1e29, np.float32(np.nan), out).astype(np.float32)
+    kw = dict(offset=index_map[:3, 3], output_shape=shape, order=1, mode="constant", cval=0.0, prefilter=False)
+    out = ndi.affine_transform(vol, index_map[:3, :3], **kw)
+    # any interpolation that took weight from outside the source volume is outside its coverage
+    coverage = ndi.affine_transform(np.ones_like(vol), index_map[:3, :3], **kw)
+    out[coverage < 1.0 - 1e-4] = np.nan
     return out
 
 

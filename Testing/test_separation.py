@@ -324,3 +324,16 @@ def test_independent_forward_model_qsm_forward(model):
         print(f"qsm-forward {n:32s} χ⁺ error {ep:+.4f}  |χ⁻| error {ed:+.4f} ppm")
     assert max(max(abs(ep), abs(ed)) for n, (ep, ed) in err.items() if n in NUCLEI) < 0.02
     assert abs(err["WM"][1]) < 0.006
+
+
+def test_resampling_marks_every_voxel_touching_outside_the_map_as_nan():
+    """A target voxel that takes even a small interpolation weight from beyond the map's last voxel is outside its
+    coverage (NaN), never a blend with a placeholder value."""
+    from QSMLogic.separation import resample_to_grid
+
+    vol = np.full((10, 10, 10), 12.0, dtype=np.float32)
+    target = np.eye(4)
+    target[0, 3] = 0.05  # shifted by 5 % of a voxel along axis 0: the last target slice reaches 9.05
+    out = resample_to_grid(vol, np.eye(4), (10, 10, 10), target)
+    assert np.isnan(out[9]).all()
+    assert np.allclose(out[:9], 12.0)
