@@ -50,8 +50,8 @@ SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
 #: CGLS 82 → 54 %, FANSI nonlinear TV 38 → 31 %, TGV 32 %, HD-QSM 32 %; TKD (unweighted) 55 %. Beyond the shell
 #: the weight ramps up linearly over another ``DATA_EDGE_MM`` instead of stepping to full: the error falls off
 #: gradually with depth (qsm-forward head, 2 mm model: PDF error RMS 0.0085 ppm at 2–4 mm, 0.0050 at 4–6 mm, 0.0036
-#: at 6–10 mm). FANSI in the default chain, step → ramp: 2 mm phantom 36.1 → 34.9 %, qsm-forward head at
-#: 2×2×3 mm 70.8 → 69.0 %.
+#: at 6–10 mm). Default chain, step → ramp: phantom at 1.5 mm FANSI 32.3 → 31.9 %, MEDI 38.9 → 33.4 %; at 2 mm
+#: FANSI 36.1 → 34.9 %; qsm-forward head at 2×2×3 mm (FANSI) 70.8 → 69.0 %.
 DATA_EDGE_MM = 4.5
 
 #: Unwrapping-unreliable voxels leave the mask only within this depth (mm) of its edge. There, next to air and bone,

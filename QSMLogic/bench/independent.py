@@ -141,6 +141,10 @@ SMALL_VARIANTS: Dict[str, Variant] = {
     "2 mm": Variant(voxel_size_mm=(2.0, 2.0, 2.0), model_voxel_mm=2.0),
     "2x2x3 mm": Variant(voxel_size_mm=(2.0, 2.0, 3.0), model_voxel_mm=2.0),
     "2x2x3 mm, B0 15 deg": Variant(voxel_size_mm=(2.0, 2.0, 3.0), model_voxel_mm=2.0, tilt_deg=15.0),
+    "2x2x4 mm": Variant(voxel_size_mm=(2.0, 2.0, 4.0), model_voxel_mm=2.0),
+    "2 mm, 7 T": Variant(voxel_size_mm=(2.0, 2.0, 2.0), model_voxel_mm=2.0, b0_tesla=7.0,
+                         te_s=(0.004, 0.008, 0.012, 0.016, 0.020)),
+    "2 mm, SNR 50": Variant(voxel_size_mm=(2.0, 2.0, 2.0), model_voxel_mm=2.0, peak_snr=50.0),
 }
 
 
