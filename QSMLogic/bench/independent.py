@@ -415,7 +415,8 @@ def attribute_errors(data: IndependentData, config=None, deep_mm: float = 10.0, 
     * ``total_field_rms_ppm`` / ``total_field_deep_rms_ppm``: RMS of (fitted − true total field) after a
       2nd-order polynomial (shim) fit, over the chain's field mask / its part deeper than ``deep_mm``;
     * ``local_field_nrmse_pct`` / ``local_field_deep_nrmse_pct``: local field against the true local field, both
-      minus their mean, over the chain's QSM mask / deeper than ``deep_mm`` (relative to the true field's RMS);
+      minus their mean, over the chain's QSM mask / deeper than ``deep_mm`` (relative to the true field's RMS;
+      NaN for single-step inversions, which make no local field);
     * ``chi_true_field_nrmse_pct`` / ``chi_true_field_slope``: the same inversion from the true local field in the
       true brain mask;
     * ``chi_nrmse_pct``, ``slope``, ``err_<nucleus>``: the chain's χ (:func:`chi_scores`), in its QSM mask;
@@ -442,6 +443,9 @@ def attribute_errors(data: IndependentData, config=None, deep_mm: float = 10.0, 
     scores["total_field_rms_ppm"] = float(np.sqrt(np.mean(r[fm] ** 2)))
     scores["total_field_deep_rms_ppm"] = float(np.sqrt(np.mean(r[fm & deep] ** 2)))
     for suffix, m in (("", qm), ("_deep", qm & deep)):
+        if "local_field_ppm" not in out:  # single-step inversions make no local field
+            scores[f"local_field{suffix}_nrmse_pct"] = float("nan")
+            continue
         e, t = _centred(out["local_field_ppm"], m), _centred(data.local_field_ppm, m)
         scores[f"local_field{suffix}_nrmse_pct"] = 100.0 * float(np.linalg.norm(e - t) / np.linalg.norm(t))
     inv = cfg.stages["inversion"]
