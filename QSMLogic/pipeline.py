@@ -47,20 +47,35 @@ SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
 #: in the outer millimetres (head phantom, 1.5 mm, PDF: local-field error RMS 0.009 ppm within 4 mm of the edge,
 #: 0.002 ppm deeper than 15 mm, against a true local field of RMS 0.012 ppm), and data-heavy methods turn them
 #: into streaks across the brain. Full chain on that phantom, χ nRMSE without → with a 4.5 mm shell: MEDI 78 → 45 %,
-#: CGLS 82 → 54 %, FANSI nonlinear TV 38 → 31 %, TGV 32 %, HD-QSM 32 %; TKD (unweighted) 55 %. Beyond the shell
-#: the weight ramps up linearly over another ``DATA_EDGE_MM`` instead of stepping to full: the error falls off
-#: gradually with depth (qsm-forward head, 2 mm model: PDF error RMS 0.0085 ppm at 2–4 mm, 0.0050 at 4–6 mm, 0.0036
-#: at 6–10 mm). Default chain, step → ramp: phantom at 1.5 mm FANSI 32.3 → 31.9 %, MEDI 38.9 → 33.4 %; at 2 mm
-#: FANSI 36.1 → 34.9 %; qsm-forward head at 2×2×3 mm (FANSI) 70.8 → 69.0 %.
-DATA_EDGE_MM = 4.5
+#: CGLS 82 → 54 %, FANSI nonlinear TV 38 → 31 %, TGV 32 %, HD-QSM 32 %; TKD (unweighted) 55 %.
+#: For regularised methods the shell also takes the data of the structures at the edge (on qsm-forward heads the
+#: edge veins carry half the χ error), so they get 3 mm, but at least 2.25 voxels (geometric mean size: PDF's
+#: boundary error spans about two voxels). FANSI, shell 4.5 → 3 mm: qsm-forward head (1 mm model) 1 mm 41.9 →
+#: 37.6 %, 1×1×1.5 mm 59.2 → 53.4 %; phantom at 1 mm 28.8 → 28.1 %. Where 3 mm is under ~2 voxels it is worse:
+#: phantom at 2 mm 36.1 → 38.5 %, at 1.5 mm 32.3 → 32.7 %; head at 2×2×3 mm 70.8 → 77.1 % (the head at 2 mm,
+#: 50.1 → 47.6 %, is the exception). Methods with a weak prior at the edge keep :data:`DATA_EDGE_MM_BY_METHOD`
+#: (MEDI on the 1.5 mm phantom: 38.9 % with 4.5 mm, 49.3 % with 3 mm). A weight ramping up from 0 at 4.5 mm to full
+#: at 9 mm was measured and rejected: better at 2 mm (phantom 36.1 → 34.9 %) but worse on the 1 mm-model heads
+#: (41.9 → 46.3 %).
+DATA_EDGE_MM = 3.0
+DATA_EDGE_VOXELS = 2.25
+DATA_EDGE_MM_BY_METHOD: Dict[str, float] = {"medi": 4.5, "cgls": 4.5, "lsqr": 4.5}
+
+
+def data_edge_for(inversion_method: str, voxel_size_mm: Sequence[float]) -> float:
+    """The edge shell depth (mm) the default chain uses for ``inversion_method`` on voxels of ``voxel_size_mm``
+    (see :data:`DATA_EDGE_MM`)."""
+    floor = DATA_EDGE_VOXELS * float(np.prod(voxel_size_mm)) ** (1.0 / 3.0)
+    return max(DATA_EDGE_MM_BY_METHOD.get(inversion_method, DATA_EDGE_MM), floor)
 
 #: Unwrapping-unreliable voxels leave the mask only within this depth (mm) of its edge. There, next to air and bone,
 #: the field is steep and a wrong voxel would dominate background removal. Deeper, low ROMEO quality comes from CSF
 #: sharing a voxel with tissue (two frequencies, so the phase is not linear in TE) and grows with slice thickness:
 #: on a qsm-forward head at 2×2×3 mm 1,183 brain voxels deeper than 10 mm were removed (mostly third ventricle and
 #: cisterns, which reach the edge, so hole filling cannot put them back), making interior boundaries right next to
-#: the SN, RN and STN. Keeping them there: χ nRMSE 78.5 → 70.8 %, slope 0.51 → 0.66 (``susceptibility-mri bench
-#: --areas independent --quick``).
+#: the SN, RN and STN. Keeping them there (``susceptibility-mri bench --areas independent``): χ nRMSE at 2×2×3 mm
+#: 78.5 → 70.8 %, slope 0.51 → 0.66; at 1×1×1.5 mm (1 mm model) 74.9 → 59.2 %, slope 0.42 → 0.65, SN error
+#: −0.027 → −0.011 ppm, RN −0.030 → −0.003 ppm; unchanged at 1 mm (42.0 → 41.9 %) and on the project phantom.
 RELIABLE_EDGE_DEPTH_MM = 10.0
 
 #: The stage whose result each output map is (for per-map provenance); names not listed belong to ``swi`` when they
@@ -217,16 +232,18 @@ def run_pipeline(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
     log: Optional[LogFn] = None,
-    data_edge_mm: float = DATA_EDGE_MM,
+    data_edge_mm: Optional[float] = None,
 ) -> PipelineResult:
     """Run the configured stages on ``gre`` and return every map with its provenance.
 
     ``mask`` (bool, spatial shape) replaces the mask stage; ``labels`` (int, spatial shape) lets the reference
     stage use a CSF/ventricle label. ``data_edge_mm``: the shell at the brain edge left out of the inversion's data
-    term (:data:`DATA_EDGE_MM`; 0 keeps it). The input arrays are never modified.
+    term (None: :func:`data_edge_for` the inversion method; 0 keeps it). The input arrays are never modified.
     """
     cfg = config or PipelineConfig.default()
     cfg.validate()
+    if data_edge_mm is None:
+        data_edge_mm = data_edge_for(cfg.stages["inversion"]["method"], gre.voxel_size_mm)
     run = _Run(gre, cfg, progress or _noop_progress, cancel or (lambda: False), log or (lambda s: None))
     t_start = time.perf_counter()
     magnitude, phase = combine_coils_step(run)
@@ -482,19 +499,17 @@ def field_outliers(field_hz: np.ndarray, mask: np.ndarray, te_first_s: float) ->
 
 
 def inversion_weight(weight: np.ndarray, mask: np.ndarray, voxel_size_mm, edge_mm: float) -> np.ndarray:
-    """``weight`` inside ``mask`` with the voxels within ``edge_mm`` of the mask edge set to 0 and a linear ramp
-    from 0 to full weight between ``edge_mm`` and ``2·edge_mm`` (see :data:`DATA_EDGE_MM`); unchanged when
-    ``edge_mm`` ≤ 0 or when the shell would take every voxel."""
+    """``weight`` inside ``mask`` with the voxels within ``edge_mm`` of the mask edge set to 0 (see
+    :data:`DATA_EDGE_MM`); unchanged when ``edge_mm`` ≤ 0 or when the shell would take every voxel."""
     from ._distance import distance_mm
 
     w = np.where(mask, weight, np.float32(0)).astype(np.float32)
     if edge_mm <= 0:
         return w
-    depth = distance_mm(np.pad(mask, 1), voxel_size_mm)[1:-1, 1:-1, 1:-1]
-    ramp = np.clip((depth - edge_mm) / edge_mm, 0.0, 1.0).astype(np.float32)
-    if not ((ramp > 0) & (w > 0)).any():
+    deep = distance_mm(np.pad(mask, 1), voxel_size_mm)[1:-1, 1:-1, 1:-1] > edge_mm
+    if not (deep & (w > 0)).any():
         return w
-    return w * ramp
+    return np.where(deep, w, np.float32(0))
 
 
 def _weight_from_noise(noise_sd_hz: np.ndarray, mask: np.ndarray) -> np.ndarray:
