@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from QSMLogic.bench.independent import DEEP_NUCLEI, SMALL_VARIANTS, attribute_errors, simulate
+from QSMLogic.bench.independent import DEEP_NUCLEI, SMALL_VARIANTS, attribute_errors, polynomial_residual, simulate
 from QSMLogic.dipole import forward_field
 from QSMLogic.pipeline import reliable_mask
 
@@ -108,3 +108,12 @@ def test_edge_shell_depth_per_method_and_voxel_size():
     assert data_edge_for("fansi_nltv", (2.0, 2.0, 2.0)) == pytest.approx(4.5)
     assert data_edge_for("fansi_nltv", (2.0, 2.0, 3.0)) == pytest.approx(2.25 * 12.0 ** (1 / 3))
     assert data_edge_for("medi", (1.0, 1.0, 1.0)) == 4.5
+
+
+def test_shim_fit_removes_second_order_terms_only():
+    """The attribution's shim fit: a 2nd-order polynomial leaves nothing, a cubic term survives."""
+    m = np.zeros((20, 20, 20), bool)
+    m[3:17, 3:17, 3:17] = True
+    x, y, z = np.meshgrid(*[np.arange(20.0)] * 3, indexing="ij")
+    assert np.abs(polynomial_residual(1 + x * y - 0.3 * z**2 + 0.2 * x, m)[m]).max() < 1e-9
+    assert np.abs(polynomial_residual(1e-3 * x**3, m)[m]).max() > 0.01

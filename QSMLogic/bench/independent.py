@@ -29,14 +29,18 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
+from itertools import combinations_with_replacement
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..gre import GREData
 from ..phantom.shapes import Grid, ellipsoid_fraction, tube_fraction
 from ..phantom.tissues import BY_NAME, LABEL_NAMES
+
+if TYPE_CHECKING:
+    from ..pipeline import PipelineConfig
 
 #: Bump when the head or the simulation changes (invalidates the cache); the truth maps have their own version.
 BUILDER_VERSION = "2"
@@ -168,10 +172,6 @@ class IndependentData:
     variant: Variant
     files: Dict[str, list]
 
-    @property
-    def label_names(self) -> Dict[int, str]:
-        return dict(LABEL_NAMES)
-
 
 def _labels_digest() -> str:
     return hashlib.sha256(LABELS_FILE.read_bytes()).hexdigest()[:16]
@@ -276,7 +276,7 @@ def _sample_labels(labels: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
     return ndi.affine_transform(labels, step, output_shape=tuple(out_shape), order=0, mode="nearest")
 
 
-def simulate(variant: Variant, name: str = "head", directory: Optional[Path] = None) -> IndependentData:
+def simulate(variant: Variant, directory: Optional[Path] = None) -> IndependentData:
     """Simulate ``variant`` with qsm-forward (or reuse the cached simulation) and read it back with
     :func:`QSMLogic.io.load_gre` (echo times and B0 from the BIDS sidecars, geometry from the NIfTI affine)."""
     from ..io import load_gre
@@ -368,12 +368,8 @@ def polynomial_residual(values: np.ndarray, mask: np.ndarray, order: int = 2) ->
     c = [(i - i.mean()) / max(float(np.ptp(i)), 1.0) for i in (a.astype(np.float64) for a in idx)]
     cols = [np.ones_like(c[0])]
     for deg in range(1, order + 1):
-        for i in range(3):
-            for j in range(i, 3):
-                if deg == 1 and j == i:
-                    cols.append(c[i])
-                elif deg == 2:
-                    cols.append(c[i] * c[j])
+        for axes in combinations_with_replacement(range(3), deg):
+            cols.append(np.prod([c[k] for k in axes], axis=0))
     a = np.stack(cols, axis=1)
     y = np.asarray(values, dtype=np.float64)[idx]
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
@@ -407,8 +403,8 @@ def _short(name: str) -> str:
             "substantia nigra": "SN", "red nucleus": "RN", "subthalamic nucleus": "STN"}.get(name, name)
 
 
-def attribute_errors(data: IndependentData, config=None, deep_mm: float = 10.0, **pipeline_kwargs
-                     ) -> Dict[str, float]:
+def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = None, deep_mm: float = 10.0,
+                     **pipeline_kwargs: Any) -> Dict[str, float]:
     """Run the pipeline (``config``, default chain when None; ``pipeline_kwargs`` go to
     :func:`~QSMLogic.pipeline.run_pipeline`) on ``data`` and name the stage that loses accuracy.
 
