@@ -574,7 +574,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time every stage at a realistic size")
     p.add_argument("--quick", action="store_true", help="small size smoke run")
-    p.add_argument("--areas", nargs="*", help="only these areas (default: all)")
+    p.add_argument("--areas", nargs="*", help="only these areas (default: every area of QSMLogic.bench.run.AREAS; "
+                   "'independent' and 'batch' run only when named)")
     p.add_argument("--shape", type=int, nargs=3, default=[256, 256, 160])
     p.add_argument("--coils", type=int, default=16)
     p.set_defaults(func=cmd_bench)

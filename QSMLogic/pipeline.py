@@ -13,7 +13,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,9 +53,29 @@ SWI_NEEDS = {"unwrapped": "background", "swim": "reference"}
 
 #: Depth (mm) of the brain-edge shell whose local field gets no weight in the dipole inversion's data term (the
 #: susceptibility there is still estimated, from the field inside): background removal leaves its largest errors in
-#: the outer millimetres, and data-heavy methods turn them into streaks across the brain (figures:
-#: docs/benchmarks.md, "Measurements behind the library's defaults").
-DATA_EDGE_MM = 4.5
+#: the outer millimetres, and data-heavy methods turn them into streaks across the brain. Regularised methods get a
+#: thinner shell (the edge structures, veins above all, carry much of the χ error on independent-model heads) but
+#: never under :data:`DATA_EDGE_VOXELS` voxels (PDF's boundary error spans about two voxels); methods with a weak
+#: prior at the edge keep :data:`DATA_EDGE_MM_BY_METHOD`. Figures, including a ramped weight measured and rejected:
+#: docs/benchmarks.md ("Measurements behind the library's defaults", "Independent forward model").
+DATA_EDGE_MM = 3.0
+DATA_EDGE_VOXELS = 2.25
+DATA_EDGE_MM_BY_METHOD: Dict[str, float] = {"medi": 4.5, "cgls": 4.5, "lsqr": 4.5}
+
+
+def data_edge_for(inversion_method: str, voxel_size_mm: Sequence[float]) -> float:
+    """The edge shell depth (mm) the default chain uses for ``inversion_method`` on voxels of ``voxel_size_mm``
+    (see :data:`DATA_EDGE_MM`)."""
+    floor = DATA_EDGE_VOXELS * float(np.prod(voxel_size_mm)) ** (1.0 / 3.0)
+    return max(DATA_EDGE_MM_BY_METHOD.get(inversion_method, DATA_EDGE_MM), floor)
+
+
+#: Unwrapping-unreliable voxels leave the mask only within this depth (mm) of its edge. There, next to air and bone,
+#: the field is steep and a wrong voxel would dominate background removal. Deeper, low ROMEO quality comes from CSF
+#: sharing a voxel with tissue (two frequencies, so the phase is not linear in TE) and grows with slice thickness;
+#: removing those voxels carved the third ventricle and cisterns next to the SN, RN and STN on thick-slice
+#: independent-model heads (figures: docs/benchmarks.md, "Independent forward model").
+RELIABLE_EDGE_DEPTH_MM = 10.0
 
 #: The stage whose result each output map is (for per-map provenance); names not listed belong to ``swi`` when they
 #: start with "swi" or "mip", else to the pipeline as a whole.
@@ -240,16 +260,16 @@ def run_pipeline(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
     log: Optional[LogFn] = None,
-    data_edge_mm: float = DATA_EDGE_MM,
+    data_edge_mm: Optional[float] = None,
     r2_hz: Optional[np.ndarray] = None,
 ) -> PipelineResult:
     """Run the configured stages on ``gre`` and return every map with its provenance.
 
     ``mask`` (bool, spatial shape) replaces the mask stage; ``labels`` (int, spatial shape) lets the reference
     stage use a CSF/ventricle label. ``data_edge_mm``: the shell at the brain edge left out of the inversion's data
-    term (:data:`DATA_EDGE_MM`; 0 keeps it). ``r2_hz``: an R2 map (Hz) on the data's grid for source separation's
-    ``r2prime`` method (:func:`QSMLogic.separation.resample_to_grid` brings a map with its own geometry there). The
-    input arrays are never modified.
+    term (None: :func:`data_edge_for` the inversion method; 0 keeps it). ``r2_hz``: an R2 map (Hz) on the data's
+    grid for source separation's ``r2prime`` method (:func:`QSMLogic.separation.resample_to_grid` brings a map with
+    its own geometry there). The input arrays are never modified.
     """
     cfg = config or PipelineConfig.default()
     cfg.validate()
@@ -258,6 +278,8 @@ def run_pipeline(
                             "data's grid with its geometry (QSMLogic.separation.resample_to_grid, or --r2 with a "
                             "NIfTI/NRRD file, which is resampled through both affines)")
     check_stage_selection(cfg, gre, mask_given=mask is not None, r2_given=r2_hz is not None)
+    if data_edge_mm is None:
+        data_edge_mm = data_edge_for(cfg.stages["inversion"]["method"], gre.voxel_size_mm)
     run = _Run(gre, cfg, progress or _noop_progress, cancel or (lambda: False), log or (lambda s: None))
     t_start = time.perf_counter()
     magnitude, phase = combine_coils_step(run)
@@ -373,7 +395,7 @@ def unwrap_step(run: _Run, phase: np.ndarray, magnitude: np.ndarray, m: np.ndarr
     run.details["unwrap"] = unwrap
     # Voxels the unwrapping could not trust (low ROMEO quality: mostly the brain edge next to air, where the field
     # is steepest) leave the mask before background removal, whose error they would otherwise dominate.
-    m = reliable_mask(m, unwrap.unreliable)
+    m = reliable_mask(m, unwrap.unreliable, run.gre.voxel_size_mm, RELIABLE_EDGE_DEPTH_MM)
     if valid is not None:  # hole filling must not put NaN voxels back
         m &= valid
     run.outputs["field_mask"] = m.astype(np.uint8)
@@ -561,15 +583,26 @@ def build_provenance(gre: GREData, records: List[Dict[str, Any]], details: Dict[
     }
 
 
-def reliable_mask(mask: np.ndarray, unreliable: np.ndarray) -> np.ndarray:
+def reliable_mask(mask: np.ndarray, unreliable: np.ndarray, voxel_size_mm: Optional[Sequence[float]] = None,
+                  edge_depth_mm: Optional[float] = None) -> np.ndarray:
     """``mask`` without ``unreliable`` voxels, as one connected region with its interior holes filled.
 
-    Dropping only the untrusted voxels would leave isolated holes inside the brain, which SMV-based background
-    removal treats as boundaries; filling interior holes puts the (few) interior ones back.
+    Dropping only the untrusted voxels would leave isolated holes inside the brain, which background removal treats
+    as boundaries; filling interior holes puts the enclosed ones back. With ``edge_depth_mm`` (and
+    ``voxel_size_mm``), only unreliable voxels within that distance of the mask's edge leave it (see
+    :data:`RELIABLE_EDGE_DEPTH_MM`): deeper ones are kept, even when their hole reaches the edge through a cistern.
     """
     from scipy import ndimage as ndi
 
-    keep = np.asarray(mask, dtype=bool) & ~np.asarray(unreliable, dtype=bool)
+    m = np.asarray(mask, dtype=bool)
+    drop = np.asarray(unreliable, dtype=bool)
+    if edge_depth_mm is not None:
+        if voxel_size_mm is None:
+            raise QSMInputError("reliable_mask: edge_depth_mm needs voxel_size_mm")
+        from ._distance import distance_mm
+
+        drop = drop & (distance_mm(np.pad(m, 1), voxel_size_mm)[1:-1, 1:-1, 1:-1] <= edge_depth_mm)
+    keep = m & ~drop
     lab, n = ndi.label(keep)
     if n == 0:
         raise QSMInputError("no voxel of the mask has a trustworthy unwrapped phase (unwrapping quality too low)")
