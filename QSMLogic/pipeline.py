@@ -76,6 +76,10 @@ def data_edge_for(inversion_method: str, voxel_size_mm: Sequence[float]) -> floa
 #: removing those voxels carved the third ventricle and cisterns next to the SN, RN and STN on thick-slice
 #: independent-model heads (figures: docs/benchmarks.md, "Independent forward model").
 RELIABLE_EDGE_DEPTH_MM = 10.0
+#: The depth rule assumes the mask is the brain, with a few unreliable voxels in it. When more than this fraction of
+#: the mask is unreliable, the mask holds noise (a magnitude threshold that took the background, a volume cropped
+#: inside the head with a bad mask) and every unreliable voxel leaves it, at any depth.
+RELIABLE_DEPTH_MAX_FRACTION = 0.25
 
 #: The stage whose result each output map is (for per-map provenance); names not listed belong to ``swi`` when they
 #: start with "swi" or "mip", else to the pipeline as a whole.
@@ -590,13 +594,14 @@ def reliable_mask(mask: np.ndarray, unreliable: np.ndarray, voxel_size_mm: Optio
     Dropping only the untrusted voxels would leave isolated holes inside the brain, which background removal treats
     as boundaries; filling interior holes puts the enclosed ones back. With ``edge_depth_mm`` (and
     ``voxel_size_mm``), only unreliable voxels within that distance of the mask's edge leave it (see
-    :data:`RELIABLE_EDGE_DEPTH_MM`): deeper ones are kept, even when their hole reaches the edge through a cistern.
+    :data:`RELIABLE_EDGE_DEPTH_MM`): deeper ones are kept, even when their hole reaches the edge through a cistern —
+    unless more than :data:`RELIABLE_DEPTH_MAX_FRACTION` of the mask is unreliable (then the mask holds noise).
     """
     from scipy import ndimage as ndi
 
     m = np.asarray(mask, dtype=bool)
     drop = np.asarray(unreliable, dtype=bool)
-    if edge_depth_mm is not None:
+    if edge_depth_mm is not None and np.count_nonzero(drop & m) <= RELIABLE_DEPTH_MAX_FRACTION * np.count_nonzero(m):
         if voxel_size_mm is None:
             raise QSMInputError("reliable_mask: edge_depth_mm needs voxel_size_mm")
         from ._distance import distance_mm
