@@ -112,10 +112,15 @@ def _phantom_acquisition(args: argparse.Namespace):
     return model, acq
 
 
+def _phantom_r2_hz(model, b0_tesla: float) -> np.ndarray:
+    """The phantom's true R2 (Hz) at ``b0_tesla`` (its R2 scales with B0 like its R2*)."""
+    from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
+
+    return model.r2_hz * np.float32(b0_tesla / R2STAR_REFERENCE_B0_TESLA)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import nibabel as nib
-
-    from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
 
     _phantom_defaults(args)
     check_echo_times_ms(args.te_ms, "--te-ms")
@@ -133,7 +138,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for name, arr in (("chi_ppm", acq.chi_ppm), ("local_field_ppm", acq.local_field_ppm),
                       ("total_field_ppm", acq.total_field_ppm), ("r2star_hz", acq.r2star_hz),
                       ("chi_para_ppm", model.chi_para_ppm), ("chi_dia_ppm", model.chi_dia_ppm),
-                      ("r2_hz", model.r2_hz * np.float32(gre.b0_tesla / R2STAR_REFERENCE_B0_TESLA))):
+                      ("r2_hz", _phantom_r2_hz(model, gre.b0_tesla))):
         nib.save(nib.Nifti1Image(np.asarray(arr, dtype=np.float32), gre.affine), out / f"truth_{name}.nii.gz")
     nib.save(nib.Nifti1Image(acq.labels.astype(np.int16), gre.affine), out / "truth_labels.nii.gz")
     (out / "truth_labels.json").write_text(json.dumps({str(k): v for k, v in model.label_names.items()}, indent=2))
@@ -251,13 +256,14 @@ def _input_paths(args: argparse.Namespace) -> List[str]:
 
 def _load_inputs(args: argparse.Namespace):
     """(GREData, labels, label_names, truth, user mask); labels and truth (``chi_ppm`` and the sources
-    ``chi_para_ppm``, ``chi_dia_ppm``) only for the phantom."""
+    ``chi_para_ppm``, ``chi_dia_ppm``, and its true ``r2_hz``) only for the phantom."""
     from .fov import check_volume_is_3d
 
     if args.phantom:
         check_volume_is_3d(args.shape, args.voxel_size, "--shape")
         model, acq = _phantom_acquisition(args)
-        truth = {"chi_ppm": acq.chi_ppm, "chi_para_ppm": model.chi_para_ppm, "chi_dia_ppm": model.chi_dia_ppm}
+        truth = {"chi_ppm": acq.chi_ppm, "chi_para_ppm": model.chi_para_ppm, "chi_dia_ppm": model.chi_dia_ppm,
+                 "r2_hz": _phantom_r2_hz(model, acq.gre.b0_tesla)}
         return acq.gre, acq.labels, model.label_names, truth, None
     from .io import load_gre
 
@@ -279,10 +285,9 @@ def _load_inputs(args: argparse.Namespace):
     return gre, None, None, None, user_mask
 
 
-def _r2_map(args: argparse.Namespace, gre, cfg):
+def _r2_map(args: argparse.Namespace, gre, cfg, truth: Optional[Dict[str, np.ndarray]]):
     """R2 map on the data's grid (or None) for source separation: ``--r2`` / ``--t2`` files
-    (resampled through their geometry), or the phantom's true R2 at its field strength (R2 scales with B0 like R2*
-    in the phantom)."""
+    (resampled through their geometry), or the phantom's true R2 (``truth``, from :func:`_load_inputs`)."""
     from .separation import read_r2_map
 
     if args.r2 and args.t2:
@@ -292,12 +297,8 @@ def _r2_map(args: argparse.Namespace, gre, cfg):
         quantity = "r2" if args.r2 else f"t2_{args.t2_unit}"
         return read_r2_map(path, gre.shape, gre.affine, quantity)
     entry = cfg.stages["source_separation"]
-    if args.phantom and entry["enabled"] and entry["method"] in ("r2prime", "joint"):
-        from .phantom import make_head_model
-        from .phantom.tissues import R2STAR_REFERENCE_B0_TESLA
-
-        model = make_head_model(shape=tuple(args.shape), voxel_size_mm=tuple(args.voxel_size), seed=args.seed)
-        return model.r2_hz * np.float32(gre.b0_tesla / R2STAR_REFERENCE_B0_TESLA)
+    if truth is not None and entry["enabled"] and entry["method"] in ("r2prime", "joint"):
+        return truth["r2_hz"]
     return None
 
 
@@ -359,7 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"phase scaling: auto-detected rule '{scaling['rule']}' — {scaling['description']} "
               "(--phase-rule to choose another)")
     progress, tty = _progress_printer()
-    r2_hz = _r2_map(args, gre, cfg)
+    r2_hz = _r2_map(args, gre, cfg, truth)
     res = run_with_phase_sign(gre, cfg, sign=args.phase_sign, mask=user_mask, labels=labels, progress=progress,
                               log=lambda s: print(("\n" if tty else "") + s), r2_hz=r2_hz)
     if tty:
