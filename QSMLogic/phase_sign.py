@@ -228,3 +228,14 @@ def run_with_phase_sign(gre: Any, config: Any = None, sign: str = "auto", log: O
     res.provenance["phase_sign"] = record
     res.provenance["input"]["phase_sign"] = chosen
     return res
+
+
+def run_checking_phase_sign(gre: Any, config: Any = None, log: Optional[Any] = None, **pipeline_kwargs: Any) -> Any:
+    """The pipeline with the sign ``gre`` was read with, and the vein evidence checked and reported: the decision
+    goes to ``log`` and the provenance (a WARNING naming the other sign when the veins come out diamagnetic), the
+    phase is never flipped. The Slicer modules and the background worker use this: the user chose the sign there.
+    """
+    say = log or (lambda s: None)
+    res = run_with_phase_sign(gre, config, sign=str(int(gre.phase_sign)), log=log, **pipeline_kwargs)
+    say(f"phase sign: {res.provenance['phase_sign']['decision']}")
+    return res

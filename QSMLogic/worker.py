@@ -31,7 +31,8 @@ import numpy as np
 
 from .errors import QSMCancelled, QSMInputError
 from .gre import GREData
-from .pipeline import PipelineConfig, PipelineResult, run_pipeline
+from .phase_sign import run_checking_phase_sign
+from .pipeline import PipelineConfig, PipelineResult
 
 INPUT_FILE = "input.npz"
 CONFIG_FILE = "config.json"
@@ -184,8 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         def progress(fraction: float, label: str) -> None:
             print(f"PROGRESS {fraction:.4f} {label}", flush=True)
 
-        res = run_pipeline(gre, cfg, mask=mask, labels=labels, progress=progress, cancel=cancel,
-                           log=lambda s: print(f"LOG {s}", flush=True), r2_hz=r2_hz)
+        res = run_checking_phase_sign(gre, cfg, mask=mask, labels=labels, progress=progress, cancel=cancel,
+                                      log=lambda s: print(f"LOG {s}", flush=True), r2_hz=r2_hz)
         if cancel():
             raise QSMCancelled("stopped before writing the results")
         write_worker_output(outdir, res)

@@ -156,6 +156,29 @@ def test_background_run_carries_the_r2_map_for_source_separation(scene):
     assert ad.read_provenance(done[0][0]["chi_para_ppm"])["slicer_inputs"]["r2_map"]["node"] == "R2 coarse"
 
 
+def test_slicer_run_reports_a_phase_sign_the_veins_contradict(scene):
+    """The phantom stored with the opposite vendor convention (phase negated) and run from nodes with the sign the
+    user chose (+1): the run keeps that sign (the user decides in Slicer) but its provenance carries the vein
+    evidence and a warning naming the other sign; with −1 the evidence confirms it."""
+    from QSMLogic.phantom import make_head_model, simulate_acquisition
+
+    acq = simulate_acquisition(make_head_model(shape=(96, 96, 64), voxel_size_mm=(2.0, 2.0, 2.0)),
+                               te_s=(0.004, 0.008, 0.012, 0.016, 0.020), b0_tesla=3.0, snr=100)
+    negated = dataclasses.replace(acq.gre, phase_rad=-acq.gre.phase_rad)
+    mags, phs = add_echo_volumes(negated, name="negated")
+    cfg = PipelineConfig.default().set("inversion", "tkd")
+    cfg.stages["swi"]["enabled"] = cfg.stages["r2star"]["enabled"] = False
+    logged = []
+    kept = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg.to_dict(), phase_sign=1, log=logged.append,
+                                   output_names=("chi_ppm",))
+    sign = ad.read_provenance(kept["chi_ppm"])["phase_sign"]
+    assert sign["chosen"] == 1 and sign["evidence"]["verdict"] == "diamagnetic"
+    assert sign["decision"].startswith("WARNING") and any("WARNING" in line for line in logged)
+    right = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg.to_dict(), phase_sign=-1,
+                                    output_names=("chi_ppm",))
+    assert ad.read_provenance(right["chi_ppm"])["phase_sign"]["evidence"]["verdict"] == "paramagnetic"
+
+
 def launcher(tmp_path) -> str:
     """A stand-in for PythonSlicer: a launcher that starts the real interpreter as its child (not exec) and
     writes the child's pid."""

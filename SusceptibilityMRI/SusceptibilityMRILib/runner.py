@@ -18,7 +18,8 @@ import numpy as np
 
 import QSMLogic
 from QSMLogic.params import stage
-from QSMLogic.pipeline import SWI_NEEDS, PipelineConfig, check_stage_selection, run_pipeline
+from QSMLogic.phase_sign import run_checking_phase_sign
+from QSMLogic.pipeline import SWI_NEEDS, PipelineConfig, check_stage_selection
 from QSMLogic.worker import read_worker_output, worker_command, write_worker_input
 
 from . import mrml_adapter as ad
@@ -151,7 +152,8 @@ def run_qsm_on_nodes(
     """
     cfg, inp = _configured_inputs(config, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node,
                                   phase_rule, phase_sign, dicom_database, r2_node, r2_quantity)
-    res = run_pipeline(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log, r2_hz=inp.r2_hz)
+    res = run_checking_phase_sign(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log,
+                                  r2_hz=inp.r2_hz)
     return _add_result_nodes(scene, res.outputs, res.provenance, inp.reference_node, _slicer_inputs(inp),
                              run_name, output_names)
 
