@@ -133,7 +133,7 @@ def test_config_json_round_trip_restores_methods_and_parameters():
 
 def test_requirements_file_and_missing_requirements(tmp_path):
     reqs = dependencies.read_requirements(dependencies.requirements_path())
-    assert dict(reqs)["numpy"] == "1.22" and len(reqs) == 6 and all(low for _, low in reqs)
+    assert dict(reqs)["numpy"] == "1.22" and len(reqs) == 7 and all(low for _, low in reqs)
     assert "SimpleITK" not in dict(reqs)  # Slicer bundles its own; QSMLogic does not use it
     assert dependencies.missing_requirements() == []  # the test environment has them all
     f = tmp_path / "requirements.txt"
