@@ -290,7 +290,9 @@ def _parameters(**kw):
     p = types.SimpleNamespace(magnitudeVolumes=[], phaseVolumes=[], magnitudeSequence=None, phaseSequence=None,
                               echoTimesMs="", b0Tesla=0.0, phaseScaling="auto", flipPhase=False, maskVolume=None,
                               runName="run", runInBackground=False, allOutputs=False, showResults=False,
-                              configJson="", paramsJson="", r2Volume=None, r2Quantity="r2")
+                              configJson="", paramsJson="", r2Volume=None, r2Quantity="r2", nucleiChiVolume=None,
+                              nucleiMaskVolume=None, nucleiRegions=None, nucleiAtlas="cit168", nucleiAtlasFolder="",
+                              nucleiReference="whole_brain", nucleiErosionMm=0.0, nucleiRunName="Nuclei")
     p.__dict__.update(kw)
     return p
 
@@ -738,3 +740,106 @@ def test_parameter_widget_factory(monkeypatch):
             w.slots["currentIndexChanged(int)"](len(spec.choices) - 1)
             assert seen[-1] == (spec.name, spec.choices[-1])
     assert any(k == "mip_slab_mm" for k, _ in seen)
+
+
+# ------------------------------------------------------------------------------- "Measure nuclei" section
+
+
+def _nuclei_widget(monkeypatch, scene, **params):
+    """The QSM widget with the real module logic on the ``scene`` fixture (slicer-core, Segmentations logic), Qt
+    stand-ins for the progress dialog and the application (its table/plot propagation recorded)."""
+    mod, w = _qsm_widget(monkeypatch, **params)
+    propagated = []
+    app_logic = types.SimpleNamespace(PropagateTableSelection=lambda: propagated.append("table"),
+                                      PropagatePlotChartSelection=lambda: propagated.append("plot"))
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=lambda: None,
+                                                             applicationLogic=lambda: app_logic), raising=False)
+    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: FakeDialog(), raising=False)
+    monkeypatch.setattr(w.logic, "ensureDependencies", lambda confirm=None: True)
+    return mod, w, propagated
+
+
+def _volume_node(scene, arr, affine, name, cls="vtkMRMLScalarVolumeNode"):
+    node = scene.AddNewNodeByClass(cls, name)
+    dtype = np.int16 if "LabelMap" in cls else np.float32
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.asarray(arr, dtype).transpose(2, 1, 0)))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(affine))
+    return node
+
+
+def test_measure_nuclei_button_goes_through_the_logic_to_table_segmentation_and_plot(monkeypatch, scene):
+    """The section's button measures with the selected χ, mask, regions, reference and erosion through
+    QSMLogic.measureNuclei (slicer-core nodes), reports the result in its status line and shows the table and plot
+    (plot/table layout, active table and chart propagated); the button is enabled only once a χ volume is chosen."""
+    from QSMLogic.phantom import label_of, make_head_model
+
+    m = make_head_model((48, 56, 40), (3.0, 3.0, 3.0))
+    layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    chi = _volume_node(scene, m.chi_ppm, m.affine, "chi_ppm")
+    mask = _volume_node(scene, m.brain_mask, m.affine, "qsm_mask", "vtkMRMLLabelMapVolumeNode")
+    keep = [label_of("putamen"), label_of("caudate")]
+    regions = _volume_node(scene, np.where(np.isin(m.labels, keep), m.labels, 0), m.affine, "drawn",
+                           "vtkMRMLLabelMapVolumeNode")
+    mod, w, propagated = _nuclei_widget(monkeypatch, scene, nucleiMaskVolume=mask, nucleiRegions=regions,
+                                        nucleiReference="none", nucleiRunName="My nuclei")
+    w._config = param_forms.config_from_json("")
+    w._checkCanApply()
+    assert w.ui.measureNucleiButton.enabled is False  # no χ volume yet
+    w._parameterNode.nucleiChiVolume = chi
+    w._checkCanApply()
+    assert w.ui.measureNucleiButton.enabled is True
+    errors = []
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onMeasureNucleiButton()
+    assert errors == []
+    tables = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode")
+              for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
+    (table,) = tables
+    assert table.GetName() == "My nuclei table" and table.GetNumberOfRows() == 2
+    cols = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    for i in range(2):
+        k = int(float(table.GetCellText(i, cols.index("label"))))
+        want = float(m.chi_ppm[(m.labels == k) & m.brain_mask].mean())  # reference none, no erosion
+        assert float(table.GetCellText(i, cols.index("mean_ppm"))) == pytest.approx(want, abs=1e-5)
+        assert table.GetCellText(i, cols.index("reference")) == "none"
+    assert w.ui.nucleiStatusLabel.text.startswith("2 regions, 2 measured; table 'My nuclei table'")
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    chart = scene.GetFirstNodeByClass("vtkMRMLPlotChartNode")
+    assert chart is not None and chart.GetName() == "My nuclei mean χ"
+    assert selection.GetActiveTableID() == table.GetID() and selection.GetActivePlotChartID() == chart.GetID()
+    assert layout.GetViewArrangement() == slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView
+    assert propagated == ["table", "plot"]
+    assert scene.GetFirstNodeByClass("vtkMRMLSegmentationNode").GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_measure_nuclei_passes_the_atlas_choice_and_reports_cancel_and_errors(monkeypatch, scene):
+    mod, w, propagated = _nuclei_widget(monkeypatch, scene, nucleiAtlas="pd25", nucleiAtlasFolder="  /data/pd25 ",
+                                        nucleiReference=" region:Red Nucleus ", nucleiErosionMm=1.5)
+    chi = _volume_node(scene, np.ones((4, 5, 6)), np.eye(4), "chi")
+    w._parameterNode.nucleiChiVolume = chi
+    seen = {}
+
+    def cancelled(**kwargs):
+        seen.update(kwargs)
+        raise QSMCancelled("registration cancelled")
+
+    monkeypatch.setattr(w.logic, "measureNuclei", cancelled)
+    errors = []
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        w.onMeasureNucleiButton()
+    assert errors == [] and w.ui.nucleiStatusLabel.text == "Cancelled; no nodes were added."
+    assert seen["chi_node"] is chi and seen["regions_node"] is None and seen["atlas_name"] == "pd25"
+    assert seen["atlas_folder"] == "/data/pd25" and seen["reference"] == "region:Red Nucleus"
+    assert seen["erosion_mm"] == 1.5 and seen["run_name"] == "Nuclei" and callable(seen["cancel"])
+    # the real logic: PD25 without its folder is refused with the library's message (an error box), nothing added
+    w._parameterNode.nucleiAtlasFolder = ""
+    monkeypatch.undo()
+    mod, w, propagated = _nuclei_widget(monkeypatch, scene, nucleiAtlas="pd25", nucleiChiVolume=chi)
+    with _recording_error_display(errors) as fake:
+        monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
+        with pytest.raises(QSMInputError, match="PD25 is not shipped"):
+            w.onMeasureNucleiButton()
+    assert [message for message, _ in errors] == ["Failed to measure the nuclei."]
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 0 and propagated == []

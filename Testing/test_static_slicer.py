@@ -276,3 +276,32 @@ def test_requirements_and_docs():
     assert ("--additional-module-paths <repo>/SusceptibilityMRI/QSM <repo>/SusceptibilityMRI/SWI" in doc)
     assert "slicer.testing.runUnitTest(['<repo>/SusceptibilityMRI/QSM'], 'QSM')" in doc
     assert "slicer.testing.runUnitTest(['<repo>/SusceptibilityMRI/SWI'], 'SWI')" in doc
+
+
+def test_qsm_measure_nuclei_section_matches_the_code_and_the_library(monkeypatch):
+    """The "Measure nuclei" section: its widgets with the names and classes QSM.py uses, each bound to its
+    parameter-node field, and an atlas choice the library's loader accepts."""
+    names = ui_widgets("QSM")
+    expected = {
+        "nucleiCollapsibleButton": "ctkCollapsibleButton", "nucleiChiSelector": "qMRMLNodeComboBox",
+        "nucleiMaskSelector": "qMRMLNodeComboBox", "nucleiRegionsSelector": "qMRMLNodeComboBox",
+        "nucleiAtlasComboBox": "QComboBox", "nucleiAtlasFolderLineEdit": "QLineEdit",
+        "nucleiReferenceLineEdit": "QLineEdit", "nucleiErosionSpinBox": "QDoubleSpinBox",
+        "nucleiRunNameLineEdit": "QLineEdit", "measureNucleiButton": "QPushButton", "nucleiStatusLabel": "QLabel"}
+    assert {n: names.get(n) for n in expected} == expected
+    bound = {w.get("name"): p.findtext("string") for w in ui_tree("QSM").iter("widget") for p in w.findall("property")
+             if p.get("name") == "SlicerParameterName"}
+    assert {bound[n] for n in expected if n in bound} == {
+        "nucleiChiVolume", "nucleiMaskVolume", "nucleiRegions", "nucleiAtlas", "nucleiAtlasFolder", "nucleiReference",
+        "nucleiErosionMm", "nucleiRunName"}
+    code = read(os.path.join(MODULES_DIR, "QSM", "QSM.py"))
+    assert "self.ui.measureNucleiButton.connect(\"clicked(bool)\", self.onMeasureNucleiButton)" in code
+    fields = parameter_node_fields(monkeypatch, "QSM")
+    atlases = typing.get_args(fields["nucleiAtlas"])[1].choices
+    assert atlases == ["cit168", "pd25"]
+    from QSMLogic.errors import QSMInputError
+    from QSMLogic.roi.atlas import load_atlas
+
+    assert load_atlas("cit168").name.lower().startswith("cit168")
+    with pytest.raises(QSMInputError, match="folder"):
+        load_atlas("pd25")

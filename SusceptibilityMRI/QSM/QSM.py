@@ -42,6 +42,9 @@ from SusceptibilityMRILib.logic import EchoInputsLogicMixin
 from SusceptibilityMRILib.module_info import describe_module
 from SusceptibilityMRILib.mrml_adapter import PHASE_SCALING_CHOICES, R2_QUANTITIES
 
+#: Atlases "Measure nuclei" offers (QSMLogic.roi.atlas.load_atlas): CIT168 shipped, PD25 from the user's folder.
+NUCLEI_ATLASES = ("cit168", "pd25")
+
 
 #
 # QSM
@@ -74,6 +77,9 @@ class QSMParameterNode:
     Inputs are the checked echo volumes, or a sequence (4D) node per role, which takes precedence when set.
     ``b0Tesla`` 0 means "from the data"; ``echoTimesMs`` empty likewise. ``maskVolume`` is a label map or a
     segmentation. ``r2Volume`` is the R2 (or T2, as ``r2Quantity`` says) map for source separation, on any grid.
+    The ``nuclei…`` fields feed "Measure nuclei" (:meth:`QSMLogic.measureNuclei`): the χ volume, its brain mask,
+    the regions (a label map or segmentation; none: the atlas registered to χ), the atlas and PD25's folder, the
+    reference (``whole_brain``, ``region:<name>`` or ``none``), the erosion and the name of the result folder.
     """
 
     magnitudeVolumes: list[vtkMRMLScalarVolumeNode]
@@ -92,6 +98,14 @@ class QSMParameterNode:
     allOutputs: bool = False
     showResults: bool = True
     configJson: str = ""
+    nucleiChiVolume: vtkMRMLScalarVolumeNode
+    nucleiMaskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    nucleiRegions: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
+    nucleiAtlas: Annotated[str, Choice(list(NUCLEI_ATLASES))] = "cit168"
+    nucleiAtlasFolder: str = ""
+    nucleiReference: str = "whole_brain"
+    nucleiErosionMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    nucleiRunName: str = "Nuclei"
 
 
 #
@@ -128,6 +142,7 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.resetParametersButton.connect("clicked(bool)", self.onResetParameters)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.measureNucleiButton.connect("clicked(bool)", self.onMeasureNucleiButton)
 
         self._updateDependencyState()
         self.initializeParameterNode()
@@ -157,6 +172,11 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = ("Compute QSM" if ready else
                                        "Select phase echo volumes or a phase sequence (and install dependencies)")
+        p = self._parameterNode
+        canMeasure = p is not None and p.nucleiChiVolume is not None
+        self.ui.measureNucleiButton.enabled = canMeasure
+        self.ui.measureNucleiButton.toolTip = ("Measure χ per nucleus and hemisphere" if canMeasure else
+                                               "Select the χ volume to measure")
 
     # ---- inputs
 
@@ -380,6 +400,29 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
         if self._parameterNode.showResults:
             self.logic.showResults(nodes)
 
+    # ---- deep grey nuclei
+
+    def _nucleiArguments(self) -> Dict[str, Any]:
+        p = self._parameterNode
+        return dict(chi_node=p.nucleiChiVolume, mask_node=p.nucleiMaskVolume, regions_node=p.nucleiRegions,
+                    atlas_name=p.nucleiAtlas, atlas_folder=p.nucleiAtlasFolder.strip() or None,
+                    reference=p.nucleiReference.strip() or "whole_brain", erosion_mm=float(p.nucleiErosionMm),
+                    run_name=p.nucleiRunName.strip() or "Nuclei")
+
+    def onMeasureNucleiButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to measure the nuclei.", waitCursor=True):
+            if not self._ensureDependencies():
+                return
+            self._cancelRequested = False
+            try:
+                result = widgets.run_with_progress("Measure nuclei", lambda progress, cancel: self.logic.measureNuclei(
+                    **self._nucleiArguments(), progress=progress, cancel=cancel), lambda: self._cancelRequested)
+            except qsmlib.QSMCancelled:
+                self.ui.nucleiStatusLabel.text = "Cancelled; no nodes were added."
+                return
+            self.ui.nucleiStatusLabel.text = self.logic.describeNuclei(result)
+            self.logic.showNuclei(result)
+
 
 #
 # QSMLogic
@@ -478,6 +521,18 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
                                         atlas=atlas, reference=reference, erosion_mm=erosion_mm, progress=progress,
                                         cancel=cancel, run_name=run_name, chi_para_node=chi_para_node,
                                         chi_dia_node=chi_dia_node, separation_mask_node=separation_mask_node)
+
+    def describeNuclei(self, result) -> str:
+        """One line on a measurement: regions measured and flagged, and the nodes it added."""
+        from SusceptibilityMRILib import roi_nodes
+
+        return roi_nodes.summary(result)
+
+    def showNuclei(self, result) -> Dict[str, str]:
+        """Plot/table layout with the measurement's table and bar plot, its nuclei outlined in the slice views."""
+        from SusceptibilityMRILib import roi_nodes
+
+        return roi_nodes.show_nuclei(slicer.mrmlScene, result, slicer.app.applicationLogic())
 
 
 #

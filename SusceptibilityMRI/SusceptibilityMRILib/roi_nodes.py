@@ -191,6 +191,8 @@ def measure_nuclei(
     node's grid) add their columns, over the voxels of ``separation_mask_node`` when given. ``chi_node`` and the
     other inputs are not modified.
     """
+    if chi_node is None:
+        raise QSMInputError("select the χ volume to measure")
     chi = np.asarray(array_ijk(chi_node), np.float32)
     aff = ijk_to_ras(chi_node)
     mask = mask_from_node(mask_node, chi_node) if mask_node is not None else (np.isfinite(chi) & (chi != 0))
@@ -218,3 +220,33 @@ def measure_nuclei(
     for n in (table, seg, chart):
         place_in_folder(scene, n, folder)
     return RoiNodes(table, seg, chart, rows, regs)
+
+
+def summary(result: RoiNodes) -> str:
+    """One line for the module's status label: rows measured, rows flagged (with their regions) and the nodes."""
+    flagged = [f"{r.region}: {r.flag}" for r in result.rows if r.flag]
+    measured = sum(r.mean_ppm is not None for r in result.rows)
+    text = (f"{len(result.rows)} regions, {measured} measured; table "
+            f"'{result.table.GetName()}', segmentation '{result.segmentation.GetName()}', plot "
+            f"'{result.chart.GetName()}'.")
+    return text + (f" Flagged: {'; '.join(flagged)}." if flagged else "")
+
+
+def show_nuclei(scene: Any, result: RoiNodes, application_logic: Optional[Any] = None) -> Dict[str, str]:
+    """Show a measurement: the four-up plot/table layout, its table and bar plot made the active ones (the
+    application logic, when given, puts them into the table and plot views) and its nuclei outlined in the slice
+    views. Works on what the scene has (layout node, selection node); returns the node IDs shown per role."""
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is not None:
+        layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    if selection is not None:
+        selection.SetActiveTableID(result.table.GetID())
+        selection.SetActivePlotChartID(result.chart.GetID())
+    if application_logic is not None:
+        application_logic.PropagateTableSelection()
+        application_logic.PropagatePlotChartSelection()
+    display = result.segmentation.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility(True)
+    return {"table": result.table.GetID(), "plot": result.chart.GetID(), "segmentation": result.segmentation.GetID()}
