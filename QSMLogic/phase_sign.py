@@ -20,9 +20,11 @@ sign, while the one-sided SWI phase mask changes as it must (negating χ alone w
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .errors import QSMInputError
 
 #: Phase sign of vendors whose stored phase is known to follow the project's convention (+2π·Δf·TE; veins
 #: positive in QSM without a flip). Others get no prior: the data decide.
@@ -233,9 +235,36 @@ def run_with_phase_sign(gre: Any, config: Any = None, sign: str = "auto", log: O
 def run_checking_phase_sign(gre: Any, config: Any = None, log: Optional[Any] = None, **pipeline_kwargs: Any) -> Any:
     """The pipeline with the sign ``gre`` was read with, and the vein evidence checked and reported: the decision
     goes to ``log`` and the provenance (a WARNING naming the other sign when the veins come out diamagnetic), the
-    phase is never flipped. The Slicer modules and the background worker use this: the user chose the sign there.
+    phase is never flipped. Slicer and the background worker use this when the user chose the sign (+1 or −1).
     """
     say = log or (lambda s: None)
     res = run_with_phase_sign(gre, config, sign=str(int(gre.phase_sign)), log=log, **pipeline_kwargs)
     say(f"phase sign: {res.provenance['phase_sign']['decision']}")
+    return res
+
+
+#: Phase-sign choices the Slicer QSM module offers (the command line's ``--phase-sign`` takes "auto", "1", "-1").
+PHASE_SIGN_CHOICES: Tuple[str, ...] = ("auto", "+1", "-1")
+
+
+def parse_phase_sign(choice: Union[str, int]) -> Optional[int]:
+    """``None`` for "auto", else the sign +1 or −1 (from 1, -1, "1", "+1", "-1" or "−1" with a Unicode minus)."""
+    text = str(choice).strip().replace("\u2212", "-")
+    if text == "auto":
+        return None
+    if text in ("1", "+1", "-1"):
+        return int(text)
+    raise QSMInputError(f"phase sign must be 'auto', +1 or -1, got {choice!r}")
+
+
+def run_with_phase_sign_choice(gre: Any, config: Any = None, auto: bool = True, log: Optional[Any] = None,
+                               **pipeline_kwargs: Any) -> Any:
+    """What Slicer and the background worker run: with ``auto`` the command line's decision
+    (:func:`run_with_phase_sign` with "auto": vendor prior, else ``gre.phase_sign``; vein test; flip and rerun when
+    the veins come out diamagnetic), its decision logged; otherwise :func:`run_checking_phase_sign` (the sign
+    ``gre`` was read with, checked and reported, never flipped)."""
+    if not auto:
+        return run_checking_phase_sign(gre, config, log=log, **pipeline_kwargs)
+    res = run_with_phase_sign(gre, config, sign="auto", log=log, **pipeline_kwargs)
+    (log or (lambda s: None))(f"phase sign: {res.provenance['phase_sign']['decision']}")
     return res

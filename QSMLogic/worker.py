@@ -8,8 +8,11 @@ standard-output line into an event with :func:`parse_worker_line` (``PROGRESS <f
 
 INPUT.npz holds ``phase_rad`` as given to :class:`~QSMLogic.gre.GREData` (before the sign flip) with ``phase_sign``,
 ``magnitude``, ``te_s``, ``b0_tesla`` (NaN: unknown, for SWI-only runs), ``affine``, ``b0_direction``, optionally
-``mask``/``labels`` and ``r2_hz`` (the R2 map on the data's grid, for source separation), and ``metadata_json``
-(the GREData metadata), so the worker rebuilds the same GREData and its provenance matches an in-process run.
+``mask``/``labels`` and ``r2_hz`` (the R2 map on the data's grid, for source separation), ``metadata_json``
+(the GREData metadata, the manufacturer for the phase-sign prior included) and ``phase_sign_auto``, so the worker
+rebuilds the same GREData, decides or checks the phase sign as an in-process run does
+(:func:`QSMLogic.phase_sign.run_with_phase_sign_choice`) and its provenance matches. A file without
+``phase_sign_auto`` (an older caller) is run with its sign checked, never flipped.
 OUTDIR receives ``outputs.npz`` (every 3D map) and ``provenance.json``.
 
 Stopping: the worker checks between stages (and wherever the pipeline checks ``cancel``) whether the file
@@ -31,7 +34,7 @@ import numpy as np
 
 from .errors import QSMCancelled, QSMInputError
 from .gre import GREData
-from .phase_sign import run_checking_phase_sign
+from .phase_sign import run_with_phase_sign_choice
 from .pipeline import PipelineConfig, PipelineResult
 
 INPUT_FILE = "input.npz"
@@ -57,12 +60,13 @@ class WorkerEvent:
 
 
 def write_worker_input(workdir: str, gre: GREData, config: Dict[str, Any], mask: Optional[np.ndarray] = None,
-                       labels: Optional[np.ndarray] = None, r2_hz: Optional[np.ndarray] = None
-                       ) -> Tuple[str, str, str]:
+                       labels: Optional[np.ndarray] = None, r2_hz: Optional[np.ndarray] = None,
+                       phase_sign_auto: bool = False) -> Tuple[str, str, str]:
     """Write INPUT.npz and CONFIG.json into ``workdir`` (created if needed); return (input, config, output dir).
 
     ``gre.phase_rad`` already carries ``gre.phase_sign``; the file holds the phase before the flip and the sign, so
-    the worker's GREData (and the provenance it records) is the caller's.
+    the worker's GREData (and the provenance it records) is the caller's. ``phase_sign_auto``: the worker decides
+    the sign from the data (starting from the vendor prior, else ``gre.phase_sign``) instead of only checking it.
     """
     os.makedirs(workdir, exist_ok=True)
     arrays: Dict[str, Any] = {
@@ -73,6 +77,7 @@ def write_worker_input(workdir: str, gre: GREData, config: Dict[str, Any], mask:
         "affine": np.asarray(gre.affine, dtype=np.float64),
         "b0_direction": np.asarray(gre.b0_direction, dtype=np.float64),
         "metadata_json": np.asarray(json.dumps(gre.metadata, default=str)),
+        "phase_sign_auto": np.bool_(phase_sign_auto),
     }
     if gre.magnitude is not None:
         arrays["magnitude"] = gre.magnitude
@@ -92,8 +97,9 @@ def write_worker_input(workdir: str, gre: GREData, config: Dict[str, Any], mask:
 
 def read_worker_input(input_path: str, config_path: str
                       ) -> Tuple[GREData, PipelineConfig, Optional[np.ndarray], Optional[np.ndarray],
-                                 Optional[np.ndarray]]:
-    """The GREData, configuration, mask, labels and R2 map (Hz) that :func:`write_worker_input` wrote."""
+                                 Optional[np.ndarray], bool]:
+    """The GREData, configuration, mask, labels, R2 map (Hz) and phase-sign mode (True: decide from the data) that
+    :func:`write_worker_input` wrote."""
     with np.load(input_path, allow_pickle=False) as z:
         d = {k: z[k] for k in z.files}
     metadata = json.loads(str(d["metadata_json"])) if "metadata_json" in d else {}
@@ -103,7 +109,7 @@ def read_worker_input(input_path: str, config_path: str
                   phase_sign=int(d.get("phase_sign", 1)), metadata=metadata)
     with open(config_path, encoding="utf-8") as f:
         config = PipelineConfig.from_dict(json.load(f))
-    return gre, config, d.get("mask"), d.get("labels"), d.get("r2_hz")
+    return gre, config, d.get("mask"), d.get("labels"), d.get("r2_hz"), bool(d.get("phase_sign_auto", False))
 
 
 def write_worker_output(output_dir: str, result: PipelineResult) -> None:
@@ -180,13 +186,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     inp, cfg_path, outdir = args
     cancel = stop_check(inp, os.getppid())
     try:
-        gre, cfg, mask, labels, r2_hz = read_worker_input(inp, cfg_path)
+        gre, cfg, mask, labels, r2_hz, sign_auto = read_worker_input(inp, cfg_path)
 
         def progress(fraction: float, label: str) -> None:
             print(f"PROGRESS {fraction:.4f} {label}", flush=True)
 
-        res = run_checking_phase_sign(gre, cfg, mask=mask, labels=labels, progress=progress, cancel=cancel,
-                                      log=lambda s: print(f"LOG {s}", flush=True), r2_hz=r2_hz)
+        res = run_with_phase_sign_choice(gre, cfg, auto=sign_auto, mask=mask, labels=labels, progress=progress,
+                                         cancel=cancel, log=lambda s: print(f"LOG {s}", flush=True), r2_hz=r2_hz)
         if cancel():
             raise QSMCancelled("stopped before writing the results")
         write_worker_output(outdir, res)

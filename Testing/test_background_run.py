@@ -1,8 +1,8 @@
 """The background run of the Slicer modules on real MRML nodes (slicer-core): the worker's file protocol
 (QSMLogic.worker, both halves), the worker process (SusceptibilityMRILib.process) and the node-level BackgroundRun
-(SusceptibilityMRILib.runner): same result as an in-process run with the phase sign flipped, cancel that stops the
-whole process tree of a launcher (as PythonSlicer starts python-real), a worker whose folder is deleted, and
-starts that fail."""
+(SusceptibilityMRILib.runner): same result as an in-process run with the phase sign flipped, the phase sign decided
+("auto") or checked (+1/−1) on the negated head phantom in both, cancel that stops the whole process tree of a
+launcher (as PythonSlicer starts python-real), a worker whose folder is deleted, and starts that fail."""
 from __future__ import annotations
 
 import dataclasses
@@ -85,8 +85,8 @@ def test_protocol_carries_phase_sign_and_metadata(tmp_path):
     gre = synthetic_gre(phase_sign=-1)
     cfg = PipelineConfig.default().to_dict()
     i, c, _ = write_worker_input(str(tmp_path), gre, cfg, mask=np.ones(SHAPE, bool))
-    back, back_cfg, mask, labels, r2 = read_worker_input(i, c)
-    assert back.phase_sign == -1 and back.metadata == {"te_source": "test"}
+    back, back_cfg, mask, labels, r2, sign_auto = read_worker_input(i, c)
+    assert back.phase_sign == -1 and back.metadata == {"te_source": "test"} and sign_auto is False
     np.testing.assert_array_equal(back.phase_rad, gre.phase_rad)
     np.testing.assert_array_equal(back.magnitude, gre.magnitude)
     np.testing.assert_array_equal(back.te_s, gre.te_s)
@@ -97,6 +97,9 @@ def test_protocol_carries_phase_sign_and_metadata(tmp_path):
     i, c, _ = write_worker_input(str(tmp_path / "r2"), gre, cfg, r2_hz=r2_map)
     r2 = read_worker_input(i, c)[4]
     assert r2.dtype == np.float32 and r2.shape == SHAPE and np.all(r2 == 12.5)
+    # the phase-sign mode: decided from the data in the worker, as in an in-process run
+    i, c, _ = write_worker_input(str(tmp_path / "auto"), gre, cfg, phase_sign_auto=True)
+    assert read_worker_input(i, c)[5] is True
     # an SWI-only acquisition without B0 stays without B0
     no_b0 = dataclasses.replace(synthetic_gre(), b0_tesla=None)
     i, c, _ = write_worker_input(str(tmp_path / "swi"), no_b0, PipelineConfig.swi_only().to_dict())
@@ -156,27 +159,121 @@ def test_background_run_carries_the_r2_map_for_source_separation(scene):
     assert ad.read_provenance(done[0][0]["chi_para_ppm"])["slicer_inputs"]["r2_map"]["node"] == "R2 coarse"
 
 
-def test_slicer_run_reports_a_phase_sign_the_veins_contradict(scene):
-    """The phantom stored with the opposite vendor convention (phase negated) and run from nodes with the sign the
-    user chose (+1): the run keeps that sign (the user decides in Slicer) but its provenance carries the vein
-    evidence and a warning naming the other sign; with −1 the evidence confirms it."""
+@pytest.fixture(scope="module")
+def head_2mm():
+    """The head phantom at 2 mm (96×96×64 voxels, five echoes): small enough for a few runs, fine enough for the
+    vein test to find its blocks (test_real_sample.py uses the same grid)."""
     from QSMLogic.phantom import make_head_model, simulate_acquisition
 
-    acq = simulate_acquisition(make_head_model(shape=(96, 96, 64), voxel_size_mm=(2.0, 2.0, 2.0)),
-                               te_s=(0.004, 0.008, 0.012, 0.016, 0.020), b0_tesla=3.0, snr=100)
-    negated = dataclasses.replace(acq.gre, phase_rad=-acq.gre.phase_rad)
-    mags, phs = add_echo_volumes(negated, name="negated")
+    return simulate_acquisition(make_head_model(shape=(96, 96, 64), voxel_size_mm=(2.0, 2.0, 2.0)),
+                                te_s=(0.004, 0.008, 0.012, 0.016, 0.020), b0_tesla=3.0, snr=100)
+
+
+def sign_test_config() -> dict:
+    """The default chain with TKD inversion, without SWI and R2* (the phase-sign tests look at χ only)."""
     cfg = PipelineConfig.default().set("inversion", "tkd")
     cfg.stages["swi"]["enabled"] = cfg.stages["r2star"]["enabled"] = False
+    return cfg.to_dict()
+
+
+def negated_nodes(gre: GREData):
+    """Echo volumes of ``gre`` stored with the opposite vendor convention (phase negated)."""
+    return add_echo_volumes(dataclasses.replace(gre, phase_rad=-gre.phase_rad), name="negated")
+
+
+def test_slicer_run_reports_a_phase_sign_the_veins_contradict(scene, head_2mm):
+    """The phantom stored with the opposite vendor convention (phase negated) and run from nodes with the sign the
+    user forced (+1, as the module's choice gives it): the run keeps that sign but its provenance carries the vein
+    evidence and a warning naming the other sign; with −1 the evidence confirms it."""
+    mags, phs = negated_nodes(head_2mm.gre)
+    cfg = sign_test_config()
     logged = []
-    kept = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg.to_dict(), phase_sign=1, log=logged.append,
+    kept = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg, phase_sign="+1", log=logged.append,
                                    output_names=("chi_ppm",))
-    sign = ad.read_provenance(kept["chi_ppm"])["phase_sign"]
-    assert sign["chosen"] == 1 and sign["evidence"]["verdict"] == "diamagnetic"
+    prov = ad.read_provenance(kept["chi_ppm"])
+    sign = prov["phase_sign"]
+    assert sign["chosen"] == 1 and sign["mode"] == "1" and sign["evidence"]["verdict"] == "diamagnetic"
+    assert "evidence_before_flip" not in sign and prov["input"]["phase_sign"] == 1  # not flipped
     assert sign["decision"].startswith("WARNING") and any("WARNING" in line for line in logged)
-    right = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg.to_dict(), phase_sign=-1,
-                                    output_names=("chi_ppm",))
+    assert not any("rerunning" in line for line in logged)
+    right = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg, phase_sign=-1, output_names=("chi_ppm",))
     assert ad.read_provenance(right["chi_ppm"])["phase_sign"]["evidence"]["verdict"] == "paramagnetic"
+
+
+def test_auto_phase_sign_flips_the_negated_phantom_in_process_and_in_the_worker(scene, head_2mm):
+    """"auto" (the module's default) on nodes: the phantom as simulated keeps +1; stored negated, its veins come out
+    diamagnetic with +1, the run is repeated with −1 (the command line's decision, run_with_phase_sign), and χ is
+    the as-simulated run's, veins and the iron-rich nuclei paramagnetic; in this process and in the background
+    worker alike, the decision and its evidence in the log and the provenance of the output nodes."""
+    from QSMLogic.phantom import label_of
+
+    cfg, outputs = sign_test_config(), ("chi_ppm", "qsm_mask")
+    mags, phs = add_echo_volumes(head_2mm.gre, name="as simulated")
+    reference = runner.run_qsm_on_nodes(scene, mags, phs, None, 3.0, cfg, output_names=outputs)
+    sign = ad.read_provenance(reference["chi_ppm"])["phase_sign"]
+    assert (sign["mode"], sign["chosen"], sign["evidence"]["verdict"]) == ("auto", 1, "paramagnetic")
+    assert "evidence_before_flip" not in sign and sign["vendor"] == "the input names no manufacturer"
+    chi_ref = np.asarray(ad.array_ijk(reference["chi_ppm"]))
+    mask = np.asarray(ad.array_ijk(reference["qsm_mask"])) > 0
+
+    nmags, nphs = negated_nodes(head_2mm.gre)
+    logged, bg_logged, done = [], [], []
+    flipped = runner.run_qsm_on_nodes(scene, nmags, nphs, None, 3.0, cfg, phase_sign="auto", log=logged.append,
+                                      output_names=outputs)
+    run = runner.start_background_run(scene, nmags, nphs, None, 3.0, cfg, output_names=outputs,
+                                      log=bg_logged.append, on_done=lambda nodes, error: done.append((nodes, error)),
+                                      python=sys.executable, env=worker_env())
+    wait_for(run, timeout_s=600.0)
+    assert len(done) == 1 and done[0][1] is None, done
+    for nodes, lines in ((flipped, logged), (done[0][0], bg_logged)):
+        prov = ad.read_provenance(nodes["chi_ppm"])
+        sign = prov["phase_sign"]
+        assert sign["chosen"] == -1 and prov["input"]["phase_sign"] == -1
+        assert sign["evidence_before_flip"]["verdict"] == "diamagnetic"
+        assert sign["evidence"]["verdict"] == "paramagnetic"
+        assert sign["decision"].startswith("sign -1 chosen: with +1 the veins came out diamagnetic")
+        assert any("rerunning with -1" in line for line in lines)
+        assert any(line.startswith("phase sign: sign -1 chosen") for line in lines)
+        chi = np.asarray(ad.array_ijk(nodes["chi_ppm"]))
+        np.testing.assert_array_equal(np.asarray(ad.array_ijk(nodes["qsm_mask"])) > 0, mask)
+        assert np.abs(chi - chi_ref)[mask].max() < 1e-4  # ppm: the phase the flip restores is the simulated one
+        for name in ("veins", "globus pallidus externa (GPe)"):
+            assert chi[mask & (head_2mm.labels == label_of(name))].mean() > 0.05, name
+
+
+def test_manufacturer_reaches_the_phase_sign_prior(scene, tmp_path):
+    """The manufacturer the nodes name (attribute, Slicer's DICOM database, BIDS sidecar) goes into the GRE
+    metadata, where the phase-sign decision reads its vendor prior, and with it into the worker's input."""
+    from QSMLogic.phase_sign import vendor_prior
+
+    gre = synthetic_gre()
+    mags, phs = echo_nodes(scene, gre)
+    assert "manufacturer" not in ad.gre_from_nodes(mags, phs, b0_tesla=3.0).metadata
+    phs[0].SetAttribute("BIDS.Manufacturer", "GE")
+    mags[0].SetAttribute("DICOM.Manufacturer", "SIEMENS ")
+    meta = ad.gre_from_nodes(mags, phs, b0_tesla=3.0).metadata  # the phase's own attribute first
+    assert (meta["manufacturer"], meta["manufacturer_source"]) == ("GE", "BIDS.Manufacturer attribute")
+    phs[0].SetAttribute("BIDS.Manufacturer", "")
+    meta = ad.gre_from_nodes(mags, phs, b0_tesla=3.0).metadata
+    assert (meta["manufacturer"], meta["manufacturer_source"]) == ("SIEMENS", "DICOM.Manufacturer attribute")
+    assert vendor_prior(meta["manufacturer"])[0] == 1
+
+    class Database:  # Slicer's ctkDICOMDatabase: tags by SOP instance UID ("gggg,eeee")
+        def instanceValue(self, uid, tag):
+            return "Philips Medical Systems" if (uid, tag) == ("1.2.3", "0008,0070") else ""
+
+    phs[1].SetAttribute("DICOM.instanceUIDs", "1.2.3")
+    assert ad.manufacturer_and_source(phs, None, Database()) == ("Philips Medical Systems",
+                                                                 "DICOM database (Manufacturer)")
+    i, c, _ = write_worker_input(str(tmp_path / "run"), ad.gre_from_nodes(mags, phs, b0_tesla=3.0), FAST,
+                                 phase_sign_auto=True)
+    back, *_, sign_auto = read_worker_input(i, c)
+    assert back.metadata["manufacturer"] == "SIEMENS" and sign_auto is True
+    # a file loaded with its BIDS JSON sidecar
+    ad.save_volume(phs[0], str(tmp_path / "sub-01_echo-1_part-phase_MEGRE.nii.gz"))
+    (tmp_path / "sub-01_echo-1_part-phase_MEGRE.json").write_text('{"Manufacturer": "Siemens Healthineers"}')
+    loaded = ad.load_volume(scene, str(tmp_path / "sub-01_echo-1_part-phase_MEGRE.nii.gz"))
+    assert ad.manufacturer_and_source([loaded]) == ("Siemens Healthineers", "BIDS JSON sidecar")
 
 
 def launcher(tmp_path) -> str:

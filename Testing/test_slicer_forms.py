@@ -288,7 +288,8 @@ def test_sort_echo_nodes_and_results_layout():
 
 def _parameters(**kw):
     p = types.SimpleNamespace(magnitudeVolumes=[], phaseVolumes=[], magnitudeSequence=None, phaseSequence=None,
-                              echoTimesMs="", b0Tesla=0.0, phaseScaling="auto", flipPhase=False, maskVolume=None,
+                              echoTimesMs="", b0Tesla=0.0, phaseScaling="auto", flipPhase=False, phaseSign="auto",
+                              maskVolume=None,
                               runName="run", runInBackground=False, allOutputs=False, showResults=False,
                               configJson="", paramsJson="", r2Volume=None, r2Quantity="r2", nucleiChiVolume=None,
                               nucleiMaskVolume=None, nucleiRegions=None, nucleiAtlas="cit168", nucleiAtlasFolder="",
@@ -381,6 +382,32 @@ def test_qsm_widget_fills_echo_times_and_b0_from_the_data_on_every_selection(mon
     w.onSequenceChanged()
     assert p.echoTimesMs == "3, 6, 9" and "sequence index" in w.ui.acquisitionLabel.text
     assert w._runArguments()["phase_nodes"] is seq
+
+
+def test_qsm_phase_sign_choice_reaches_the_logic_and_old_scenes_keep_a_ticked_flip(monkeypatch, widget_scene):
+    """The widget passes the phase-sign choice as it is ("auto" by default; the runner parses it), and a parameter
+    node saved with the former "Flip phase sign" check box is brought to the choice when the logic hands it out:
+    ticked → "-1", unticked (the old default, not a choice) → no stored choice, i.e. the default "auto"."""
+    from SusceptibilityMRILib import mrml_adapter as ad
+
+    mod, w = _qsm_widget(monkeypatch)
+    w.ui.phaseVolumesComboBox.nodes = _echoes(widget_scene, (5.0, 10.0))
+    assert w._runArguments()["phase_sign"] == "auto"
+    w._parameterNode.phaseSign = "-1"
+    assert w._runArguments()["phase_sign"] == "-1"
+    ticked, unticked, both = (widget_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode") for _ in range(3))
+    ticked.SetParameter("flipPhase", "True")
+    unticked.SetParameter("flipPhase", "False")
+    both.SetParameter("flipPhase", "True")
+    both.SetParameter("phaseSign", "+1")
+    monkeypatch.setattr(mod, "QSMParameterNode", lambda node: node)  # the wrapper (a stand-in here) wraps it
+    monkeypatch.setattr(mod.ScriptedLoadableModuleLogic, "getParameterNode", lambda self: ticked, raising=False)
+    assert mod.QSMLogic().getParameterNode() is ticked
+    assert ticked.GetParameter("phaseSign") == "-1" and not ticked.HasParameter("flipPhase")
+    assert ad.migrate_flip_phase(unticked) and not unticked.HasParameter("phaseSign")
+    assert not unticked.HasParameter("flipPhase") and not ad.migrate_flip_phase(unticked)  # once only
+    assert ad.migrate_flip_phase(both) and both.GetParameter("phaseSign") == "+1"  # a stored choice is kept
+    assert not ad.migrate_flip_phase(None)
 
 
 def test_qsm_widget_without_packages_prompts_instead_of_failing(monkeypatch, widget_scene):
@@ -482,7 +509,7 @@ def test_qsm_background_apply_goes_through_the_logic(monkeypatch, widget_scene):
         monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fake, raising=False)
         w.onApplyButton()
     (kw,) = calls
-    assert kw["background"] is True and callable(kw["on_done"]) and kw["phase_sign"] == 1
+    assert kw["background"] is True and callable(kw["on_done"]) and kw["phase_sign"] == "auto"
     assert kw["r2_node"] is None and kw["r2_quantity"] == "r2"   # the R2/T2 selector, bound, passed as it is
     assert w._job is w._fakeJob and w.ui.applyButton.enabled is False  # one run at a time
     kw["progress"](0.5, "Dipole inversion")

@@ -165,6 +165,23 @@ def test_inputs_offer_sequences_segmentation_masks_and_the_librarys_phase_rules(
     assert selectors <= receivers, f"{module}.ui: selectors without the scene: {sorted(selectors - receivers)}"
 
 
+def test_qsm_phase_sign_is_a_choice_the_library_parses(monkeypatch):
+    """The QSM module's phase sign: a combo box bound to ``phaseSign`` whose choices ("auto" first, the default)
+    the library parses to None/+1/−1; the former check box is gone from the .ui and the parameter node."""
+    from QSMLogic.phase_sign import PHASE_SIGN_CHOICES, parse_phase_sign
+
+    fields = parameter_node_fields(monkeypatch, "QSM")
+    assert "flipPhase" not in fields
+    assert typing.get_args(fields["phaseSign"])[1].choices == list(PHASE_SIGN_CHOICES) == ["auto", "+1", "-1"]
+    assert [parse_phase_sign(c) for c in PHASE_SIGN_CHOICES] == [None, 1, -1]
+    assert load_module(monkeypatch, "QSM").QSMParameterNode.phaseSign == "auto"
+    names = ui_widgets("QSM")
+    assert names.get("phaseSignComboBox") == "QComboBox" and "flipPhaseCheckBox" not in names
+    bound = {w.get("name"): p.findtext("string") for w in ui_tree("QSM").iter("widget") for p in w.findall("property")
+             if p.get("name") == "SlicerParameterName"}
+    assert bound["phaseSignComboBox"] == "phaseSign" and "flipPhase" not in bound.values()
+
+
 @pytest.mark.parametrize("module", ["QSM", "SWI", "QSMTargeting"])
 def test_module_classes_and_no_install_at_import(monkeypatch, module):
     """The ExtensionWizard classes, on the right bases; importing the module file installs nothing."""

@@ -36,6 +36,7 @@ except ImportError:  # source checkout: the shared package is a sibling of the m
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import SusceptibilityMRILib  # noqa: F401
 import QSMLogic as qsmlib  # the library package, bound before the module logic class of the same name
+from QSMLogic.phase_sign import PHASE_SIGN_CHOICES
 from SusceptibilityMRILib import mrml_adapter, widgets
 from SusceptibilityMRILib.binding import ParameterNodeBinding
 from SusceptibilityMRILib.logic import EchoInputsLogicMixin
@@ -75,8 +76,12 @@ class QSMParameterNode:
     """GUI state saved with the scene. ``configJson`` holds the chosen methods/parameters of every stage.
 
     Inputs are the checked echo volumes, or a sequence (4D) node per role, which takes precedence when set.
-    ``b0Tesla`` 0 means "from the data"; ``echoTimesMs`` empty likewise. ``maskVolume`` is a label map or a
-    segmentation. ``r2Volume`` is the R2 (or T2, as ``r2Quantity`` says) map for source separation, on any grid.
+    ``b0Tesla`` 0 means "from the data"; ``echoTimesMs`` empty likewise. ``phaseSign`` "auto" decides the phase
+    sign from the data as the command line does (vendor prior, then the veins of the χ map; flipped and rerun when
+    they come out diamagnetic); "+1"/"-1" force it (only checked). Scenes saved with the former ``flipPhase`` check
+    box are brought to it by :func:`SusceptibilityMRILib.mrml_adapter.migrate_flip_phase`. ``maskVolume`` is a
+    label map or a segmentation. ``r2Volume`` is the R2 (or T2, as ``r2Quantity`` says) map for source
+    separation, on any grid.
     The ``nuclei…`` fields feed "Measure nuclei" (:meth:`QSMLogic.measureNuclei`): the χ volume, its brain mask,
     the regions (a label map or segmentation; none: the atlas registered to χ), the atlas and PD25's folder, the
     reference (``whole_brain``, ``region:<name>`` or ``none``), the erosion and the name of the result folder.
@@ -89,7 +94,7 @@ class QSMParameterNode:
     echoTimesMs: str = ""
     b0Tesla: Annotated[float, WithinRange(0.0, 21.1)] = 0.0
     phaseScaling: Annotated[str, Choice(list(PHASE_SCALING_CHOICES))] = "auto"
-    flipPhase: bool = False
+    phaseSign: Annotated[str, Choice(list(PHASE_SIGN_CHOICES))] = "auto"
     maskVolume: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, None]
     r2Volume: vtkMRMLScalarVolumeNode
     r2Quantity: Annotated[str, Choice(list(R2_QUANTITIES))] = "r2"
@@ -344,7 +349,7 @@ class QSMWidget(widgets.EchoInputsWidgetMixin, ScriptedLoadableModuleWidget, VTK
         return dict(
             magnitude_nodes=mags, phase_nodes=phases, echo_times_s=self._userEchoTimesS(),
             b0_tesla=self._userB0Tesla(), config=self._config, mask_node=p.maskVolume, phase_rule=p.phaseScaling,
-            phase_sign=-1 if p.flipPhase else 1, r2_node=p.r2Volume, r2_quantity=p.r2Quantity)
+            phase_sign=p.phaseSign, r2_node=p.r2Volume, r2_quantity=p.r2Quantity)
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to compute QSM.", waitCursor=True):
@@ -446,7 +451,9 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
 
     def getParameterNode(self):
-        return QSMParameterNode(super().getParameterNode())
+        node = super().getParameterNode()
+        mrml_adapter.migrate_flip_phase(node)  # a scene saved with the former "Flip phase sign" check box
+        return QSMParameterNode(node)
 
     # ---- dependencies
 
@@ -469,12 +476,16 @@ class QSMLogic(EchoInputsLogicMixin, ScriptedLoadableModuleLogic):
 
     def run(self, magnitude_nodes, phase_nodes, echo_times_s=None, b0_tesla=None, config=None, mask_node=None,
             progress=None, log=None, cancel=None, run_name: str = "QSM", phase_rule: str = "auto",
-            phase_sign: int = 1, output_names: Optional[Sequence[str]] = None, background: bool = False,
-            on_done=None, r2_node=None, r2_quantity: str = "r2"):
+            phase_sign: Union[str, int] = "auto", output_names: Optional[Sequence[str]] = None,
+            background: bool = False, on_done=None, r2_node=None, r2_quantity: str = "r2"):
         """Run the QSM pipeline; returns ``{output name: new node}`` (see SusceptibilityMRILib.runner).
 
         ``echo_times_s``/``b0_tesla`` ``None``: taken from the data (DICOM attributes or database, sequence index,
         BIDS sidecar). ``mask_node``: a label map or a segmentation. ``config``: None for the library's defaults.
+        ``phase_sign``: "auto" (default) decides it as the command line does (the manufacturer the nodes name as a
+        prior, then the veins of the χ map; the run is repeated with the other sign when they come out
+        diamagnetic); +1/-1 force it and only check it. The decision and its evidence are logged and kept in the
+        provenance (``phase_sign``).
         ``r2_node``: the R2 map (``r2_quantity`` ``"r2"``, 1/s) or T2 map (``"t2_ms"``, ``"t2_s"``) that source
         separation's ``r2prime`` and ``joint`` methods need, on any grid (resampled onto the echoes' through both
         IJK-to-RAS matrices).

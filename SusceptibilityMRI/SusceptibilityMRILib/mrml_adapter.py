@@ -42,7 +42,11 @@ FIELD_STRENGTH_ATTRIBUTES_T = ("DICOM.MagneticFieldStrength", "MagneticFieldStre
 #: Attribute Slicer's DICOM scalar-volume plugin sets on a loaded volume: its SOP instance UIDs, space separated.
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 #: DICOM tags read through Slicer's DICOM database for such volumes ("gggg,eeee" as ctkDICOMDatabase expects).
-DICOM_TAGS = {"EchoTime": "0018,0081", "MagneticFieldStrength": "0018,0087", "ImageType": "0008,0008"}
+DICOM_TAGS = {"EchoTime": "0018,0081", "MagneticFieldStrength": "0018,0087", "ImageType": "0008,0008",
+              "Manufacturer": "0008,0070"}
+#: Node attributes naming the scanner's manufacturer (the phase-sign prior, QSMLogic.phase_sign.vendor_prior):
+#: DICOM-style first, then BIDS-style; the DICOM database and the BIDS sidecar are asked between and after them.
+MANUFACTURER_ATTRIBUTES = ("DICOM.Manufacturer", "Manufacturer", "BIDS.Manufacturer")
 #: Relative and absolute tolerances for "same geometry" between echo volumes.
 GEOMETRY_RTOL = 1e-5
 GEOMETRY_ATOL_MM = 1e-4
@@ -192,6 +196,20 @@ def echo_times_from_sequence_s(sequence_node: Any) -> Optional[List[float]]:
 
 #: Phase-scaling rules the modules offer: "auto" (decides only on checked evidence) and the library's rules.
 PHASE_SCALING_CHOICES: Tuple[str, ...] = ("auto",) + tuple(PHASE_RULES)
+
+
+def migrate_flip_phase(parameter_node: Any) -> bool:
+    """Bring a QSM parameter node saved when the module had a "Flip phase sign" check box (parameter ``flipPhase``,
+    "True"/"False" as Slicer's parameter-node wrapper stores a bool) to the phase-sign choice ``phaseSign``: a ticked
+    box was the user's −1 and becomes "-1"; an unticked one was the old default +1, not a choice, and leaves the
+    new default "auto" (the sign decided from the veins). The old parameter is removed, so this acts once; a
+    ``phaseSign`` already stored is kept. Call on the MRML node before it is wrapped; True when it changed it."""
+    if parameter_node is None or not parameter_node.HasParameter("flipPhase"):
+        return False
+    if parameter_node.GetParameter("flipPhase") == "True" and not parameter_node.HasParameter("phaseSign"):
+        parameter_node.SetParameter("phaseSign", "-1")
+    parameter_node.UnsetParameter("flipPhase")
+    return True
 
 
 def as_node_list(nodes: Any) -> List[Any]:
@@ -439,6 +457,41 @@ def field_strength_of_node_t(node: Any, database: Any = None) -> Optional[Tuple[
     return None
 
 
+def manufacturer_of_node(node: Any, database: Any = None) -> Optional[Tuple[str, str]]:
+    """(manufacturer, where it came from) of one volume or sequence, or ``None``: the DICOM.Manufacturer attribute,
+    Slicer's DICOM database (Manufacturer, 0008,0070), the BIDS-style attributes, the BIDS JSON sidecar."""
+    text = node.GetAttribute(MANUFACTURER_ATTRIBUTES[0])
+    if text and text.strip():
+        return text.strip(), f"{MANUFACTURER_ATTRIBUTES[0]} attribute"
+    text = dicom_tag_value(node, "Manufacturer", database)
+    if text:
+        return text, "DICOM database (Manufacturer)"
+    for name in MANUFACTURER_ATTRIBUTES[1:]:
+        text = node.GetAttribute(name)
+        if text and text.strip():
+            return text.strip(), f"{name} attribute"
+    maker = sidecar_of_node(node).get("Manufacturer")
+    if maker:
+        return str(maker).strip(), "BIDS JSON sidecar"
+    return None
+
+
+def manufacturer_and_source(phase_nodes: Any, magnitude_nodes: Any = None, database: Any = None
+                            ) -> Tuple[Optional[str], str]:
+    """The manufacturer the selected echoes name (phase first, then magnitude; a sequence node itself, then its
+    data nodes), with its source; ``(None, "")`` when none does."""
+    candidates: List[Any] = []
+    for nodes in (phase_nodes, magnitude_nodes):
+        if is_sequence(nodes):
+            candidates.append(nodes)
+        candidates += as_node_list(nodes)
+    for node in candidates:
+        found = manufacturer_of_node(node, database)
+        if found is not None:
+            return found
+    return None, ""
+
+
 def _join_sources(sources: Sequence[str]) -> str:
     return " + ".join(dict.fromkeys(sources))
 
@@ -569,6 +622,9 @@ def gre_from_nodes(
         "phase_scaling": {"rule": rule, "evidence": evidence},
         "te_source": te_source, "b0_source": b0_source, "array_order": "ijk",
     }
+    manufacturer, manufacturer_source = manufacturer_and_source(phase_nodes, magnitude_nodes, dicom_database)
+    if manufacturer is not None:  # the vendor prior of the phase-sign decision (QSMLogic.phase_sign)
+        meta.update(manufacturer=manufacturer, manufacturer_source=manufacturer_source)
     return GREData(phase_rad=phase, magnitude=magnitude, te_s=te, b0_tesla=b0_tesla, affine=aff,
                    phase_sign=phase_sign, b0_direction=b0_direction_from_affine(aff, b0_world), metadata=meta)
 
@@ -903,14 +959,14 @@ def load_volume(scene: Any, path: str, name: Optional[str] = None, label: bool =
 
 __all__ = [
     "AcquisitionInfo", "DICOM_TAGS", "DISPLAY_PRESETS", "DisplayPreset", "INSTANCE_UIDS_ATTRIBUTE", "LABEL_OUTPUTS",
-    "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE", "R2_QUANTITIES", "RESULTS_LAYOUT_ID", "RESULTS_LAYOUT_XML",
-    "RESULTS_VIEWS", "VolumeArrays", "acquisition_from_nodes", "add_color_legend", "add_result_volume", "array_ijk",
-    "as_node_list", "check_same_geometry", "create_folder", "default_dicom_database", "describe_inputs",
-    "dicom_image_kind", "dicom_instance_uids", "dicom_tag_value", "echo_time_of_node_s", "echo_times_and_source",
-    "echo_times_from_nodes_s", "echo_times_from_sequence_s", "field_strength_and_source",
-    "field_strength_from_nodes_t", "field_strength_of_node_t", "gre_from_nodes", "ijk_to_ras", "is_sequence",
-    "load_volume", "mask_from_node", "nodes_from_sequence", "outputs_to_nodes", "parse_echo_times_ms",
-    "place_in_folder", "r2_from_node", "read_provenance", "save_volume", "segmentation_to_mask",
-    "sequence_echo_times_and_source", "show_side_by_side", "sidecar_of_node", "sort_echo_nodes", "stack_echoes",
-    "storage_file", "volume_arrays"
+    "MANUFACTURER_ATTRIBUTES", "OUTPUT_ATTRIBUTE", "PROVENANCE_ATTRIBUTE", "R2_QUANTITIES", "RESULTS_LAYOUT_ID",
+    "RESULTS_LAYOUT_XML", "RESULTS_VIEWS", "VolumeArrays", "acquisition_from_nodes", "add_color_legend",
+    "add_result_volume", "array_ijk", "as_node_list", "check_same_geometry", "create_folder",
+    "default_dicom_database", "describe_inputs", "dicom_image_kind", "dicom_instance_uids", "dicom_tag_value",
+    "echo_time_of_node_s", "echo_times_and_source", "echo_times_from_nodes_s", "echo_times_from_sequence_s",
+    "field_strength_and_source", "field_strength_from_nodes_t", "field_strength_of_node_t", "gre_from_nodes",
+    "ijk_to_ras", "is_sequence", "load_volume", "manufacturer_and_source", "manufacturer_of_node", "mask_from_node",
+    "migrate_flip_phase", "nodes_from_sequence", "outputs_to_nodes", "parse_echo_times_ms", "place_in_folder",
+    "r2_from_node", "read_provenance", "save_volume", "segmentation_to_mask", "sequence_echo_times_and_source",
+    "show_side_by_side", "sidecar_of_node", "sort_echo_nodes", "stack_echoes", "storage_file", "volume_arrays"
 ]

@@ -18,7 +18,7 @@ import numpy as np
 
 import QSMLogic
 from QSMLogic.params import stage
-from QSMLogic.phase_sign import run_checking_phase_sign
+from QSMLogic.phase_sign import parse_phase_sign, run_with_phase_sign_choice
 from QSMLogic.pipeline import SWI_NEEDS, PipelineConfig, check_stage_selection
 from QSMLogic.worker import read_worker_output, worker_command, write_worker_input
 
@@ -26,6 +26,8 @@ from . import mrml_adapter as ad
 from .process import WorkerProcess, python_executable, worker_environment
 
 ConfigLike = Union[None, PipelineConfig, Dict[str, Any], str]
+#: A phase-sign choice: "auto" (decided from the data, as the command line's default) or +1/−1 (as int or text).
+PhaseSignChoice = Union[str, int]
 
 #: Outputs added to the scene by default (the rest stay available through ``output_names``).
 DEFAULT_OUTPUTS = ("magnitude", "chi_ppm", "local_field_ppm", "total_field_ppm", "r2star_hz", "swi", "mip",
@@ -59,37 +61,42 @@ def as_config(config: ConfigLike) -> PipelineConfig:
 
 @dataclass
 class PreparedInputs:
-    """What a run needs once the nodes are read: the GRE data, the optional mask, the reference node and the
-    optional R2 map (Hz) on the data's grid with what the provenance records about it."""
+    """What a run needs once the nodes are read: the GRE data, the optional mask, the reference node, the
+    optional R2 map (Hz) on the data's grid with what the provenance records about it, and whether the phase sign
+    is decided from the data (``phase_sign_auto``; the GRE data are then read with +1, the convention's sign)."""
 
     gre: Any
     mask: Any
     reference_node: Any
     r2_hz: Any = None
     r2_input: Optional[Dict[str, Any]] = None
+    phase_sign_auto: bool = False
 
 
 def prepare_inputs(magnitude_nodes: Any, phase_nodes: Any, echo_times_s: Optional[Sequence[float]],
                    b0_tesla: Optional[float], mask_node: Any = None, phase_rule: str = "auto",
-                   phase_sign: int = 1, dicom_database: Any = None, require_b0: bool = True,
+                   phase_sign: PhaseSignChoice = "auto", dicom_database: Any = None, require_b0: bool = True,
                    r2_node: Any = None, r2_quantity: str = "r2") -> PreparedInputs:
     """Read the echo volumes (and mask: label map or segmentation) into a GREData in (i, j, k) order with checked
     geometry. ``echo_times_s``/``b0_tesla`` ``None`` (or B0 <= 0): read from the data (see mrml_adapter); a B0 the
-    data do not give stays ``None`` unless ``require_b0``. ``r2_node``: an R2 (``r2_quantity`` ``"r2"``, 1/s) or
+    data do not give stays ``None`` unless ``require_b0``. ``phase_sign``: "auto" (read with +1, the sign decided
+    by the run) or +1/−1 (read with it, only checked). ``r2_node``: an R2 (``r2_quantity`` ``"r2"``, 1/s) or
     T2 (``"t2_ms"``, ``"t2_s"``) volume on any grid for source separation, resampled onto the echo grid
     (:func:`~.mrml_adapter.r2_from_node`)."""
-    gre = ad.gre_from_nodes(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, phase_rule, phase_sign,
-                            dicom_database=dicom_database, require_b0=require_b0)
+    sign = parse_phase_sign(phase_sign)
+    gre = ad.gre_from_nodes(magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, phase_rule,
+                            1 if sign is None else sign, dicom_database=dicom_database, require_b0=require_b0)
     reference = ad.as_node_list(phase_nodes)[0]
     mask = ad.mask_from_node(mask_node, reference) if mask_node is not None else None
     if r2_node is None:
-        return PreparedInputs(gre, mask, reference)
+        return PreparedInputs(gre, mask, reference, phase_sign_auto=sign is None)
     r2 = ad.r2_from_node(r2_node, reference, r2_quantity)
     same_grid = r2_node.GetImageData().GetDimensions() == reference.GetImageData().GetDimensions() and bool(
         np.allclose(ad.ijk_to_ras(r2_node), ad.ijk_to_ras(reference), atol=1e-4))
     return PreparedInputs(gre, mask, reference, r2, {
         "node": r2_node.GetName(), "quantity": r2_quantity,
-        "resampled": "no (on the echo grid)" if same_grid else "trilinear, through both IJK-to-RAS matrices"})
+        "resampled": "no (on the echo grid)" if same_grid else "trilinear, through both IJK-to-RAS matrices"},
+        phase_sign_auto=sign is None)
 
 
 def _slicer_inputs(inp: PreparedInputs) -> Dict[str, Any]:
@@ -104,7 +111,7 @@ def _slicer_inputs(inp: PreparedInputs) -> Dict[str, Any]:
 
 def _configured_inputs(config: ConfigLike, magnitude_nodes: Any, phase_nodes: Any,
                        echo_times_s: Optional[Sequence[float]], b0_tesla: Optional[float], mask_node: Any,
-                       phase_rule: str, phase_sign: int, dicom_database: Any, r2_node: Any = None,
+                       phase_rule: str, phase_sign: PhaseSignChoice, dicom_database: Any, r2_node: Any = None,
                        r2_quantity: str = "r2") -> Tuple[PipelineConfig, PreparedInputs]:
     """The validated configuration and the inputs read for it (a B0 required only when the configuration uses it;
     the R2 map when given): what both the in-process and the background run start from."""
@@ -136,7 +143,7 @@ def run_qsm_on_nodes(
     cancel: Optional[Callable[[], bool]] = None,
     run_name: str = "QSM",
     phase_rule: str = "auto",
-    phase_sign: int = 1,
+    phase_sign: PhaseSignChoice = "auto",
     output_names: Optional[Sequence[str]] = DEFAULT_OUTPUTS,
     dicom_database: Any = None,
     r2_node: Any = None,
@@ -149,11 +156,17 @@ def run_qsm_on_nodes(
     :class:`QSMLogic.errors.QSMCancelled` when ``cancel()`` turns true. A configuration without the QSM chain
     (:meth:`~QSMLogic.pipeline.PipelineConfig.swi_only`) needs no B0. ``r2_node``/``r2_quantity``: the R2 (or T2)
     map that source separation's ``r2prime`` and ``joint`` methods need (see :func:`prepare_inputs`).
+
+    ``phase_sign`` "auto" (default) decides the sign as the command line does
+    (:func:`QSMLogic.phase_sign.run_with_phase_sign`: the vendor prior from the nodes' manufacturer, else +1; the
+    veins of the χ map tested; the whole pipeline rerun with the other sign when they come out diamagnetic, so
+    progress runs twice then); +1/−1 use that sign and only check it (a WARNING naming the other one when the
+    veins contradict it). The decision and its evidence go to ``log`` and the provenance (``phase_sign``).
     """
     cfg, inp = _configured_inputs(config, magnitude_nodes, phase_nodes, echo_times_s, b0_tesla, mask_node,
                                   phase_rule, phase_sign, dicom_database, r2_node, r2_quantity)
-    res = run_checking_phase_sign(inp.gre, cfg, mask=inp.mask, progress=progress, cancel=cancel, log=log,
-                                  r2_hz=inp.r2_hz)
+    res = run_with_phase_sign_choice(inp.gre, cfg, auto=inp.phase_sign_auto, mask=inp.mask, progress=progress,
+                                     cancel=cancel, log=log, r2_hz=inp.r2_hz)
     return _add_result_nodes(scene, res.outputs, res.provenance, inp.reference_node, _slicer_inputs(inp),
                              run_name, output_names)
 
@@ -229,7 +242,7 @@ def start_background_run(
     on_done: Optional[Callable[[Optional[Dict[str, Any]], Optional[BaseException]], None]] = None,
     run_name: str = "QSM",
     phase_rule: str = "auto",
-    phase_sign: int = 1,
+    phase_sign: PhaseSignChoice = "auto",
     output_names: Optional[Sequence[str]] = DEFAULT_OUTPUTS,
     dicom_database: Any = None,
     python: Optional[str] = None,
@@ -250,7 +263,8 @@ def start_background_run(
     check_stage_selection(cfg, inp.gre, mask_given=inp.mask is not None, r2_given=inp.r2_hz is not None)
     workdir = tempfile.mkdtemp(prefix="SusceptibilityMRI-")
     try:
-        i, c, o = write_worker_input(workdir, inp.gre, cfg.to_dict(), inp.mask, r2_hz=inp.r2_hz)
+        i, c, o = write_worker_input(workdir, inp.gre, cfg.to_dict(), inp.mask, r2_hz=inp.r2_hz,
+                                     phase_sign_auto=inp.phase_sign_auto)
         library_root = os.path.dirname(os.path.dirname(os.path.abspath(QSMLogic.__file__)))
         process = WorkerProcess(worker_command(i, c, o, python or python_executable()),
                                 env if env is not None else worker_environment(library_root))
