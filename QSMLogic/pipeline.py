@@ -399,6 +399,7 @@ def unwrap_step(run: _Run, phase: np.ndarray, magnitude: np.ndarray, m: np.ndarr
     run.details["unwrap"] = unwrap
     # Voxels the unwrapping could not trust (low ROMEO quality: mostly the brain edge next to air, where the field
     # is steepest) leave the mask before background removal, whose error they would otherwise dominate.
+    run.details["tissue_mask"] = m  # PDF keeps the dropped voxels free of background sources
     m = reliable_mask(m, unwrap.unreliable, run.gre.voxel_size_mm, RELIABLE_EDGE_DEPTH_MM)
     if valid is not None:  # hole filling must not put NaN voxels back
         m &= valid
@@ -469,7 +470,8 @@ def local_field_and_inversion_step(run: _Run, phase: np.ndarray, m: np.ndarray, 
         qsm_mask = m
     else:
         bg = run.stage("background", {"field_ppm": outputs["total_field_ppm"], "mask": m, "weight": weight,
-                                      "phase_rad": phase[..., used], **used_te})
+                                      "phase_rad": phase[..., used], "tissue_mask": run.details.get("tissue_mask"),
+                                      **used_te})
         outputs["local_field_ppm"] = np.asarray(bg.local_field_ppm, dtype=np.float32)
         qsm_mask = np.asarray(bg.mask, dtype=bool)
         if not qsm_mask.any():

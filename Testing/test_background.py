@@ -179,3 +179,26 @@ def test_bad_inputs():
     small = (x**2 + y**2 + z**2) < 6.0**2
     with pytest.raises(QSMInputError, match="thinner"):
         bgr.sharp(local, small, VOX, radius_mm=8.0)
+
+
+def test_pdf_keeps_unreliable_tissue_free_of_background_sources():
+    """A χ source next to a hole of untrusted voxels: with the hole kept source-free (zero weight, garbage field
+    there) PDF keeps more of the source's local field than when the hole may hold background sources."""
+    from QSMLogic.background import pdf
+    from QSMLogic.dipole import dipole_kernel
+
+    n, vox = 48, (1.0, 1.0, 1.0)
+    g = np.indices((n, n, n)) - n // 2
+    r = np.sqrt((g ** 2).sum(0))
+    brain = r < 18
+    chi = np.where(np.sqrt(((g - np.array([0, 0, 11])[:, None, None, None]) ** 2).sum(0)) < 3, 0.2, 0.0)
+    local = np.real(np.fft.ifftn(np.fft.fftn(chi) * dipole_kernel((n, n, n), vox, (0, 0, 1)))).astype(np.float32)
+    hole = brain & (np.sqrt(((g - np.array([0, 0, 16])[:, None, None, None]) ** 2).sum(0)) < 4)
+    mask = brain & ~hole
+    field = np.where(hole, np.float32(5.0), local)  # untrusted field in the hole
+    err = {}
+    for keep in (False, True):
+        got = pdf(field, mask, vox, tissue_mask=brain, unreliable_as_tissue=keep, max_iter=100).local_field_ppm
+        err[keep] = float(np.linalg.norm((got - local)[mask]) / np.linalg.norm(local[mask]))
+    assert err[True] < 0.85 * err[False]  # measured 0.34 against 0.44
+    assert err[True] < 0.4
