@@ -105,3 +105,9 @@ def distance_mm(mask: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
     s = check_voxel_size(voxel_size_mm)
     g = _squared_distance(m, float(s[0]), float(s[1]), float(s[2]))
     return np.sqrt(g, out=g)
+
+
+def depth_mm(mask: np.ndarray, voxel_size_mm: Sequence[float]) -> np.ndarray:
+    """Depth (mm, float64) of each voxel of a 3D mask below its surface: :func:`distance_mm` with everything outside
+    the array counted as outside the mask (so a mask touching a face is shallow there)."""
+    return distance_mm(np.pad(np.asarray(mask, dtype=np.bool_), 1), voxel_size_mm)[1:-1, 1:-1, 1:-1]

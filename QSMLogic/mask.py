@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._distance import distance_mm
+from ._distance import depth_mm, distance_mm
 from .errors import QSMInputError
 from .geometry import check_voxel_size
 from .params import MethodSpec, Param, register_method
@@ -74,7 +74,7 @@ def noise_level(combined: np.ndarray, threshold: float) -> float:
 def _erode(m: np.ndarray, radius_mm: float, vox: np.ndarray) -> np.ndarray:
     if radius_mm <= 0:
         return m
-    return distance_mm(np.pad(m, 1), vox)[1:-1, 1:-1, 1:-1] > radius_mm
+    return depth_mm(m, vox) > radius_mm
 
 
 def _dilate(m: np.ndarray, radius_mm: float, vox: np.ndarray) -> np.ndarray:

@@ -80,9 +80,9 @@ def vein_mask(magnitude_late: np.ndarray, mask: np.ndarray, voxel_size_mm: Seque
     a = np.where(m, np.asarray(magnitude_late, dtype=np.float32), np.float32(0))
     sigma = DARK_SIGMA_MM / vox
     # the mask's outer layers are partial-volumed with skull or air (dark for that reason): left out
-    from ._distance import distance_mm
+    from ._distance import depth_mm
 
-    inside = distance_mm(np.pad(m, 1), vox)[1:-1, 1:-1, 1:-1] > max(EDGE_MM, 2 * float(vox.max()))
+    inside = depth_mm(m, vox) > max(EDGE_MM, 2 * float(vox.max()))
     dark = m & inside & (a < DARK_RATIO * _local_mean(a, m, sigma))
     if magnitude_first is not None:
         first = np.asarray(magnitude_first, dtype=np.float32)

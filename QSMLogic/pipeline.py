@@ -66,8 +66,12 @@ DATA_EDGE_MM_BY_METHOD: Dict[str, float] = {"medi": 4.5, "cgls": 4.5, "lsqr": 4.
 def data_edge_for(inversion_method: str, voxel_size_mm: Sequence[float]) -> float:
     """The edge shell depth (mm) the default chain uses for ``inversion_method`` on voxels of ``voxel_size_mm``
     (see :data:`DATA_EDGE_MM`)."""
-    floor = DATA_EDGE_VOXELS * float(np.prod(voxel_size_mm)) ** (1.0 / 3.0)
-    return max(DATA_EDGE_MM_BY_METHOD.get(inversion_method, DATA_EDGE_MM), floor)
+    return shell_depth_mm(DATA_EDGE_MM_BY_METHOD.get(inversion_method, DATA_EDGE_MM), DATA_EDGE_VOXELS, voxel_size_mm)
+
+
+def shell_depth_mm(depth_mm: float, depth_voxels: float, voxel_size_mm: Sequence[float]) -> float:
+    """``depth_mm``, but at least ``depth_voxels`` voxels of the mean size of ``voxel_size_mm`` (mm)."""
+    return max(depth_mm, depth_voxels * float(np.prod(voxel_size_mm)) ** (1.0 / 3.0))
 
 
 #: Unwrapping-unreliable voxels leave the mask only within this depth (mm) of its edge. There, next to air and bone,
@@ -80,6 +84,14 @@ RELIABLE_EDGE_DEPTH_MM = 10.0
 #: the mask is unreliable, the mask holds noise (a magnitude threshold that took the background, a volume cropped
 #: inside the head with a bad mask) and every unreliable voxel leaves it, at any depth.
 RELIABLE_DEPTH_MAX_FRACTION = 0.25
+#: Of the unreliable voxels that leave the mask, PDF keeps those deeper than this (mm, and at least
+#: :data:`TISSUE_EDGE_VOXELS` voxels) inside the brain mask as source-free tissue (its ``tissue_mask``): there they
+#: are mostly CSF of cisterns and ventricles next to the deep nuclei, and background sources in them absorbed the
+#: nuclei's field. The shallower ones, next to sinuses and bone, stay open to background sources: keeping them as
+#: tissue too left the sinus field in the local field and doubled SWI's false darkening near air on the project's
+#: phantom (figures: docs/benchmarks.md, "Independent forward model").
+TISSUE_EDGE_MM = 3.0
+TISSUE_EDGE_VOXELS = 2.0
 
 #: The stage whose result each output map is (for per-map provenance); names not listed belong to ``swi`` when they
 #: start with "swi" or "mip", else to the pipeline as a whole.
@@ -399,8 +411,12 @@ def unwrap_step(run: _Run, phase: np.ndarray, magnitude: np.ndarray, m: np.ndarr
     run.details["unwrap"] = unwrap
     # Voxels the unwrapping could not trust (low ROMEO quality: mostly the brain edge next to air, where the field
     # is steepest) leave the mask before background removal, whose error they would otherwise dominate.
-    run.details["tissue_mask"] = m  # PDF keeps the dropped voxels free of background sources
-    m = reliable_mask(m, unwrap.unreliable, run.gre.voxel_size_mm, RELIABLE_EDGE_DEPTH_MM)
+    from ._distance import depth_mm
+
+    vox = run.gre.voxel_size_mm
+    tissue = m & (depth_mm(m, vox) > shell_depth_mm(TISSUE_EDGE_MM, TISSUE_EDGE_VOXELS, vox))
+    m = reliable_mask(m, unwrap.unreliable, vox, RELIABLE_EDGE_DEPTH_MM)
+    run.details["tissue_mask"] = m | tissue
     if valid is not None:  # hole filling must not put NaN voxels back
         m &= valid
     run.outputs["field_mask"] = m.astype(np.uint8)
@@ -606,9 +622,9 @@ def reliable_mask(mask: np.ndarray, unreliable: np.ndarray, voxel_size_mm: Optio
     if edge_depth_mm is not None and np.count_nonzero(drop & m) <= RELIABLE_DEPTH_MAX_FRACTION * np.count_nonzero(m):
         if voxel_size_mm is None:
             raise QSMInputError("reliable_mask: edge_depth_mm needs voxel_size_mm")
-        from ._distance import distance_mm
+        from ._distance import depth_mm
 
-        drop = drop & (distance_mm(np.pad(m, 1), voxel_size_mm)[1:-1, 1:-1, 1:-1] <= edge_depth_mm)
+        drop = drop & (depth_mm(m, voxel_size_mm) <= edge_depth_mm)
     keep = m & ~drop
     lab, n = ndi.label(keep)
     if n == 0:
@@ -644,12 +660,12 @@ def field_outliers(field_hz: np.ndarray, mask: np.ndarray, te_first_s: float) ->
 def inversion_weight(weight: np.ndarray, mask: np.ndarray, voxel_size_mm, edge_mm: float) -> np.ndarray:
     """``weight`` inside ``mask`` with the voxels within ``edge_mm`` of the mask edge set to 0 (see
     :data:`DATA_EDGE_MM`); unchanged when ``edge_mm`` ≤ 0 or when the shell would take every voxel."""
-    from ._distance import distance_mm
+    from ._distance import depth_mm
 
     w = np.where(mask, weight, np.float32(0)).astype(np.float32)
     if edge_mm <= 0:
         return w
-    deep = distance_mm(np.pad(mask, 1), voxel_size_mm)[1:-1, 1:-1, 1:-1] > edge_mm
+    deep = depth_mm(mask, voxel_size_mm) > edge_mm
     if not (deep & (w > 0)).any():
         return w
     return np.where(deep, w, np.float32(0))

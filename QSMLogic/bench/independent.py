@@ -419,7 +419,7 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
     * ``coverage_pct``: share of the brain in the QSM mask; ``holes_deep``: brain voxels deeper than ``deep_mm``
       missing from the field mask.
     """
-    from .._distance import distance_mm
+    from .._distance import depth_mm
     from ..params import run_method
     from ..pipeline import PipelineConfig, run_pipeline
 
@@ -429,7 +429,7 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
     out = res.outputs
     vox = gre.voxel_size_mm
     brain = data.brain_mask
-    depth = distance_mm(np.pad(brain, 1), vox)[1:-1, 1:-1, 1:-1]
+    depth = depth_mm(brain, vox)
     deep = depth > deep_mm
     fm = out["field_mask"].astype(bool)
     qm = out["qsm_mask"].astype(bool)
