@@ -103,8 +103,7 @@ def tfi(
     w2 = prob.weight * prob.weight
     lam = np.float32(lambda_ if lambda_ > 0 else weight_for_field(LAMBDA_3T, b0_tesla, data_weight=True))
 
-    y = np.zeros(prob.shape, dtype=np.float32)
-    chi = np.zeros(prob.shape, dtype=np.float32)
+    chi = np.zeros(prob.shape, dtype=np.float32)  # P·y, y from 0
     for _ in range(max_iter):
         g = mg * gradient(chi, vox)
         diff = mg / np.sqrt(g * g + np.float32(L1_SMOOTHING))  # lagged diffusivity with M_G folded in
@@ -123,9 +122,8 @@ def tfi(
         rhs = lam * prob.dipole(w2 * (prob.field - prob.dipole(chi))) - reg(chi)
         rhs *= p
         dy, _, _ = cg(normal, rhs, max_iter=cg_max_iter, tol=cg_tol, cancel=cancel, what="TFI")
-        y += dy
-        chi = p * y
         step = p * dy
+        chi += step
         if np.sqrt(dot(step, step)) < tol * np.sqrt(dot(chi, chi)):
             break
     return prob.to_input_grid(chi)
