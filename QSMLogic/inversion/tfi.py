@@ -25,7 +25,8 @@ in the true brain mask, uniform W, χ nRMSE in the brain (2 cores):
   the bias of CG started at y = 0 towards small ‖y‖ (χ outside 30 times cheaper). ADMM (``admm_tv``: closed-form
   k-space χ update, pointwise data step with weight W in the brain and 0 in the margin), which needs no
   preconditioner, converges towards the unpinned minimiser: 1,185–3,091 % (α 1e-4–3e-4, μ₂ 0.3–30, 50–300
-  iterations, plain TV or M_G-weighted TV with α/30 in the margin). The same CG with P_B = 1: 1,380 %. So ADMM was
+  iterations, plain TV, or M_G-weighted TV with α/30 in the margin through a trial extension of the shrinkage
+  step, not kept). The same CG with P_B = 1: 1,380 %. So ADMM was
   dropped and the paper's preconditioned lagged-diffusivity CG kept.
 * Regularising the margin as well (M_G = 1 there) pulls the background into the brain: 126 % (λ 2e4, 8 outer × 60
   CG), 47 % with TV switched off (λ 1e9), and worse with more iterations (λ 2e6: 68 % at 8 × 60, 212 % at 20 × 150).
