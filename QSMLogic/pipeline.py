@@ -46,7 +46,7 @@ STAGE_ORDER = (
 OFF_BY_DEFAULT = frozenset({"source_separation"})
 
 #: Methods of the "inversion" stage that take the total field and remove the background themselves.
-SINGLE_STEP_INVERSIONS = frozenset({"sstv"})
+SINGLE_STEP_INVERSIONS = frozenset({"sstv", "tfi"})
 
 #: SWI methods built from a map of the QSM chain rather than from the wrapped phase, and the stage making that map.
 SWI_NEEDS = {"unwrapped": "background", "swim": "reference"}

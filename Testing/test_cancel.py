@@ -14,7 +14,7 @@ from QSMLogic.pipeline import PipelineConfig, run_pipeline
 ITERATIVE = {
     "background": ("resharp", "ismv", "pdf", "lbv", "harperella"),
     "inversion": ("cgls", "lsqr", "ilsqr", "medi", "medi0", "fansi_tv", "fansi_nltv", "star_qsm", "hdqsm", "tgv",
-                  "sstv"),
+                  "sstv", "tfi"),
 }
 
 

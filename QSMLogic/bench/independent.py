@@ -414,14 +414,14 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
       minus their mean, over the chain's QSM mask / deeper than ``deep_mm`` (relative to the true field's RMS;
       NaN for single-step inversions, which make no local field);
     * ``chi_true_field_nrmse_pct`` / ``chi_true_field_slope``: the same inversion from the true local field in the
-      true brain mask;
+      true brain mask (single-step inversions: from the true total field);
     * ``chi_nrmse_pct``, ``slope``, ``err_<nucleus>``: the chain's χ (:func:`chi_scores`), in its QSM mask;
     * ``coverage_pct``: share of the brain in the QSM mask; ``holes_deep``: brain voxels deeper than ``deep_mm``
       missing from the field mask.
     """
     from .._distance import depth_mm
     from ..params import run_method
-    from ..pipeline import PipelineConfig, run_pipeline
+    from ..pipeline import SINGLE_STEP_INVERSIONS, PipelineConfig, run_pipeline
 
     cfg = config or PipelineConfig.default()
     gre = data.gre
@@ -445,8 +445,11 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
         e, t = _centred(out["local_field_ppm"], m), _centred(data.local_field_ppm, m)
         scores[f"local_field{suffix}_nrmse_pct"] = 100.0 * float(np.linalg.norm(e - t) / np.linalg.norm(t))
     inv = cfg.stages["inversion"]
+    # single-step inversions remove the background themselves: they get the true total field
+    fields = ({"total_field_ppm": data.total_field_ppm, "local_field_ppm": None}
+              if inv["method"] in SINGLE_STEP_INVERSIONS else {"local_field_ppm": data.local_field_ppm})
     chi_true = run_method("inversion", inv["method"], {
-        "local_field_ppm": data.local_field_ppm, "mask": brain, "weight": brain.astype(np.float32),
+        **fields, "mask": brain, "weight": brain.astype(np.float32),
         "magnitude": out["magnitude"], "labels": None, "te_s": gre.te_s, "b0_tesla": gre.b0_tesla,
         "voxel_size_mm": vox, "b0_direction": gre.b0_direction, "cancel": lambda: False}, inv.get("params"))
     true_field = chi_scores(chi_true, data.chi_ppm, brain, data.labels)

@@ -6,7 +6,8 @@ Methods register themselves with the stage on import (see :mod:`QSMLogic.params`
   TSVD (Wharton et al. MRM 2010).
 * :mod:`.lsqr` — weighted least squares with Tikhonov damping by CG/LSQR, and iLSQR (Li et al. NeuroImage 2015).
 * :mod:`.medi` — MEDI (Liu et al. MRM 2012) and MEDI+0 (Liu et al. MRM 2018).
-* :mod:`.tv`, :mod:`.hdqsm`, :mod:`.tgv`, :mod:`.single_step` — STAR-QSM, FANSI, HD-QSM, TGV-QSM, SSTV.
+* :mod:`.tv`, :mod:`.hdqsm`, :mod:`.tgv`, :mod:`.single_step`, :mod:`.tfi` — STAR-QSM, FANSI, HD-QSM, TGV-QSM,
+  and the single-step SSTV and TFI (Liu et al. MRM 2017).
 * :mod:`.cosmos` — multi-orientation COSMOS (Liu et al. MRM 2009); not a single-orientation stage method.
 
 Every method returns ``chi_ppm`` (float32, 0 outside the mask). :func:`invert_dipole` dispatches by method key.
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..params import run_method
 from . import common, cosmos, direct, lsqr, medi, selection  # noqa: F401  (methods register on import)
-from . import tv, hdqsm, tgv, single_step  # noqa: F401  (registered after the others, in this order)
+from . import tv, hdqsm, tgv, single_step, tfi  # noqa: F401  (registered after the others, in this order)
 from .cosmos import cosmos as cosmos_inversion
 from .selection import select_parameter
 

@@ -14,7 +14,7 @@ adjoint, so ``<∇x, g> = −<x, div g>`` holds exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -238,11 +238,12 @@ def prepare_problem(
     b0_direction: Sequence[float],
     weight: Optional[np.ndarray] = None,
     magnitude: Optional[np.ndarray] = None,
-    pad_voxels: int = 12,
+    pad_voxels: Union[int, Sequence[int]] = 12,
     b0_tesla: Optional[float] = None,
     field_kind: str = "local",
 ) -> InversionProblem:
-    """Check the inputs and build the work grid (mask bounding box + ``pad_voxels`` zeros, fast FFT size).
+    """Check the inputs and build the work grid (mask bounding box + ``pad_voxels`` zeros, one number or one per
+    axis, fast FFT size).
 
     Raises :class:`QSMInputError` for a field that is not 3D, not finite in the mask or not in ppm
     (:func:`check_local_field_ppm` with ``b0_tesla`` and ``field_kind`` "local" or "total"), a mask that is empty or
@@ -259,7 +260,7 @@ def prepare_problem(
             magnitude = magnitude[..., 0]
         if magnitude.shape != f.shape:
             raise QSMInputError(f"magnitude shape {magnitude.shape} differs from the field shape {f.shape}")
-    grid = FFTCrop(m, [max(int(pad_voxels), 0)] * 3)
+    grid = FFTCrop(m, [max(int(p), 0) for p in np.broadcast_to(pad_voxels, (3,))])
     mw = grid.take(m, bool)
     field = np.where(mw, grid.take(f), np.float32(0.0))
     return InversionProblem(
