@@ -107,3 +107,45 @@ def test_registered_as_single_step_with_matching_signature():
     for p in spec.params:
         assert sig[p.name].default == p.default, p.name
     assert "tfi" in SINGLE_STEP_INVERSIONS and spec.help == "single-step: takes total_field_ppm"
+
+
+def test_block_mean_and_linear_upsampling_invert_each_other_on_smooth_maps():
+    from QSMLogic.utils.resample import block_mean, upsample_linear
+
+    x = np.fromfunction(lambda i, j, k: 0.1 * i - 0.2 * j + 0.05 * k, (10, 13, 9)).astype(np.float32)
+    c = block_mean(x, (2, 2, 1))
+    assert c.shape == (5, 7, 9)  # the odd axis is zero padded to a multiple
+    up = upsample_linear(c, (2, 2, 1), x.shape)
+    assert up.shape == x.shape
+    assert np.abs(up - x)[1:-1, 1:-2, :].max() < 1e-5  # exact for a linear map away from the padded edge
+
+
+def test_coarse_factors_double_only_within_3_mm():
+    from QSMLogic.inversion.tfi import coarse_factors
+
+    assert coarse_factors((1.0, 1.0, 1.0)) == (2, 2, 2)
+    assert coarse_factors((1.0, 1.0, 1.5)) == (2, 2, 2)
+    assert coarse_factors((1.0, 1.0, 2.0)) == (2, 2, 1)
+    assert coarse_factors((2.0, 2.0, 2.0)) == (1, 1, 1)
+    assert coarse_factors((1.0, 2.0, 3.0)) == (1, 1, 1)  # one axis alone is not worth a level
+
+
+def test_coarse_start_beats_the_same_fine_budget_from_zero():
+    """At 1.5 mm the coarse start (3 mm block means) lowers the error that the same few fine iterations reach from
+    zero (a start that leaked the margin's background χ into the brain's edge gave 145 % on a qsm-forward head).
+    Measured with the default fine budget instead (3 × 100): 23.8 % in 42 s against 15.7 % in 93 s for 10 × 100
+    from zero, the speed-for-accuracy trade the module docs state."""
+    vox = (1.5, 1.5, 1.5)
+    model = make_head_model(shape=(112, 128, 96), voxel_size_mm=vox, seed=0)
+    acq = simulate_acquisition(model, te_s=TE_S, b0_tesla=B0_TESLA, snr=100.0, seed=0)
+    m = acq.brain_mask
+    inputs = {"total_field_ppm": np.where(m, acq.total_field_ppm, 0.0).astype(np.float32), "local_field_ppm": None,
+              "mask": m, "voxel_size_mm": vox, "b0_direction": acq.gre.b0_direction,
+              "magnitude": acq.gre.magnitude[..., 0], "weight": m.astype(np.float32), "b0_tesla": B0_TESLA}
+    budget = {"fine_max_iter": 2, "fine_cg_max_iter": 40}
+    coarse = nrmse(run_method("inversion", "tfi", inputs, budget), acq.chi_ppm, m)
+    plain = nrmse(run_method("inversion", "tfi", inputs, {"coarse_start": False, "max_iter": 2, "cg_max_iter": 40}),
+                  acq.chi_ppm, m)
+    print(f"\n1.5 mm: coarse start + 2 × 40 fine {100 * coarse:.1f} %, 2 × 40 from zero {100 * plain:.1f} %")
+    # measured 34.7 % against 43.3 %
+    assert coarse < 0.38 and coarse < 0.9 * plain, (coarse, plain)
