@@ -79,6 +79,14 @@ def nrmse(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = 
     return _relative_norm((x - t)[m], t[m])
 
 
+def centred_nrmse(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """:func:`nrmse` (%) of the two maps each minus its mean in ``mask``: the error of a relative quantity such as
+    susceptibility, whatever reference either map was given."""
+    x, t, m = _prep(estimate, truth, mask, margin=0)
+    x, t = x[m], t[m]
+    return _relative_norm((x - x.mean()) - (t - t.mean()), t - t.mean())
+
+
 def hfen(estimate: np.ndarray, truth: np.ndarray, mask: Optional[np.ndarray] = None, sigma_voxels: float = 1.5
          ) -> float:
     """High-frequency error norm (%): nRMSE of the LoG-filtered (σ in voxels) masked maps, over the mask."""
@@ -278,6 +286,6 @@ def all_metrics(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray, voxel
     return out
 
 
-__all__ = ["DEEP_GRAY_NAMES", "nrmse", "hfen", "ssim", "label_errors", "deep_gray_labels", "deep_gray_error",
-           "dilate_mm", "calcification_moment", "calcification_moment_error", "calcification_streaking",
-           "streaking", "calcification_region", "CALCIFICATION_NAME", "all_metrics"]
+__all__ = ["DEEP_GRAY_NAMES", "nrmse", "centred_nrmse", "hfen", "ssim", "label_errors", "deep_gray_labels",
+           "deep_gray_error", "dilate_mm", "calcification_moment", "calcification_moment_error",
+           "calcification_streaking", "streaking", "calcification_region", "CALCIFICATION_NAME", "all_metrics"]

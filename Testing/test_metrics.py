@@ -57,6 +57,17 @@ def test_hfen_ignores_constant_offset_but_nrmse_does_not(maps):
     assert metrics.hfen(off, t, m) < 0.5 * metrics.nrmse(off, t, m)
 
 
+def test_centred_nrmse_ignores_the_reference_but_not_the_scale(maps):
+    t, m, _ = maps
+    tc = t[m].astype(np.float64) - t[m].mean()
+    assert metrics.centred_nrmse(t + np.float32(0.3), t, m) == pytest.approx(0.0, abs=1e-4)
+    # x = 0.8 t + c: the centred error is 0.2·‖t − mean‖ over ‖t − mean‖
+    assert metrics.centred_nrmse(0.8 * t + np.float32(0.05), t, m) == pytest.approx(20.0, rel=1e-4)
+    assert np.linalg.norm(tc) < np.linalg.norm(t[m])  # the centred norm differs from the plain one here
+    with pytest.raises(QSMInputError, match="mask is empty"):
+        metrics.centred_nrmse(t, t, np.zeros_like(m))
+
+
 def test_label_and_deep_gray_errors(maps):
     t, m, lab = maps
     x = t.copy()
