@@ -17,11 +17,14 @@ def _b0(inputs: Inputs) -> Optional[float]:
     return inputs.get("b0_tesla")
 
 
-def _inversion_rules() -> Dict[str, Callable[[Inputs, Any], Any]]:
+def _inversion_rules(method: str) -> Dict[str, Callable[[Inputs, Any], Any]]:
     from .inversion.common import effective_te_s
     from .inversion.medi import kappa_for, lambda_for
+    from .inversion.tfi import tfi_lambda
     from .inversion.tv import STAR_ALPHA_LARGE, STAR_ALPHA_SMALL, default_alpha
 
+    if method == "tfi":  # its λ has its own 3 T value
+        return {"lambda_": lambda i, r: tfi_lambda(0.0, _b0(i))}
     return {
         "alpha": lambda i, r: default_alpha(0.0, _b0(i)),
         "alpha1": lambda i, r: default_alpha(0.0, _b0(i)),
@@ -34,9 +37,9 @@ def _inversion_rules() -> Dict[str, Callable[[Inputs, Any], Any]]:
     }
 
 
-def _rules(stage_key: str) -> Dict[str, Callable[[Inputs, Any], Any]]:
+def _rules(stage_key: str, method: str) -> Dict[str, Callable[[Inputs, Any], Any]]:
     if stage_key == "inversion":
-        return _inversion_rules()
+        return _inversion_rules(method)
     if stage_key == "field_mapping":
         return {"noise_sd": lambda i, r: float(r.noise_sd)}
     if stage_key == "swi":
@@ -44,11 +47,13 @@ def _rules(stage_key: str) -> Dict[str, Callable[[Inputs, Any], Any]]:
     return {}
 
 
-def actual_parameters(stage_key: str, params: Dict[str, Any], inputs: Inputs, result: Any) -> Dict[str, Any]:
-    """``{name: value used}`` for the parameters of ``params`` (as resolved) that are 0 = automatic for this stage,
-    computed from the stage ``inputs`` (``b0_tesla``, ``te_s``) and its ``result``; {} when none is automatic."""
+def actual_parameters(stage_key: str, params: Dict[str, Any], inputs: Inputs, result: Any,
+                      method: str = "") -> Dict[str, Any]:
+    """``{name: value used}`` for the parameters of ``params`` (as resolved) that are 0 = automatic for this stage's
+    ``method``, computed from the stage ``inputs`` (``b0_tesla``, ``te_s``) and its ``result``; {} when none is
+    automatic."""
     out: Dict[str, Any] = {}
-    for name, rule in _rules(stage_key).items():
+    for name, rule in _rules(stage_key, method).items():
         if name in params and params[name] == 0:
             value = rule(inputs, result)
             if value is not None:

@@ -256,7 +256,7 @@ class _Run:
         dt = time.perf_counter() - t0
         params = self.cfg.resolved(key)
         # parameters left automatic (0) are recorded with the value actually used, and named as automatic
-        auto = actual_parameters(key, params, all_inputs, out)
+        auto = actual_parameters(key, params, all_inputs, out, entry["method"])
         record = {"stage": key, "method": entry["method"], "reference": stage(key).method(entry["method"]).reference,
                   "params": {**params, **auto}, "seconds": round(dt, 3)}
         if auto:
@@ -473,18 +473,14 @@ def r2star_step(run: _Run, magnitude: np.ndarray, m: Optional[np.ndarray]) -> No
 def local_field_and_inversion_step(run: _Run, phase: np.ndarray, m: np.ndarray, used: List[int],
                                    used_te: Dict[str, Any], weight: np.ndarray, labels: Optional[np.ndarray],
                                    data_edge_mm: float) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """Steps 6-7: background removal then dipole inversion (or one single-step inversion of the total field);
-    returns the susceptibility before referencing and the mask it is defined on (None, None when neither runs;
-    None and the eroded mask when the inversion is off)."""
+    """Steps 6-7: background removal then dipole inversion of the local field, or a single-step inversion of the
+    total field (background removal, when enabled, then still gives the local field as an output to inspect, not
+    as the inversion's input); returns the susceptibility before referencing and the mask it is defined on (None,
+    None when neither runs; None and the background step's mask when the inversion is off)."""
     outputs = run.outputs
     single_step = run.cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
-    if not run.enabled("inversion") and (single_step or not run.enabled("background")):
-        return None, None
-    if single_step:
-        chi = run.stage("inversion", {"total_field_ppm": outputs["total_field_ppm"], "local_field_ppm": None,
-                                      "mask": m, "weight": weight, "magnitude": outputs["magnitude"], **used_te})
-        qsm_mask = m
-    else:
+    qsm_mask: Optional[np.ndarray] = None
+    if run.enabled("background"):
         bg = run.stage("background", {"field_ppm": outputs["total_field_ppm"], "mask": m, "weight": weight,
                                       "phase_rad": phase[..., used], "tissue_mask": run.details.get("tissue_mask"),
                                       **used_te})
@@ -492,9 +488,15 @@ def local_field_and_inversion_step(run: _Run, phase: np.ndarray, m: np.ndarray, 
         qsm_mask = np.asarray(bg.mask, dtype=bool)
         if not qsm_mask.any():
             raise QSMInputError("background removal eroded the whole mask: use a smaller kernel radius")
-        if not run.enabled("inversion"):
+    if not run.enabled("inversion"):
+        if qsm_mask is not None:
             outputs["qsm_mask"] = qsm_mask.astype(np.uint8)
-            return None, qsm_mask
+        return None, qsm_mask
+    if single_step:
+        chi = run.stage("inversion", {"total_field_ppm": outputs["total_field_ppm"], "local_field_ppm": None,
+                                      "mask": m, "weight": weight, "magnitude": outputs["magnitude"], **used_te})
+        qsm_mask = m
+    else:
         inv_weight = inversion_weight(weight, qsm_mask, run.gre.voxel_size_mm, data_edge_mm)
         run.details["inversion_weight"] = inv_weight
         chi = run.stage("inversion", {"local_field_ppm": outputs["local_field_ppm"], "mask": qsm_mask,

@@ -73,6 +73,6 @@ def test_pipeline_cancels_inside_the_inversion(acq):
     cfg = PipelineConfig.default().set("background", "vsharp")
     cfg.stages["swi"]["enabled"] = False
     cfg.stages["r2star"]["enabled"] = False
-    with pytest.raises(QSMCancelled, match="FANSI nonlinear TV cancelled"):
+    with pytest.raises(QSMCancelled, match="TFI cancelled"):
         run_pipeline(acq.gre, cfg, progress=progress, cancel=counting)
     assert cancel.calls == 3

@@ -17,7 +17,7 @@ import pytest
 
 from QSMLogic.bench.independent import DEEP_NUCLEI, SMALL_VARIANTS, attribute_errors, polynomial_residual, simulate
 from QSMLogic.dipole import forward_field
-from QSMLogic.pipeline import reliable_mask
+from QSMLogic.pipeline import PipelineConfig, reliable_mask
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,23 +87,32 @@ def _check(scores, name, chi_max, slope_min, nucleus_max):
     assert scores["chi_nrmse_pct"] < chi_max
     assert scores["slope"] > slope_min
     assert max(abs(v) for v in nuclei.values()) < nucleus_max
-    assert scores["chi_true_field_nrmse_pct"] < 12.0  # the inversion itself is not what loses accuracy
     assert scores["holes_deep"] < 100  # was 1,183 before the depth-aware reliability mask
 
 
 def test_default_chain_on_thick_slices(thick):
-    """2×2×3 mm (measured before → after: χ nRMSE 78.5 → 71.6 %, slope 0.51 → 0.64, worst nucleus −0.014 →
-    −0.010 ppm, brain voxels deeper than 10 mm missing from the field mask 1,183 → 29)."""
+    """2×2×3 mm, default chain (TFI from the total field); measured: χ nRMSE 60.4 % (PDF + FANSI, the default
+    before: 71.2 %), slope 0.83 (0.66), worst nucleus 0.003 ppm, brain voxels deeper than 10 mm missing from the
+    field mask 29 (1,183 before the depth-aware reliability mask). TFI's own figure from the true total field is
+    not bounded here: on thick slices that field carries the truth's Gibbs ringing (docs/benchmarks.md)."""
     s = attribute_errors(thick)
-    _check(s, "2×2×3 mm", chi_max=74.0, slope_min=0.60, nucleus_max=0.015)
+    _check(s, "2×2×3 mm", chi_max=64.0, slope_min=0.78, nucleus_max=0.010)
     assert s["total_field_deep_rms_ppm"] < 0.015
 
 
+def test_two_step_chain_on_thick_slices(thick):
+    """The previous default (PDF + FANSI nonlinear TV) stays available and bounded: χ nRMSE 71.2 %, slope 0.66;
+    its inversion from the true local field 9.5 %, so the two-step loss sits before the inversion."""
+    s = attribute_errors(thick, PipelineConfig.default().set("inversion", "fansi_nltv"))
+    _check(s, "2×2×3 mm, PDF + FANSI", chi_max=74.0, slope_min=0.60, nucleus_max=0.015)
+    assert s["chi_true_field_nrmse_pct"] < 12.0
+
+
 def test_default_chain_on_oblique_thick_slices(oblique):
-    """2×2×3 mm with B0 15° off the slice axis, geometry from the affine only (measured before → after: χ nRMSE
-    84.1 → 79.4 %, slope 0.47 → 0.57, worst nucleus −0.023 → −0.014 ppm)."""
+    """2×2×3 mm with B0 15° off the slice axis, geometry from the affine only; measured χ nRMSE 72.1 % (PDF + FANSI
+    78.9 %), slope 0.79 (0.60), worst nucleus 0.005 ppm."""
     s = attribute_errors(oblique)
-    _check(s, "2×2×3 mm, B0 15°", chi_max=82.0, slope_min=0.53, nucleus_max=0.016)
+    _check(s, "2×2×3 mm, B0 15°", chi_max=76.0, slope_min=0.74, nucleus_max=0.010)
 
 
 def test_edge_shell_depth_per_method_and_voxel_size():

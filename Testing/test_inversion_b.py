@@ -87,7 +87,7 @@ def test_registered_with_matching_signatures():
         for p in spec.params:
             assert p.name in sig, (key, p.name)
             assert sig[p.name].default == p.default, (key, p.name)
-    assert st.default_method == "fansi_nltv"
+    assert st.default_method == "tfi"
     assert st.method("sstv").help == "single-step: takes total_field_ppm"
 
 

@@ -58,8 +58,8 @@ def test_real_sample_veins_paramagnetic_and_streaks_bounded(real_run):
     assert "field of view is small" in warnings and "covers most of 6 of the 6 faces" in warnings
     # automatic parameters carry the values used, not 0
     inv = next(r for r in prov["stages"] if r["stage"] == "inversion")
-    assert inv["params"]["alpha"] == pytest.approx(1e-4) and inv["params"]["te_eff_s"] == pytest.approx(0.224 / 24)
-    assert set(inv["automatic_params"]) == {"alpha", "te_eff_s"}
+    assert inv["method"] == "tfi" and inv["params"]["lambda_"] == pytest.approx(5e3)
+    assert inv["automatic_params"] == ["lambda_"]
     fit = next(r for r in prov["stages"] if r["stage"] == "field_mapping")
     assert fit["params"]["noise_sd"] > 0 and fit["automatic_params"] == ["noise_sd"]
     assert prov["input"]["metadata"]["phase_scaling"]["rule"] == "range"

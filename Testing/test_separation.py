@@ -31,7 +31,7 @@ def inputs(model):
     g, m = acq.gre, acq.brain_mask
     load_all()
     common = {"voxel_size_mm": g.voxel_size_mm, "b0_direction": g.b0_direction, "b0_tesla": 3.0, "te_s": g.te_s}
-    chi = run_method("inversion", stage("inversion").default_method,
+    chi = run_method("inversion", "fansi_nltv",
                      {"local_field_ppm": acq.local_field_ppm, "mask": m, "weight": m.astype(np.float32),
                       "magnitude": g.magnitude[..., 0], **common})
     chi = reference_csf(chi, m, labels=model.labels).chi_ppm
@@ -314,7 +314,7 @@ def test_independent_forward_model_qsm_forward(model):
     # qsm-forward's R2* equals the phantom's declared R2* where the static-dephasing model holds
     wm = ndi.binary_erosion(model.labels == label_of("WM"), iterations=2)
     assert np.median(r2s[wm]) == pytest.approx(20.0, abs=0.3)
-    chi = run_method("inversion", stage("inversion").default_method,
+    chi = run_method("inversion", "fansi_nltv",
                      {"local_field_ppm": field.astype(np.float32), "mask": m, "weight": m.astype(np.float32),
                       "magnitude": mag[..., 0], **common})
     chi = reference_csf(chi, m, labels=model.labels).chi_ppm

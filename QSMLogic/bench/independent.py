@@ -412,7 +412,7 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
       2nd-order polynomial (shim) fit, over the chain's field mask / its part deeper than ``deep_mm``;
     * ``local_field_nrmse_pct`` / ``local_field_deep_nrmse_pct``: local field against the true local field, both
       minus their mean, over the chain's QSM mask / deeper than ``deep_mm`` (relative to the true field's RMS;
-      NaN for single-step inversions, which make no local field);
+      NaN for single-step inversions, whose χ does not come from it);
     * ``chi_true_field_nrmse_pct`` / ``chi_true_field_slope``: the same inversion from the true local field in the
       true brain mask (single-step inversions: from the true total field);
     * ``chi_nrmse_pct``, ``slope``, ``err_<nucleus>``: the chain's χ (:func:`chi_scores`), in its QSM mask;
@@ -438,8 +438,9 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
     r = polynomial_residual(out["total_field_ppm"] - data.total_field_ppm, fm)
     scores["total_field_rms_ppm"] = float(np.sqrt(np.mean(r[fm] ** 2)))
     scores["total_field_deep_rms_ppm"] = float(np.sqrt(np.mean(r[fm & deep] ** 2)))
+    single_step = cfg.stages["inversion"]["method"] in SINGLE_STEP_INVERSIONS
     for suffix, m in (("", qm), ("_deep", qm & deep)):
-        if "local_field_ppm" not in out:  # single-step inversions make no local field
+        if single_step or "local_field_ppm" not in out:  # not the inversion's input: not part of its chain
             scores[f"local_field{suffix}_nrmse_pct"] = float("nan")
             continue
         e, t = _centred(out["local_field_ppm"], m), _centred(data.local_field_ppm, m)

@@ -423,7 +423,7 @@ _P_NL = (Param("te_eff_s", float, 0.0, "effective echo time that turns ppm back 
                maximum=0.2),)
 
 register_method("inversion", MethodSpec(
-    key="fansi_nltv", label="FANSI nonlinear TV (default)",
+    key="fansi_nltv", label="FANSI nonlinear TV",
     reference="Milovic et al., Magn Reson Med 80 (2018) 814-821",
     params=admm_params() + _P_NL,
     help="Nonlinear (complex exponential) data term, robust to phase outliers; α scales with the field noise.",
