@@ -1,8 +1,8 @@
 """The default chain on heads simulated by an independent forward model (PyPI ``qsm-forward``, GPL-3.0, a test
 extra only), at 2 mm model resolution so the suite stays cheap: thick slices and an oblique B0 from the affine.
 
-The bounds are the values measured after the fix of this change (unreliable voxels leave the mask only near its
-edge) with a small margin: what was reached, not the issue's targets, which are not met.
+The bounds are the values measured (the default chain, TFI, and the two-step PDF + FANSI chain beside it) with a
+small margin; the issue's targets are for the 1 mm-model variants of the benchmark, not for these 2 mm ones.
 ``susceptibility-mri bench --areas independent`` has the 1 mm variants and docs/benchmarks.md the before/after
 table. Simulations are cached on disk (``QSMLogic.bench.independent.cache_dir``).
 """
