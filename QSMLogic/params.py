@@ -125,7 +125,8 @@ _REGISTRY: Dict[str, StageSpec] = {
                   "pdf", "Separate the local field from the background field (Schweser et al. NMR Biomed 2017)."),
         StageSpec("inversion", "Dipole inversion",
                   "local_field_ppm, mask, voxel_size_mm, b0_direction, weight, magnitude -> chi_ppm",
-                  "tfi", "Susceptibility from the local field."),
+                  "tfi", "Susceptibility from the local field, or from the total field in one step (single-step "
+                  "methods such as the default, TFI)."),
         StageSpec("reference", "Susceptibility reference",
                   "chi_ppm, mask, labels -> ReferencedMap", "whole_brain",
                   "Susceptibility is relative: choose and record the reference region."),

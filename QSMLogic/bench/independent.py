@@ -420,6 +420,7 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
       missing from the field mask.
     """
     from .._distance import depth_mm
+    from ..metrics import centred_nrmse
     from ..params import run_method
     from ..pipeline import SINGLE_STEP_INVERSIONS, PipelineConfig, run_pipeline
 
@@ -443,8 +444,7 @@ def attribute_errors(data: IndependentData, config: Optional[PipelineConfig] = N
         if single_step or "local_field_ppm" not in out:  # not the inversion's input: not part of its chain
             scores[f"local_field{suffix}_nrmse_pct"] = float("nan")
             continue
-        e, t = _centred(out["local_field_ppm"], m), _centred(data.local_field_ppm, m)
-        scores[f"local_field{suffix}_nrmse_pct"] = 100.0 * float(np.linalg.norm(e - t) / np.linalg.norm(t))
+        scores[f"local_field{suffix}_nrmse_pct"] = centred_nrmse(out["local_field_ppm"], data.local_field_ppm, m)
     inv = cfg.stages["inversion"]
     # single-step inversions remove the background themselves: they get the true total field
     fields = ({"total_field_ppm": data.total_field_ppm, "local_field_ppm": None}

@@ -55,7 +55,7 @@ PDF + FANSI nonlinear TV (docs/benchmarks.md, "Total field inversion").
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -123,9 +123,8 @@ def tfi(
     if weight is None and magnitude is not None:
         mg_in = np.asarray(magnitude, dtype=np.float32)
         weight = mg_in[..., 0] if mg_in.ndim == 4 else mg_in
-    pad = [int(np.ceil(margin_mm / v)) + 2 for v in vox]
     prob = prepare_problem(total_field_ppm, mask, voxel_size_mm, b0_direction, weight, magnitude=magnitude,
-                           pad_voxels=pad, b0_tesla=b0_tesla, field_kind="total")
+                           pad_voxels=_margin_pad(margin_mm, vox), b0_tesla=b0_tesla, field_kind="total")
     lam = np.float32(tfi_lambda(lambda_, b0_tesla))
     opts = dict(lam=lam, margin_mm=margin_mm, precond_outside=precond_outside, edge_fraction=edge_fraction,
                 cg_tol=cg_tol, tol=tol, cancel=cancel)
@@ -135,14 +134,18 @@ def tfi(
     m_c = block_mean(prob.mask, f)
     keep = m_c >= 0.5
     field_c = np.where(keep, block_mean(prob.field * prob.mask, f) / np.maximum(m_c, 1e-6), np.float32(0.0))
-    coarse = prepare_problem(field_c, keep, prob.voxel_size_mm * np.asarray(f), prob.b0_direction,
-                             block_mean(prob.weight, f),
+    vox_c = prob.voxel_size_mm * np.asarray(f)
+    coarse = prepare_problem(field_c, keep, vox_c, prob.b0_direction, block_mean(prob.weight, f),
                              magnitude=None if prob.magnitude is None else block_mean(prob.magnitude, f),
-                             pad_voxels=[int(np.ceil(margin_mm / v)) + 2 for v in prob.voxel_size_mm * np.asarray(f)],
-                             b0_tesla=b0_tesla, field_kind="total")
+                             pad_voxels=_margin_pad(margin_mm, vox_c), b0_tesla=b0_tesla, field_kind="total")
     chi_c = coarse.grid.put(_solve(coarse, None, max_iter, cg_max_iter, **opts))
     chi0 = np.where(prob.mask, _upsample_in(chi_c, keep, f, prob.shape), _upsample_in(chi_c, ~keep, f, prob.shape))
     return prob.to_input_grid(_solve(prob, chi0, fine_max_iter, fine_cg_max_iter, **opts))
+
+
+def _margin_pad(margin_mm: float, voxel_size_mm: Sequence[float]) -> List[int]:
+    """Work-grid padding (voxels per axis) that holds the margin plus two voxels for the finite differences."""
+    return [int(np.ceil(margin_mm / v)) + 2 for v in voxel_size_mm]
 
 
 def _upsample_in(chi: np.ndarray, region: np.ndarray, f: Tuple[int, int, int], shape: Tuple[int, ...]) -> np.ndarray:
