@@ -49,10 +49,14 @@ def test_real_sample_veins_paramagnetic_and_streaks_bounded(real_run):
     mag = np.asarray(nib.load(f"{REAL}/Mag.nii.gz").dataobj, dtype=np.float32)
     vox = (0.46875, 0.46875, 1.0)
     veins = vein_mask(mag[..., -1], qm, vox, mag[..., 0])
-    # measured: 377 vein voxels, mean χ +0.083 ppm; χ SD 0.056 ppm more than 2 mm from any vein
-    assert veins.sum() > 200 and chi[veins].mean() > 0.04
     vein_free = qm & (distance_mm(~veins, vox) > 2.0)
-    assert chi[vein_free].std() < 0.07
+    print(f"\nreal sample: {veins.sum()} vein voxels, mean χ {chi[veins].mean():+.3f} ppm; "
+          f"χ SD {chi[vein_free].std():.3f} ppm more than 2 mm from any vein")
+    # measured with TFI (40 coarse iterations): 377 vein voxels, mean χ +0.085 ppm; χ SD 0.069 ppm (10 coarse
+    # iterations: +0.087, 0.068; PDF + FANSI nonlinear TV: +0.083, 0.056, with slopes of 0.7-0.8 against truth on
+    # qsm-forward heads where TFI's are 0.9-0.98: part of the SD is contrast FANSI flattened, hence 0.075)
+    assert veins.sum() > 200 and chi[veins].mean() > 0.04
+    assert chi[vein_free].std() < 0.075
     # the cut field of view is said, in the console and the provenance
     warnings = " ".join(prov["warnings"])
     assert "field of view is small" in warnings and "covers most of 6 of the 6 faces" in warnings

@@ -132,8 +132,10 @@ def test_coarse_factors_double_only_within_3_mm():
 def test_coarse_start_beats_the_same_fine_budget_from_zero():
     """At 1.5 mm the coarse start (3 mm block means) lowers the error that the same few fine iterations reach from
     zero (a start that leaked the margin's background χ into the brain's edge gave 145 % on a qsm-forward head).
-    Measured with the default fine budget instead (3 × 100): 23.8 % in 42 s against 15.7 % in 93 s for 10 × 100
-    from zero, the speed-for-accuracy trade the module docs state."""
+    Measured with the default fine budget instead (3 × 100): 26.3 % in 72 s (40 coarse iterations; 23.8 % with 10)
+    against 15.7 % in 93 s for 10 × 100 from zero, the speed-for-accuracy trade the module docs state: the 40 coarse
+    iterations that lift the slope on qsm-forward heads (oblique 1×1×1.5 mm: 0.88 → 0.91) cost this phantom a
+    little."""
     vox = (1.5, 1.5, 1.5)
     model = make_head_model(shape=(112, 128, 96), voxel_size_mm=vox, seed=0)
     acq = simulate_acquisition(model, te_s=TE_S, b0_tesla=B0_TESLA, snr=100.0, seed=0)
@@ -146,5 +148,5 @@ def test_coarse_start_beats_the_same_fine_budget_from_zero():
     plain = nrmse(run_method("inversion", "tfi", inputs, {"coarse_start": False, "max_iter": 2, "cg_max_iter": 40}),
                   acq.chi_ppm, m)
     print(f"\n1.5 mm: coarse start + 2 × 40 fine {100 * coarse:.1f} %, 2 × 40 from zero {100 * plain:.1f} %")
-    # measured 34.7 % against 43.3 %
-    assert coarse < 0.38 and coarse < 0.9 * plain, (coarse, plain)
+    # measured 38.2 % against 43.3 % (34.7 % with 10 coarse iterations)
+    assert coarse < 0.40 and coarse < 0.9 * plain, (coarse, plain)

@@ -40,17 +40,26 @@ Coarse start, measured on the pipeline's fitted total field of qsm-forward heads
 5 × 100 38.1 %; 10 × 40 45.2 %; 4 × 50 47.9 %), because CG needs many steps to reach the smooth background χ of the
 margin. Solving first on 2×2×2 block means (10 × 100 at 2×2×3 mm) and refining with 3 × 100 on the data's grid
 gives 30.7 %, slope 0.91, 84 s (3 × 50: 31.0 %, 0.87, 53 s); at 1 mm 12.1 %, 0.97, 157 s (fine only, 10 × 100:
-9.3 %, 0.98, ~450 s). The coarse χ is carried up by linear interpolation within the brain and within the margin
-separately: interpolating across the mask edge mixed the margin's background χ into the brain's edge (145.8 %).
+9.3 %, 0.98, ~450 s). The coarse solve itself was not converged at 10 outer iterations, and what it leaves shows
+as low slope on oblique data (1×1×1.5 mm, B0 15°: 43.6 %, slope 0.88): 20 coarse iterations 42.5 %, 0.90; 40
+42.1 %, 0.91 (straight 29.1 %, 0.93; 1 mm 11.1 %, 0.98), 60 the same as 40; so ``coarse_max_iter`` is 40, at
+about 40 % more inversion time (1 mm: ~200 s). Other knobs measured on the oblique head, none the fix: λ 2.5e3
+42.7 %, 0.89, λ 1e4 46.3 %, 0.86; margin 36 mm 43.5 %, 0.88; uniform weight 44.6 %; P_B 100 49.5 %, 0.69;
+edge fraction 0.5 47.4 %, 0.86; 2 fine iterations 42.2 %, 0.87; the header's geometry replaced by the simulator's
+(its affine is not rotation × voxel size: 1.472 mm slices, B0 14.7°) 42.6 %, 0.89.
+The coarse χ is carried up by linear interpolation within the brain and within the margin separately:
+interpolating across the mask edge mixed the margin's background χ into the brain's edge (145.8 %).
 A coarse voxel over 3 mm costs accuracy (2 mm data from a 4 mm start: 34.9 % against 21.9 % fine only), so the
 coarse start is used only when two or more axes can be doubled within 3 mm (:func:`coarse_factors`). On the
 project's own phantom at 1.5 mm (true total field, uniform weight) the start costs accuracy instead: 23.8 % in
-42 s against 15.7 % in 93 s from zero (10 × 100); ``coarse_start=False`` keeps the slower fine-only solve.
+42 s (10 coarse iterations; 26.3 % in 72 s with 40) against 15.7 % in 93 s from zero (10 × 100);
+``coarse_start=False`` keeps the slower fine-only solve. The own phantom's whole chain at 1 mm gains from the
+start all the same (module :mod:`QSMLogic.bench.pipeline`: 16.1 % with 10 coarse iterations, 15.1 % with 40).
 
 Pipeline note: like :mod:`.single_step` (SSTV), TFI takes ``total_field_ppm`` and ignores ``local_field_ppm`` (the
 pipeline still runs background removal when enabled, for the local field as an output to inspect); χ is returned in
 the brain mask (the margin's background χ is dropped). It is the default inversion: on qsm-forward heads it lowers
-χ nRMSE from 37.5 to 12.1 % at 1 mm, 50.3 to 30.7 % at 1×1×1.5 mm and 55.3 to 43.6 % with B0 tilted 15°, against
+χ nRMSE from 37.5 to 11.1 % at 1 mm, 50.3 to 29.1 % at 1×1×1.5 mm and 55.3 to 42.1 % with B0 tilted 15°, against
 PDF + FANSI nonlinear TV (docs/benchmarks.md, "Total field inversion").
 """
 from __future__ import annotations
@@ -104,6 +113,7 @@ def tfi(
     cg_tol: float = 1e-3,
     tol: float = 0.01,
     coarse_start: bool = True,
+    coarse_max_iter: int = 40,
     fine_max_iter: int = 3,
     fine_cg_max_iter: int = 100,
     b0_tesla: Optional[float] = None,
@@ -113,8 +123,9 @@ def tfi(
     docs. ``weight`` is W (the first-echo magnitude when None and ``magnitude`` is given, else uniform);
     ``magnitude`` gives the edge mask M_G (plain TV without it); ``lambda_ = 0`` is automatic for ``b0_tesla``
     (:data:`LAMBDA_3T` scaled as MEDI's λ); ``local_field_ppm`` is ignored. With ``coarse_start`` the problem is
-    first solved (``max_iter`` × ``cg_max_iter``) on a grid of block means (:func:`coarse_factors`) and the fine
-    grid then refines that start (``fine_max_iter`` × ``fine_cg_max_iter``).
+    first solved (``coarse_max_iter`` × ``cg_max_iter``) on a grid of block means (:func:`coarse_factors`) and the
+    fine grid then refines that start (``fine_max_iter`` × ``fine_cg_max_iter``); without it (or when the voxels
+    cannot be doubled) it is solved on the data's grid alone (``max_iter`` × ``cg_max_iter``).
     """
     if total_field_ppm is None:
         raise QSMInputError("tfi is a single-step method: it needs total_field_ppm (the field before background "
@@ -138,7 +149,7 @@ def tfi(
     coarse = prepare_problem(field_c, keep, vox_c, prob.b0_direction, block_mean(prob.weight, f),
                              magnitude=None if prob.magnitude is None else block_mean(prob.magnitude, f),
                              pad_voxels=_margin_pad(margin_mm, vox_c), b0_tesla=b0_tesla, field_kind="total")
-    chi_c = coarse.grid.put(_solve(coarse, None, max_iter, cg_max_iter, **opts))
+    chi_c = coarse.grid.put(_solve(coarse, None, coarse_max_iter, cg_max_iter, **opts))
     chi0 = np.where(prob.mask, _upsample_in(chi_c, keep, f, prob.shape), _upsample_in(chi_c, ~keep, f, prob.shape))
     return prob.to_input_grid(_solve(prob, chi0, fine_max_iter, fine_cg_max_iter, **opts))
 
@@ -210,12 +221,15 @@ register_method("inversion", MethodSpec(
               maximum=1000.0),
         Param("edge_fraction", float, 0.3, "fraction of strongest magnitude gradients left unpenalised (M_G = 0)",
               minimum=0.0, maximum=0.9),
-        Param("max_iter", int, 10, "maximum lagged-diffusivity iterations", minimum=1, maximum=100),
+        Param("max_iter", int, 10, "maximum lagged-diffusivity iterations on the data's grid when there is no "
+              "coarse start", minimum=1, maximum=100),
         Param("cg_max_iter", int, 100, "maximum CG iterations per outer iteration", minimum=1, maximum=2000),
         Param("cg_tol", float, 1e-3, "relative residual tolerance of the inner CG", minimum=1e-6, maximum=0.5),
         Param("tol", float, 0.01, "stop when ‖Δχ‖/‖χ‖ falls below this", minimum=1e-4, maximum=1.0),
         Param("coarse_start", bool, True, "solve first on a grid of 2×2 block means (voxels up to 3 mm), then "
               "refine on the data's grid"),
+        Param("coarse_max_iter", int, 40, "maximum lagged-diffusivity iterations on the coarse grid",
+              minimum=1, maximum=200),
         Param("fine_max_iter", int, 3, "lagged-diffusivity iterations on the data's grid after the coarse start",
               minimum=1, maximum=100),
         Param("fine_cg_max_iter", int, 100, "CG iterations per fine iteration after the coarse start", minimum=1,
